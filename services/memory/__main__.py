@@ -1,0 +1,6 @@
+from services.memory.app import create_app
+from services.memory.settings import MemorySettings
+from shared.service_app import run_service
+
+settings = MemorySettings()  # type: ignore[call-arg]
+run_service(lambda: create_app(settings), settings)

@@ -1,0 +1,113 @@
+"""The NATS bus: a FastStream `NatsBroker` with tracing and metrics middlewares, the
+JetStream stream `NEXUS` that captures `nexus.>`, and durable pull subscribers.
+
+Create the broker inside an application's lifespan (never at import time), register the
+service's router on it, then start it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.prometheus import NatsPrometheusMiddleware
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from shared.events import Event, subject_of
+
+STREAM_NAME = "NEXUS"
+# Events are the workflow's audit trail; keep a week of them, bounded in size.
+STREAM_CONFIG = StreamConfig(
+    name=STREAM_NAME,
+    subjects=["nexus.>"],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=7 * 24 * 3600,
+    max_bytes=1024 * 1024 * 1024,
+    discard=DiscardPolicy.OLD,
+    duplicate_window=120,
+)
+# Declared by `ensure_stream` at start-up, not by FastStream: its declaration is a one-shot
+# flag on this shared object, which would skip every broker after the first in a process.
+NEXUS_STREAM = JStream(STREAM_NAME, declare=False)
+
+# Core-NATS (not persisted) subjects for node liveness and task dispatch.
+NODE_HEARTBEAT_SUBJECT = "nodes.{cluster_id}.{node_id}.heartbeat"
+NODE_TASK_SUBJECT = "nodes.{node_id}.task"
+
+
+def create_broker(
+    nats_url: str,
+    service: str,
+    tracer_provider: TracerProvider | None,
+    metrics_registry: CollectorRegistry | None,
+) -> NatsBroker:
+    middlewares: list[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)]
+    if metrics_registry is not None:
+        middlewares.append(
+            NatsPrometheusMiddleware(registry=metrics_registry, app_name=f"nexus_{service}")
+        )
+    # FastStream logs every message at INFO by default, which costs more than handling it.
+    logger = logging.getLogger(f"nexus.{service}.bus")
+    return NatsBroker(
+        nats_url,
+        middlewares=middlewares,
+        logger=logger,
+        log_level=logging.DEBUG,
+        graceful_timeout=15.0,
+        max_reconnect_attempts=-1,
+    )
+
+
+async def ensure_stream(broker: NatsBroker) -> None:
+    js = broker.connection.jetstream()
+    try:
+        await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        await js.add_stream(STREAM_CONFIG)
+
+
+def durable_subscriber(
+    router: NatsRouter | NatsBroker,
+    event_type: type[Event],
+    consumer: str,
+    *,
+    subject: str | None = None,
+    timeout: float = 5.0,
+) -> Callable[..., Any]:
+    """A durable pull consumer on the NEXUS stream. The handler acks after its commit; an
+    exception naks so JetStream redelivers (handlers are idempotent on event_id)."""
+    return router.subscriber(
+        subject or event_type.subject,
+        stream=NEXUS_STREAM,
+        durable=consumer,
+        pull_sub=PullSub(batch_size=1, timeout=timeout),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+
+
+def publisher_for(broker: NatsBroker) -> Callable[..., Any]:
+    """The publish function the outbox uses: JetStream publish, awaited for its ack."""
+
+    async def publish(subject: str, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        await broker.publish(payload, subject, headers=headers, stream=STREAM_NAME, timeout=10)
+
+    return publish
+
+
+async def publish_event(broker: NatsBroker, event: Event) -> None:
+    """Publish outside a transaction (nodes, external systems): straight to JetStream."""
+    await broker.publish(
+        event.model_dump(mode="json"),
+        subject_of(event),
+        headers={"Nats-Msg-Id": str(event.event_id)},
+        stream=STREAM_NAME,
+        timeout=10,
+    )

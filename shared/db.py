@@ -1,0 +1,171 @@
+"""Async SQLAlchemy plumbing shared by every service.
+
+Each service owns one Postgres schema. The boundary (an HTTP request or a message handler)
+owns the transaction through `UnitOfWork`: domain code only adds and flushes; events emitted
+inside the unit are written to the service's outbox table in the same transaction and
+published to NATS only after the commit, so a rollback drops them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opentelemetry import propagate
+from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, delete, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import Uuid
+
+from shared.events import Event, subject_of
+
+PublishFn = Callable[[str, dict[str, Any], dict[str, str]], Awaitable[None]]
+
+
+def make_base(schema: str) -> type[DeclarativeBase]:
+    """A declarative base whose tables live in the service's own schema, plus the two
+    tables every event-driven service needs (`processed_events`, `outbox`)."""
+    metadata = MetaData(schema=schema)
+
+    class Base(DeclarativeBase):
+        pass
+
+    Base.metadata = metadata
+    Table(
+        "processed_events",
+        metadata,
+        Column("consumer", String(100), primary_key=True),
+        Column("event_id", Uuid, primary_key=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+    )
+    Table(
+        "outbox",
+        metadata,
+        Column("id", Uuid, primary_key=True),
+        Column("subject", String(200), nullable=False),
+        Column("payload", JSON, nullable=False),
+        Column("headers", JSON, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    return Base
+
+
+def create_engine(url: str) -> AsyncEngine:
+    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+class UnitOfWork:
+    """One transaction plus the events it raises.
+
+    `async with UnitOfWork(...) as uow:` commits on success and rolls back on error; events
+    passed to `emit` are stored in the outbox with the transaction and published after commit.
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        metadata: MetaData,
+        publish: PublishFn | None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._outbox = metadata.tables[f"{metadata.schema}.outbox"]
+        self._processed = metadata.tables[f"{metadata.schema}.processed_events"]
+        self._publish = publish
+        self._pending: list[tuple[uuid.UUID, str, dict[str, Any], dict[str, str]]] = []
+        self.session: AsyncSession
+
+    async def __aenter__(self) -> UnitOfWork:
+        self.session = self._sessionmaker()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                await self.session.commit()
+            else:
+                await self.session.rollback()
+                self._pending.clear()
+        finally:
+            await self.session.close()
+        if exc_type is None:
+            await self._publish_pending()
+
+    async def emit(self, event: Event) -> None:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)  # keep the trace even if the relay publishes it later
+        headers["Nats-Msg-Id"] = str(event.event_id)  # JetStream drops duplicate publishes
+        payload = event.model_dump(mode="json")
+        row_id = uuid.uuid4()
+        await self.session.execute(
+            self._outbox.insert().values(
+                id=row_id,
+                subject=subject_of(event),
+                payload=payload,
+                headers=headers,
+                created_at=datetime.now(UTC),
+            )
+        )
+        self._pending.append((row_id, subject_of(event), payload, headers))
+
+    async def first_time(self, consumer: str, event_id: uuid.UUID) -> bool:
+        """Record that `consumer` handled `event_id`; False when it already had (a redelivery)."""
+        result = await self.session.execute(
+            pg_insert(self._processed)
+            .values(consumer=consumer, event_id=event_id, processed_at=datetime.now(UTC))
+            .on_conflict_do_nothing()
+            .returning(self._processed.c.event_id)
+        )
+        return result.first() is not None
+
+    async def _publish_pending(self) -> None:
+        if self._publish is None or not self._pending:
+            return
+        published: list[uuid.UUID] = []
+        for row_id, subject, payload, headers in self._pending:
+            await self._publish(subject, payload, headers)
+            published.append(row_id)
+        self._pending.clear()
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(delete(self._outbox).where(self._outbox.c.id.in_(published)))
+
+
+async def relay_outbox(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    metadata: MetaData,
+    publish: PublishFn,
+    older_than_s: float = 10.0,
+) -> int:
+    """Publish events whose commit landed but whose publish did not (a crash in between).
+    Duplicates are harmless: consumers are idempotent and JetStream de-duplicates by id."""
+    outbox = metadata.tables[f"{metadata.schema}.outbox"]
+    async with sessionmaker() as session, session.begin():
+        rows = (
+            await session.execute(
+                select(outbox)
+                .where(outbox.c.created_at < datetime.now(UTC) - timedelta(seconds=older_than_s))
+                .order_by(outbox.c.created_at)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in rows:
+            await publish(row.subject, row.payload, row.headers)
+        if rows:
+            await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+    return len(rows)

@@ -1,0 +1,203 @@
+"""Builds a Nexus service: one FastAPI app whose lifespan owns the database engine, the NATS
+broker, the HTTP client and the telemetry, with health, metrics and the error envelope.
+
+A service supplies its routers, and optionally a factory for its NATS event router and
+start-up/shut-down hooks; everything shared is wired here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from faststream.nats import NatsBroker, NatsRouter
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.artifacts import ArtifactStore
+from shared.bus import create_broker, ensure_stream, publisher_for
+from shared.db import UnitOfWork, create_engine, make_sessionmaker, ping, relay_outbox
+from shared.errors import install_error_handlers
+from shared.health import health_router, install_http_metrics
+from shared.memory_client import MemoryClient
+from shared.security import TokenVerifier, remote_verifier
+from shared.settings import ServiceSettings
+from shared.telemetry import (
+    configure_logging,
+    create_tracer_provider,
+    instrument_app,
+    instrument_clients,
+)
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_RELAY_INTERVAL_S = 10.0
+
+
+@dataclass
+class ServiceContext:
+    """Everything a service's handlers share, created in the lifespan."""
+
+    name: str
+    settings: ServiceSettings
+    metadata: MetaData
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    broker: NatsBroker
+    http: httpx.AsyncClient
+    artifacts: ArtifactStore
+    tracer_provider: TracerProvider
+    metrics_registry: CollectorRegistry
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessionmaker, self.metadata, publisher_for(self.broker))
+
+    @property
+    def memory(self) -> MemoryClient:
+        return MemoryClient(
+            self.settings.memory_url, self.settings.internal_token_value(), self.http
+        )
+
+
+ContextHook = Callable[[ServiceContext], Awaitable[None]]
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+async def _unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    # The request is the transaction boundary: commit when the handler returns normally.
+    async with get_context(request).unit_of_work() as uow:
+        yield uow
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(_unit_of_work)]
+
+
+def create_service_app(
+    name: str,
+    settings: ServiceSettings,
+    metadata: MetaData,
+    routers: list[APIRouter],
+    *,
+    description: str,
+    event_router: Callable[[ServiceContext], NatsRouter] | None = None,
+    on_startup: ContextHook | None = None,
+    on_shutdown: ContextHook | None = None,
+    token_verifier: Callable[[ServiceContext], TokenVerifier] | None = None,
+) -> FastAPI:
+    configure_logging(settings.log_level)
+    metrics_registry = CollectorRegistry()
+    provider = create_tracer_provider(name, settings.otlp_endpoint)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        broker = create_broker(settings.nats_url, name, provider, metrics_registry)
+        context = ServiceContext(
+            name=name,
+            settings=settings,
+            metadata=metadata,
+            engine=engine,
+            sessionmaker=make_sessionmaker(engine),
+            broker=broker,
+            http=httpx.AsyncClient(timeout=30),
+            artifacts=ArtifactStore(settings.artifacts),
+            tracer_provider=provider,
+            metrics_registry=metrics_registry,
+        )
+        instrument_clients(context.http, engine, provider)
+        app.state.context = context
+        app.state.token_verifier = (
+            token_verifier(context)
+            if token_verifier
+            else remote_verifier(settings.auth_url, _internal_token_or_none(settings))
+        )
+        if event_router is not None:
+            broker.include_router(event_router(context))
+        await broker.connect()
+        await ensure_stream(broker)
+        await broker.start()
+        relay = asyncio.create_task(_relay_forever(context), name=f"{name}-outbox-relay")
+        if on_startup is not None:
+            await on_startup(context)
+        logger.info("%s service started on port %s", name, settings.port)
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown(context)
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            await broker.stop()
+            await context.http.aclose()
+            await engine.dispose()
+            provider.force_flush()
+
+    app = FastAPI(
+        title=f"Nexus {name}",
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.metrics_registry = metrics_registry
+    instrument_app(app, provider)
+    install_error_handlers(app)
+    install_http_metrics(app, metrics_registry, name)
+
+    async def database_ready() -> None:
+        await ping(app.state.context.engine)
+
+    async def nats_ready() -> None:
+        if not await app.state.context.broker.ping(timeout=2):
+            raise ConnectionError("NATS not connected")
+
+    app.include_router(health_router(name, {"database": database_ready, "nats": nats_ready}))
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _internal_token_or_none(settings: ServiceSettings) -> str | None:
+    return settings.internal_token.get_secret_value() if settings.internal_token else None
+
+
+async def _relay_forever(context: ServiceContext) -> None:
+    publish = publisher_for(context.broker)
+    while True:
+        try:
+            count = await relay_outbox(context.sessionmaker, context.metadata, publish)
+            if count:
+                logger.warning("relayed %d outbox events left by an interrupted publish", count)
+        except Exception:
+            logger.exception("outbox relay failed; retrying")
+        await asyncio.sleep(OUTBOX_RELAY_INTERVAL_S)
+
+
+def run_service(app_factory: Callable[[], FastAPI], settings: ServiceSettings) -> None:
+    """`python -m services.<name>`: serve with uvicorn (uvloop + httptools when present)."""
+    import uvicorn
+
+    uvicorn.run(
+        app_factory(),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )

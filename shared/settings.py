@@ -1,0 +1,94 @@
+"""Settings every service shares, read from `NEXUS_*` environment variables.
+
+Each service subclasses `ServiceSettings` for its own port and knobs. Database and NATS URLs
+have no defaults on purpose: a service must be told where its state lives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_PORTS: dict[str, int] = {
+    "auth": 8001,
+    "memory": 8002,
+    "cluster": 8003,
+    "trainer": 8004,
+    "validator": 8005,
+    "deployer": 8006,
+}
+
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test"}
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the usual `postgresql://` spellings and use the asyncpg driver everywhere."""
+    for prefix in (
+        "postgresql+asyncpg://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError(
+        f"NEXUS_DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://"
+    )
+
+
+class NexusSettings(BaseSettings):
+    """Variables that every Nexus process understands (services, nodes, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="NEXUS_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    home: Path = Path(".nexus")
+    artifacts: str = ""
+    nats_url: str
+    otlp_endpoint: str | None = None
+    log_level: str = "INFO"
+    internal_token: SecretStr | None = None
+    internal_token_file: Path | None = None
+
+    auth_url: str = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
+    memory_url: str = f"http://127.0.0.1:{SERVICE_PORTS['memory']}"
+    cluster_url: str = f"http://127.0.0.1:{SERVICE_PORTS['cluster']}"
+    trainer_url: str = f"http://127.0.0.1:{SERVICE_PORTS['trainer']}"
+    validator_url: str = f"http://127.0.0.1:{SERVICE_PORTS['validator']}"
+    deployer_url: str = f"http://127.0.0.1:{SERVICE_PORTS['deployer']}"
+
+    @model_validator(mode="after")
+    def _resolve_paths_and_secrets(self) -> NexusSettings:
+        self.home = self.home.expanduser().resolve()
+        if not self.artifacts:
+            self.artifacts = f"file://{self.home / 'artifacts'}"
+        if self.internal_token is None and self.internal_token_file is not None:
+            self.internal_token = SecretStr(self.internal_token_file.read_text().strip())
+        token = self.internal_token.get_secret_value() if self.internal_token else ""
+        if self.env == "production" and token.lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("NEXUS_INTERNAL_TOKEN must be set to a real secret in production")
+        return self
+
+    def internal_token_value(self) -> str:
+        if self.internal_token is None:
+            raise ValueError(
+                "no internal token: set NEXUS_INTERNAL_TOKEN or NEXUS_INTERNAL_TOKEN_FILE"
+            )
+        return self.internal_token.get_secret_value()
+
+
+class ServiceSettings(NexusSettings):
+    """A web service: it also needs a database and a port."""
+
+    database_url: str
+    host: str = "127.0.0.1"
+    # Each service overrides `port` with its own default and `NEXUS_<SERVICE>_PORT` alias.
+    port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str) -> str:
+        return normalize_database_url(value)

@@ -1,0 +1,110 @@
+"""The workflow spec a user submits (YAML through the CLI, JSON over HTTP or in an event).
+
+Every field is validated here, so a bad spec is refused with a 422 naming the field before
+anything is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Kept in step with shared.ml.data.BUNDLED_DATASETS (a test checks); duplicated so that
+# validating a spec does not import the ML stack into every web process.
+BUNDLED_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    type: Literal["mlp"] = "mlp"
+    hidden_layers: list[int] | None = Field(
+        default=None, description="Hidden layer widths; designed from the data when omitted."
+    )
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=0.9)
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _sane_layers(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is None:
+            return None
+        if not 1 <= len(layers) <= 8:
+            raise ValueError("between 1 and 8 hidden layers")
+        if any(not 1 <= width <= 4096 for width in layers):
+            raise ValueError("each hidden layer width must be between 1 and 4096")
+        return layers
+
+
+class TrainingSpec(_Strict):
+    strategy: Literal["ddp", "parameter_server", "single"] = "single"
+    epochs: int = Field(default=30, ge=1, le=1000)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    checkpoint_every: int = Field(default=5, ge=1, le=1000)
+    patience: int = Field(default=5, ge=1, le=1000)
+
+
+class ClusterSpec(_Strict):
+    workers: int = Field(default=2, ge=1, le=16)
+    parameter_servers: int = Field(default=1, ge=1, le=4)
+    validators: int = Field(default=1, ge=1, le=4)
+
+    @property
+    def node_count(self) -> int:
+        return self.workers + self.parameter_servers + self.validators
+
+
+class GatesSpec(_Strict):
+    min_accuracy: float = Field(default=0.85, ge=0.0, le=1.0)
+    max_p99_latency_ms: float = Field(default=100.0, gt=0.0)
+    max_train_val_gap: float = Field(default=0.05, ge=0.0, le=1.0)
+    min_nodes: int = Field(default=4, ge=1, le=64)
+
+
+class DeploySpec(_Strict):
+    port: int | None = Field(default=None, ge=1024, le=65535)
+
+
+class WorkflowSpec(_Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    dataset: str = Field(description=f"One of the bundled datasets: {', '.join(BUNDLED_DATASETS)}")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in BUNDLED_DATASETS:
+            raise ValueError(
+                f"unknown dataset {name!r}; choose one of: {', '.join(BUNDLED_DATASETS)}"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _gates_are_tighter_or_equal(self) -> WorkflowSpec:
+        # A spec may tighten the platform's quality gates, never loosen them.
+        defaults = GatesSpec()
+        if self.gates.min_accuracy < defaults.min_accuracy:
+            raise ValueError("gates.min_accuracy may not be below the platform's 0.85")
+        if self.gates.max_p99_latency_ms > defaults.max_p99_latency_ms:
+            raise ValueError("gates.max_p99_latency_ms may not exceed the platform's 100 ms")
+        if self.gates.max_train_val_gap > defaults.max_train_val_gap:
+            raise ValueError("gates.max_train_val_gap may not exceed the platform's 0.05")
+        if self.gates.min_nodes < defaults.min_nodes:
+            raise ValueError("gates.min_nodes may not be below the platform's 4")
+        if self.cluster.node_count < self.gates.min_nodes:
+            raise ValueError(
+                f"cluster has {self.cluster.node_count} nodes; the gates require "
+                f"{self.gates.min_nodes}"
+            )
+        return self
