@@ -1,0 +1,145 @@
+"""Bundled tabular datasets, split and normalized the same way for training and serving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from sklearn import datasets
+from sklearn.model_selection import train_test_split
+
+# scikit-learn ships these inside its wheel, so nothing is ever downloaded.
+_LOADERS: dict[str, Callable[[], Any]] = {
+    "digits": datasets.load_digits,
+    "iris": datasets.load_iris,
+    "wine": datasets.load_wine,
+    "breast_cancer": datasets.load_breast_cancer,
+}
+BUNDLED_DATASETS: frozenset[str] = frozenset(_LOADERS)
+
+# A train-constant column (digits has three all-zero pixels) gets std 1 instead of a tiny
+# epsilon, as scikit-learn's StandardScaler does: dividing by 1e-6 would turn any non-zero
+# value a client sends for that column into a millions-sized input.
+_MIN_STD = 1e-6
+
+
+class UnknownDatasetError(ValueError):
+    def __init__(self, name: str) -> None:
+        known = ", ".join(sorted(BUNDLED_DATASETS))
+        super().__init__(f"unknown dataset {name!r}; bundled datasets are: {known}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-feature standardization fitted on the train split only."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Normalization:
+        x64 = np.asarray(x, dtype=np.float64)
+        std = x64.std(axis=0)
+        std = np.where(std < _MIN_STD, 1.0, std)
+        return cls(mean=x64.mean(axis=0).astype(np.float32), std=std.astype(np.float32))
+
+    @property
+    def num_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[-1] != self.num_features:
+            raise ValueError(f"expected {self.num_features} features, got {x.shape[-1]}")
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[float]]) -> Normalization:
+        mean = np.asarray(data["mean"], dtype=np.float32)
+        std = np.asarray(data["std"], dtype=np.float32)
+        if mean.ndim != 1 or mean.shape != std.shape:
+            raise ValueError("normalization mean and std must be equal-length lists")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("normalization must be finite with a positive std")
+        return cls(mean=mean, std=std)
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_features: int
+    num_classes: int
+    class_names: list[str]
+    normalization: Normalization
+
+
+@lru_cache(maxsize=len(_LOADERS))
+def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if name not in _LOADERS:
+        raise UnknownDatasetError(name)
+    bunch = _LOADERS[name]()
+    x = np.asarray(bunch.data, dtype=np.float32)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    # Cached arrays are shared by every caller, so nobody may modify them in place.
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y, tuple(str(c) for c in bunch.target_names)
+
+
+def load_splits(
+    name: str, *, seed: int = 42, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> DatasetSplits:
+    """Stratified train/val/test splits, deterministic for `seed`, normalized on train stats."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum below 1")
+    x, y, class_names = _load_raw(name)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=seed
+    )
+    # The second split sees only the remainder, so rescale val_fraction to the whole dataset.
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest,
+        y_rest,
+        test_size=val_fraction / (1 - test_fraction),
+        stratify=y_rest,
+        random_state=seed,
+    )
+    normalization = Normalization.fit(x_train)
+    return DatasetSplits(
+        name=name,
+        x_train=normalization.apply(x_train),
+        y_train=np.ascontiguousarray(y_train),
+        x_val=normalization.apply(x_val),
+        y_val=np.ascontiguousarray(y_val),
+        x_test=normalization.apply(x_test),
+        y_test=np.ascontiguousarray(y_test),
+        num_features=int(x.shape[1]),
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        normalization=normalization,
+    )
+
+
+def describe_dataset(name: str) -> dict[str, Any]:
+    """Size and shape of a bundled dataset, for API listings."""
+    x, _, class_names = _load_raw(name)
+    return {
+        "name": name,
+        "samples": int(x.shape[0]),
+        "features": int(x.shape[1]),
+        "classes": len(class_names),
+        "class_names": list(class_names),
+    }

@@ -1,0 +1,158 @@
+"""Model quality (accuracy, loss, per-class scores) and inference latency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from torch import nn
+
+# Rows per forward pass when scoring a whole split: bounds memory, not a tuning knob.
+_EVAL_CHUNK = 8192
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(x).to(dtype)
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    # Dropout must be off while measuring; the caller's mode is restored afterwards so a
+    # Trainer can measure mid-run.
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    features = _as_tensor(x, torch.float32)
+    with _eval_mode(model), torch.inference_mode():
+        return torch.cat([model(chunk) for chunk in features.split(_EVAL_CHUNK)])
+
+
+def loss_and_accuracy(
+    model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over the whole of (x, y), in eval mode."""
+    logits = predict_logits(model, x)
+    targets = _as_tensor(y, torch.int64)
+    loss = F.cross_entropy(logits, targets).item()
+    accuracy = (logits.argmax(dim=1) == targets).double().mean().item()
+    return loss, accuracy
+
+
+def evaluate(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix (rows = truth)."""
+    logits = predict_logits(model, x)
+    targets = _as_tensor(y, torch.int64)
+    num_classes = logits.shape[1]
+    predicted = logits.argmax(dim=1).numpy()
+    truth = targets.numpy()
+    labels = list(range(num_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=labels, zero_division=0
+    )
+    names = class_names or [str(c) for c in labels]
+    return {
+        "num_samples": int(truth.shape[0]),
+        "accuracy": float((predicted == truth).mean()),
+        "loss": F.cross_entropy(logits, targets).item(),
+        "macro_f1": float(np.mean(f1)),
+        "per_class": [
+            {
+                "class": c,
+                "name": names[c],
+                "precision": float(precision[c]),
+                "recall": float(recall[c]),
+                "f1": float(f1[c]),
+                "support": int(support[c]),
+            }
+            for c in labels
+        ],
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=labels).tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    repeats: int
+    batch_size: int
+    batch_rows_per_second: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def measure_latency(
+    model: nn.Module,
+    x_rows: np.ndarray | torch.Tensor,
+    repeats: int = 200,
+    warmup: int = 20,
+    batch_size: int = 256,
+) -> LatencyStats:
+    """Single-row inference latency percentiles, plus throughput for one batch of rows.
+
+    Rows are sliced before timing starts, so only the forward pass is measured; the warmup
+    passes are discarded because the first calls pay for allocator and kernel setup.
+    """
+    if repeats < 1 or warmup < 0 or batch_size < 1:
+        raise ValueError("repeats and batch_size must be positive and warmup non-negative")
+    rows = _as_tensor(x_rows, torch.float32)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError("x_rows must be a non-empty 2-D array of feature rows")
+    singles = [rows[i % len(rows)].unsqueeze(0) for i in range(warmup + repeats)]
+    batch = rows[torch.arange(batch_size) % len(rows)]
+    batch_repeats = max(5, repeats // 10)
+    with _eval_mode(model), torch.inference_mode():
+        for row in singles[:warmup]:
+            model(row)
+        single_ns = []
+        for row in singles[warmup:]:
+            started = time.perf_counter_ns()
+            model(row)
+            single_ns.append(time.perf_counter_ns() - started)
+        for _ in range(min(warmup, batch_repeats)):
+            model(batch)
+        batch_ns = []
+        for _ in range(batch_repeats):
+            started = time.perf_counter_ns()
+            model(batch)
+            batch_ns.append(time.perf_counter_ns() - started)
+    single_ms = np.asarray(single_ns, dtype=np.float64) / 1e6
+    p50, p95, p99 = np.percentile(single_ms, [50, 95, 99])
+    return LatencyStats(
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        mean_ms=float(single_ms.mean()),
+        repeats=repeats,
+        batch_size=batch_size,
+        batch_rows_per_second=batch_size / (float(np.median(batch_ns)) / 1e9),
+    )
+
+
+def overfitting_gap(train_accuracy: float, val_accuracy: float) -> float:
+    """Train minus validation accuracy: how much of the train score fails to generalize."""
+    for name, value in (("train_accuracy", train_accuracy), ("val_accuracy", val_accuracy)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    return train_accuracy - val_accuracy

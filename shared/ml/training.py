@@ -1,0 +1,288 @@
+"""Deterministic mini-batch training of an MLP classifier on DatasetSplits.
+
+Bit-identical runs need the same seed, the same data and the same torch thread count:
+intra-op parallel kernels sum in an order that depends on the number of threads. Setting
+`torch.set_num_threads(1)` is the job of the process entry point (a node worker, a test
+fixture), because it is process-wide; the tiny MLPs trained here lose nothing by it.
+
+The Trainer is written so a torch.distributed job can reuse it unchanged: it accepts an
+already-wrapped model (DDP), saves the unwrapped weights, and takes an `epoch_sampler` that
+returns the training-row order for an epoch, e.g. a DistributedSampler's shard after
+`set_epoch(epoch)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from shared.ml.architecture import Architecture, build_model
+from shared.ml.checkpoint import TrainingCheckpoint, unwrap_model, weights_of
+from shared.ml.convergence import ConvergenceMonitor
+from shared.ml.data import DatasetSplits
+from shared.ml.evaluate import loss_and_accuracy
+
+# Settings a resumed run may change; any other difference would silently alter the run.
+_RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every"})
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    learning_rate: float = Field(default=1e-3, gt=0, le=10)
+    optimizer: Literal["adam", "sgd", "adamw"] = "adam"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="used by sgd only")
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    seed: int = Field(default=42, ge=0, lt=2**32)
+    checkpoint_every: int = Field(default=0, ge=0, description="epochs; 0 never checkpoints")
+    early_stopping: bool = Field(default=True, description="stop at the first converged epoch")
+    patience: int = Field(default=5, ge=1, le=1000)
+    convergence_threshold: float = Field(
+        default=1e-3, ge=0, description="smallest validation-loss drop that counts as progress"
+    )
+    accuracy_plateau_tolerance: float = Field(
+        default=0.0, ge=0, le=1, description="smallest train-accuracy rise that counts"
+    )
+
+    def build_optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                parameters,
+                lr=self.learning_rate,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
+        optimizer = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return optimizer(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; see the module docstring for the thread-count caveat."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    history: list[EpochMetrics]
+    best_epoch: int  # lowest validation loss; the returned model is the last epoch's
+    best_val_loss: float
+    converged: bool
+    convergence_reason: str  # why it converged, or why it did not
+    converged_epoch: int | None
+    stopped_early: bool  # ended before config.epochs: converged with early stopping, or diverged
+    diverged: bool
+    seconds: float  # wall time of the fit() call, excluding epochs run before a resume
+
+    @property
+    def final(self) -> EpochMetrics:
+        return self.history[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result["final"] = self.final.to_dict()
+        return result
+
+
+EpochCallback = Callable[[EpochMetrics], None]
+CheckpointHook = Callable[[TrainingCheckpoint], None]
+EpochSampler = Callable[[int], Sequence[int] | torch.Tensor]
+
+
+class Trainer:
+    """Trains `model` (plain or DDP-wrapped) in place; one instance per run."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        architecture: Architecture,
+        splits: DatasetSplits,
+        config: TrainConfig,
+        *,
+        on_epoch: EpochCallback | None = None,
+        on_checkpoint: CheckpointHook | None = None,
+        epoch_sampler: EpochSampler | None = None,
+    ) -> None:
+        self.model = model
+        self.architecture = architecture
+        self.config = config
+        self.optimizer = config.build_optimizer(model.parameters())
+        self._on_epoch = on_epoch
+        self._on_checkpoint = on_checkpoint
+        self._epoch_sampler = epoch_sampler or self._shuffled_rows
+        self._x_train = torch.from_numpy(splits.x_train)
+        self._y_train = torch.from_numpy(splits.y_train)
+        self._x_val = torch.from_numpy(splits.x_val)
+        self._y_val = torch.from_numpy(splits.y_val)
+        self._monitor = ConvergenceMonitor(
+            config.patience, config.convergence_threshold, config.accuracy_plateau_tolerance
+        )
+        self._history: list[EpochMetrics] = []
+        self._epoch = 0
+
+    def _shuffled_rows(self, epoch: int) -> torch.Tensor:
+        # The order depends only on (seed, epoch), like DistributedSampler, so a resumed run
+        # replays the same batches without having to checkpoint a generator.
+        generator = torch.Generator().manual_seed((self.config.seed << 16) + epoch)
+        return torch.randperm(len(self._x_train), generator=generator)
+
+    def train_epoch(self, epoch: int) -> None:
+        """One pass over this process's training rows, in mini-batches."""
+        self.model.train()
+        rows = torch.as_tensor(self._epoch_sampler(epoch), dtype=torch.int64)
+        for batch in rows.split(self.config.batch_size):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(self._x_train[batch]), self._y_train[batch])
+            loss.backward()
+            self.optimizer.step()
+
+    def _run_epoch(self, epoch: int) -> EpochMetrics:
+        started = time.perf_counter()
+        self.train_epoch(epoch)
+        # Train metrics come from a clean eval-mode pass, not the running batch average, so
+        # train and validation numbers are measured alike and their gap is real overfitting.
+        train_loss, train_accuracy = loss_and_accuracy(self.model, self._x_train, self._y_train)
+        val_loss, val_accuracy = loss_and_accuracy(self.model, self._x_val, self._y_val)
+        return EpochMetrics(
+            epoch=epoch,
+            epochs=self.config.epochs,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _finished(self) -> bool:
+        stopped = self.config.early_stopping and self._monitor.converged
+        return self._epoch >= self.config.epochs or stopped or self._monitor.diverged
+
+    def fit(self, *, resume_from: TrainingCheckpoint | None = None) -> TrainResult:
+        if resume_from is not None:
+            self.restore(resume_from)
+        elif self._epoch == 0:
+            # Dropout draws from the global RNG: seed it so a run depends only on its config
+            # and initial weights, whatever the process did before.
+            torch.manual_seed(self.config.seed)
+        started = time.perf_counter()
+        while not self._finished():
+            metrics = self._run_epoch(self._epoch + 1)
+            self._epoch = metrics.epoch
+            self._history.append(metrics)
+            self._monitor.update(
+                metrics.epoch, metrics.train_loss, metrics.train_accuracy, metrics.val_loss
+            )
+            every = self.config.checkpoint_every
+            # Callbacks run on a forked RNG so whatever they do cannot change the training.
+            with torch.random.fork_rng(devices=[]):
+                if self._on_epoch is not None:
+                    self._on_epoch(metrics)
+                if self._on_checkpoint is not None and every and metrics.epoch % every == 0:
+                    self._on_checkpoint(self.checkpoint())
+        return self._result(time.perf_counter() - started)
+
+    def checkpoint(self) -> TrainingCheckpoint:
+        """A snapshot of the run after the last completed epoch."""
+        return TrainingCheckpoint(
+            epoch=self._epoch,
+            architecture=self.architecture,
+            config=self.config.model_dump(mode="json"),
+            model_state=weights_of(self.model),
+            # state_dict() hands out the live moment tensors; later steps would change them.
+            optimizer_state=copy.deepcopy(self.optimizer.state_dict()),
+            rng_state=torch.get_rng_state(),
+            progress={
+                "history": [m.to_dict() for m in self._history],
+                "convergence": self._monitor.state_dict(),
+            },
+        )
+
+    def restore(self, checkpoint: TrainingCheckpoint) -> None:
+        if checkpoint.architecture != self.architecture:
+            raise ValueError("the checkpoint was trained with a different architecture")
+        saved = TrainConfig.model_validate(checkpoint.config).model_dump()
+        current = self.config.model_dump()
+        changed = sorted(
+            k for k in current if current[k] != saved[k] and k not in _RESUMABLE_CHANGES
+        )
+        if changed:
+            raise ValueError(f"cannot resume with different settings: {', '.join(changed)}")
+        if checkpoint.epoch > self.config.epochs:
+            raise ValueError(
+                f"the checkpoint is at epoch {checkpoint.epoch}, past epochs={self.config.epochs}"
+            )
+        unwrap_model(self.model).load_state_dict(checkpoint.model_state)
+        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        torch.set_rng_state(checkpoint.rng_state)
+        self._history = [EpochMetrics(**m) for m in checkpoint.progress["history"]]
+        self._monitor.load_state_dict(checkpoint.progress["convergence"])
+        self._epoch = checkpoint.epoch
+
+    def _result(self, seconds: float) -> TrainResult:
+        monitor = self._monitor
+        if monitor.diverged_reason is not None:
+            reason = monitor.diverged_reason
+        elif monitor.converged_reason is not None:
+            reason = monitor.converged_reason
+        else:
+            reason = (
+                f"not converged after {self._epoch} epochs: validation loss or train accuracy "
+                f"improved within the last {self.config.patience} epochs"
+            )
+        return TrainResult(
+            history=list(self._history),
+            best_epoch=monitor.best_epoch,
+            best_val_loss=math.nan if monitor.best_val_loss is None else monitor.best_val_loss,
+            converged=monitor.converged,
+            convergence_reason=reason,
+            converged_epoch=monitor.converged_epoch,
+            stopped_early=self._epoch < self.config.epochs,
+            diverged=monitor.diverged,
+            seconds=seconds,
+        )
+
+
+def train_classifier(
+    splits: DatasetSplits,
+    architecture: Architecture,
+    config: TrainConfig,
+    *,
+    on_epoch: EpochCallback | None = None,
+    on_checkpoint: CheckpointHook | None = None,
+    resume_from: TrainingCheckpoint | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Seed, build and train a model in one call: the single-process entry point."""
+    seed_everything(config.seed)
+    model = build_model(architecture)
+    trainer = Trainer(
+        model, architecture, splits, config, on_epoch=on_epoch, on_checkpoint=on_checkpoint
+    )
+    return model, trainer.fit(resume_from=resume_from)
