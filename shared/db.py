@@ -8,6 +8,7 @@ published to NATS only after the commit, so a rollback drops them.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import Uuid
 
 from shared.events import Event, subject_of
+
+logger = logging.getLogger(__name__)
 
 PublishFn = Callable[[str, dict[str, Any], dict[str, str]], Awaitable[None]]
 
@@ -138,10 +141,16 @@ class UnitOfWork:
         if self._publish is None or not self._pending:
             return
         published: list[uuid.UUID] = []
-        for row_id, subject, payload, headers in self._pending:
-            await self._publish(subject, payload, headers)
-            published.append(row_id)
+        try:
+            for row_id, subject, payload, headers in self._pending:
+                await self._publish(subject, payload, headers)
+                published.append(row_id)
+        except Exception:
+            # The data is committed; the unsent events stay in the outbox for the relay.
+            logger.exception("publishing after commit failed; the outbox relay will retry")
         self._pending.clear()
+        if not published:
+            return
         async with self._sessionmaker() as session, session.begin():
             await session.execute(delete(self._outbox).where(self._outbox.c.id.in_(published)))
 

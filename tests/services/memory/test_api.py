@@ -22,8 +22,12 @@ async def test_put_then_get_returns_value_and_bumps_version(
     client: httpx.AsyncClient, internal_token: str, tenant_id: str
 ) -> None:
     headers = as_service(internal_token, tenant_id)
-    first = await client.put("/memory/wf-1/neural/config", json={"value": {"a": 1}}, headers=headers)
-    second = await client.put("/memory/wf-1/neural/config", json={"value": {"a": 2}}, headers=headers)
+    first = await client.put(
+        "/memory/wf-1/neural/config", json={"value": {"a": 1}}, headers=headers
+    )
+    second = await client.put(
+        "/memory/wf-1/neural/config", json={"value": {"a": 2}}, headers=headers
+    )
     assert first.status_code == 200 and first.json()["version"] == 1
     assert second.json()["version"] == 2
 
