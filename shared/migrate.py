@@ -13,7 +13,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from shared.settings import normalize_database_url
+from shared.settings import database_url_from_env, normalize_database_url
 
 SERVICES = ("auth", "memory", "cluster", "trainer", "validator", "deployer")
 _SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
@@ -37,11 +37,10 @@ def upgrade(database_url: str, services: tuple[str, ...] | list[str] = SERVICES)
 
 
 def main(argv: list[str]) -> int:
-    url = os.environ.get("NEXUS_DATABASE_URL")
-    if not url:
+    if not os.environ.get("NEXUS_DATABASE_URL"):
         print("NEXUS_DATABASE_URL is not set", file=sys.stderr)
         return 2
-    upgrade(url, argv or SERVICES)
+    upgrade(database_url_from_env(), argv or SERVICES)
     print(f"migrated: {', '.join(argv or SERVICES)}")
     return 0
 

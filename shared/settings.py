@@ -6,8 +6,10 @@ have no defaults on purpose: a service must be told where its state lives.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +39,25 @@ def normalize_database_url(url: str) -> str:
     raise ValueError(
         f"NEXUS_DATABASE_URL must be a postgresql:// URL, got {url.split(':', 1)[0]}://"
     )
+
+
+def with_password(url: str, password: str) -> str:
+    """Insert a password into a database URL that names a user but no password."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        raise ValueError("NEXUS_DATABASE_URL must name a user when a password file is given")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:{quote(password, safe='')}@{location}"
+
+
+def database_url_from_env() -> str:
+    """The database URL for tools that are not services (migrations), honouring the file."""
+    url = normalize_database_url(os.environ["NEXUS_DATABASE_URL"])
+    password_file = os.environ.get("NEXUS_DATABASE_PASSWORD_FILE")
+    if password_file:
+        url = with_password(url, Path(password_file).read_text().strip())
+    return url
 
 
 class NexusSettings(BaseSettings):
@@ -84,6 +105,8 @@ class ServiceSettings(NexusSettings):
     """A web service: it also needs a database and a port."""
 
     database_url: str
+    # Lets a container keep the password out of its environment (compose mounts a secret).
+    database_password_file: Path | None = None
     host: str = "127.0.0.1"
     # Each service overrides `port` with its own default and `NEXUS_<SERVICE>_PORT` alias.
     port: int = Field(default=0, ge=0, le=65535)
@@ -92,3 +115,11 @@ class ServiceSettings(NexusSettings):
     @classmethod
     def _asyncpg_driver(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> ServiceSettings:
+        if self.database_password_file is not None:
+            self.database_url = with_password(
+                self.database_url, self.database_password_file.read_text().strip()
+            )
+        return self

