@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 Activation = Literal["relu", "gelu", "tanh"]
-HiddenWidth = Annotated[int, Field(ge=1, le=4096)]
+_MAX_LAYER = 4096
+HiddenWidth = Annotated[int, Field(ge=1, le=_MAX_LAYER)]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -49,16 +50,18 @@ def design_architecture(
 ) -> Architecture:
     """An Architecture for the data's shape; a default funnel when `hidden_layers` is None.
 
-    The default is two layers: the first about twice the input width, so it has room to form
-    pairwise feature combinations, the second half of that, funnelling toward the logits.
-    Widths are powers of two between 32 and 256: below 32 a small table (iris has 4 features)
-    starves the network, and above 256 the parameter count outgrows the bundled datasets
-    (under 2,000 samples) and slows CPU training without improving accuracy. The narrow layer
-    stays at least as wide as the class count so it is never a bottleneck for the logits.
+    The default is two layers: the first about twice the input width, so it has more units
+    than inputs to form feature combinations, the second half of that, funnelling toward the
+    logits. Widths are powers of two between 32 and 256: below 32 a small table (iris has 4
+    features) leaves the network too little capacity, and above 256 the parameter count
+    outgrows the bundled datasets (under 2,000 samples) and slows CPU training for little
+    gain. The narrow layer
+    stays at least as wide as the class count (up to 4096, the widest layer allowed) so it is
+    not a bottleneck for the logits.
     """
     if hidden_layers is None:
         first = _clamp_width(2 * num_features)
-        second = max(first // 2, _MIN_WIDTH, _clamp_width(num_classes))
+        second = max(first // 2, _MIN_WIDTH, min(_next_power_of_two(num_classes), _MAX_LAYER))
         hidden_layers = [max(first, second), second]
     return Architecture(
         input_dim=num_features,

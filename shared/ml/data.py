@@ -33,7 +33,8 @@ class UnknownDatasetError(ValueError):
         self.name = name
 
 
-@dataclass(frozen=True)
+# eq=False: comparing numpy fields with == is ambiguous, so identity equality is the honest one.
+@dataclass(frozen=True, eq=False)
 class Normalization:
     """Per-feature standardization fitted on the train split only."""
 
@@ -71,7 +72,7 @@ class Normalization:
         return cls(mean=mean, std=std)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DatasetSplits:
     name: str
     x_train: np.ndarray

@@ -61,6 +61,8 @@ def evaluate(
     logits = predict_logits(model, x)
     targets = _as_tensor(y, torch.int64)
     num_classes = logits.shape[1]
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {num_classes} classes")
     predicted = logits.argmax(dim=1).numpy()
     truth = targets.numpy()
     labels = list(range(num_classes))

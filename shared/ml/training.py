@@ -118,7 +118,11 @@ EpochSampler = Callable[[int], Sequence[int] | torch.Tensor]
 
 
 class Trainer:
-    """Trains `model` (plain or DDP-wrapped) in place; one instance per run."""
+    """Trains `model` (plain or DDP-wrapped) in place; one instance per run.
+
+    A callback that raises ends the run; the last checkpoint handed to `on_checkpoint` still
+    resumes it. Under DDP only the logging/saving rank should pass the callbacks.
+    """
 
     def __init__(
         self,
@@ -254,8 +258,8 @@ class Trainer:
             reason = monitor.converged_reason
         else:
             reason = (
-                f"not converged after {self._epoch} epochs: validation loss or train accuracy "
-                f"improved within the last {self.config.patience} epochs"
+                f"not converged after {self._epoch} epochs: validation loss and train accuracy "
+                f"both still improved within the last {self.config.patience} epochs"
             )
         return TrainResult(
             history=list(self._history),

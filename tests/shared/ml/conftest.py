@@ -43,6 +43,7 @@ class TrainedDigits:
     splits: DatasetSplits
     architecture: Architecture
     model: nn.Module
+    config: TrainConfig
     result: TrainResult
     seconds: float
 
@@ -59,11 +60,13 @@ def trained_digits(digits: DatasetSplits) -> TrainedDigits:
         started = time.perf_counter()
         model, result = train_classifier(digits, architecture, DIGITS_CONFIG)
         seconds = time.perf_counter() - started
-    return TrainedDigits(digits, architecture, model, result, seconds)
+    return TrainedDigits(digits, architecture, model, DIGITS_CONFIG, result, seconds)
 
 
 @pytest.fixture(scope="session")
-def saved_digits_model(trained_digits: TrainedDigits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def saved_digits_model(
+    trained_digits: TrainedDigits, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     destination = tmp_path_factory.mktemp("digits-model")
     save_model(
         destination,

@@ -1,0 +1,67 @@
+import json
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from shared.ml.architecture import (
+    Architecture,
+    build_model,
+    count_parameters,
+    design_architecture,
+)
+
+VALID: dict[str, Any] = {"input_dim": 4, "num_classes": 3, "hidden_layers": [8]}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_dim": 0},
+        {"num_classes": 1},
+        {"hidden_layers": [0]},
+        {"hidden_layers": [4097]},
+        {"hidden_layers": [8] * 9},
+        {"activation": "sigmoid"},
+        {"dropout": 0.9},
+        {"dropout": -0.1},
+        {"layers": 3},
+    ],
+)
+def test_architecture_rejects_bad_values(change: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Architecture.model_validate(VALID | change)
+
+
+def test_default_design_is_a_power_of_two_funnel() -> None:
+    assert design_architecture(64, 10).hidden_layers == [128, 64]
+    assert design_architecture(4, 3).hidden_layers == [32, 32]
+    assert design_architecture(1000, 2).hidden_layers == [256, 128]
+    # Many classes widen the funnel past 256 so the last hidden layer is no bottleneck.
+    assert design_architecture(20, 500).hidden_layers == [512, 512]
+
+
+def test_explicit_design_is_kept() -> None:
+    arch = design_architecture(5, 2, hidden_layers=[7, 3], activation="tanh", dropout=0.25)
+    assert arch.hidden_layers == [7, 3]
+    assert arch.activation == "tanh"
+
+
+def test_build_model_outputs_logits_per_class() -> None:
+    arch = Architecture(input_dim=6, num_classes=4, hidden_layers=[16, 8], dropout=0.1)
+    model = build_model(arch)
+    assert model(torch.zeros(5, 6)).shape == (5, 4)
+    assert sum(isinstance(m, nn.Dropout) for m in model) == 2
+    assert count_parameters(model) == (6 * 16 + 16) + (16 * 8 + 8) + (8 * 4 + 4)
+
+
+def test_architecture_without_hidden_layers_is_linear() -> None:
+    model = build_model(Architecture(input_dim=3, num_classes=2))
+    assert count_parameters(model) == 3 * 2 + 2
+
+
+def test_architecture_round_trips_through_json() -> None:
+    arch = design_architecture(30, 2, activation="gelu", dropout=0.2)
+    assert Architecture.model_validate(json.loads(json.dumps(arch.to_dict()))) == arch

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from shared.ml.data import (
+    BUNDLED_DATASETS,
+    DatasetSplits,
+    Normalization,
+    UnknownDatasetError,
+    describe_dataset,
+    load_splits,
+)
+
+
+def test_digits_has_64_features_and_10_classes(digits: DatasetSplits) -> None:
+    assert digits.num_features == 64
+    assert digits.num_classes == 10
+    assert digits.class_names == [str(d) for d in range(10)]
+    assert len(digits.x_train) + len(digits.x_val) + len(digits.x_test) == 1797
+    for x, y in [(digits.x_train, digits.y_train), (digits.x_val, digits.y_val)]:
+        assert x.dtype == np.float32
+        assert y.dtype == np.int64
+        assert x.shape == (len(y), 64)
+
+
+def test_normalization_is_fitted_on_the_train_split_only(digits: DatasetSplits) -> None:
+    raw = load_digits().data
+    norm = digits.normalization
+    raw_train = digits.x_train * norm.std + norm.mean
+    np.testing.assert_allclose(norm.mean, raw_train.mean(axis=0), atol=1e-4)
+    assert not np.allclose(norm.mean, raw.mean(axis=0), atol=1e-4)
+    varying = raw_train.std(axis=0) > 1e-6
+    np.testing.assert_allclose(digits.x_train.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(digits.x_train.std(axis=0)[varying], 1, atol=1e-4)
+    # Pixels that are blank in every training image keep std 1, so they are never amplified.
+    assert (norm.std[~varying] == 1).all()
+
+
+def test_splits_are_stratified(digits: DatasetSplits) -> None:
+    overall = np.bincount(load_digits().target) / 1797
+    for y in (digits.y_train, digits.y_val, digits.y_test):
+        np.testing.assert_allclose(np.bincount(y) / len(y), overall, atol=0.01)
+
+
+def test_splits_are_deterministic_for_a_seed() -> None:
+    first, second, other = load_splits("wine"), load_splits("wine"), load_splits("wine", seed=1)
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    assert not np.array_equal(first.y_train, other.y_train)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_DATASETS))
+def test_every_bundled_dataset_loads(name: str) -> None:
+    splits = load_splits(name)
+    described = describe_dataset(name)
+    assert splits.num_features == described["features"]
+    assert splits.num_classes == described["classes"] == len(splits.class_names)
+    assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == described["samples"]
+
+
+def test_unknown_dataset_raises() -> None:
+    with pytest.raises(UnknownDatasetError, match="unknown dataset 'mnist'"):
+        load_splits("mnist")
+    with pytest.raises(ValueError, match="digits"):
+        describe_dataset("mnist")
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.0, 0.2), (0.5, 0.5), (0.2, 1.0)])
+def test_bad_split_fractions_are_rejected(val: float, test: float) -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        load_splits("iris", val_fraction=val, test_fraction=test)
+
+
+def test_describe_dataset_digits() -> None:
+    assert describe_dataset("digits") | {"class_names": None} == {
+        "name": "digits",
+        "samples": 1797,
+        "features": 64,
+        "classes": 10,
+        "class_names": None,
+    }
+
+
+def test_normalization_survives_json(digits: DatasetSplits) -> None:
+    restored = Normalization.from_dict(json.loads(json.dumps(digits.normalization.to_dict())))
+    raw = load_digits().data[:20]
+    np.testing.assert_array_equal(restored.apply(raw), digits.normalization.apply(raw))
+
+
+def test_normalization_rejects_wrong_width_and_bad_stats(digits: DatasetSplits) -> None:
+    with pytest.raises(ValueError, match="expected 64 features, got 3"):
+        digits.normalization.apply(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="positive std"):
+        Normalization.from_dict({"mean": [0.0], "std": [0.0]})
