@@ -1,0 +1,6 @@
+from services.auth.app import create_app
+from services.auth.settings import AuthSettings
+from shared.service_app import run_service
+
+settings = AuthSettings()  # type: ignore[call-arg]
+run_service(lambda: create_app(settings), settings)

@@ -1,0 +1,59 @@
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.auth.api import jwks_router, router
+from services.auth.keys import load_or_create_signing_key
+from services.auth.models import Base
+from services.auth.passwords import Passwords
+from services.auth.service import AuthComponents, AuthService
+from services.auth.settings import AuthSettings
+from services.auth.tokens import TokenIssuer
+from shared.security import Principal, TokenVerifier
+from shared.service_app import ServiceContext, create_service_app
+
+
+def create_app(settings: AuthSettings | None = None) -> FastAPI:
+    settings = settings or AuthSettings()  # type: ignore[call-arg]
+    # Loaded (or generated) now, so a missing production key stops the service before it serves.
+    signing_key = load_or_create_signing_key(settings)
+    components = AuthComponents(
+        signing_key=signing_key,
+        issuer=TokenIssuer(
+            signing_key,
+            access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        ),
+        passwords=Passwords(),
+    )
+
+    def local_verifier(context: ServiceContext) -> TokenVerifier:
+        """Auth checks tokens against its own key and API keys against its own table, instead
+        of calling itself over HTTP like every other service does."""
+
+        async def own_jwks() -> dict[str, Any]:
+            return signing_key.jwks()
+
+        async def check_api_key(key: str) -> Principal | None:
+            async with context.unit_of_work() as uow:
+                return await AuthService(uow.session, components).principal_for_api_key(key)
+
+        internal = settings.internal_token.get_secret_value() if settings.internal_token else None
+        # No caching: both answers are local and cheap, and a revoked key must stop at once.
+        return TokenVerifier(own_jwks, check_api_key, internal, cache_seconds=0)
+
+    async def warm_up(_: ServiceContext) -> None:
+        await components.passwords.prepare()
+
+    app = create_service_app(
+        "auth",
+        settings,
+        Base.metadata,
+        [router, jwks_router],
+        description="Accounts, EdDSA-signed JWTs (published as JWKS), refresh rotation, API keys.",
+        token_verifier=local_verifier,
+        on_startup=warm_up,
+    )
+    app.state.auth = components
+    return app
