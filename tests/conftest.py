@@ -16,22 +16,22 @@ from tests.infrastructure import start_test_nats, start_test_postgres
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url() -> Iterator[str]:
     url = os.environ.get("NEXUS_DATABASE_URL")
     if url:
         yield url
         return
-    with start_test_postgres(tmp_path_factory.mktemp("pg")) as started:
+    with start_test_postgres() as started:
         yield started
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nats_url() -> Iterator[str]:
     url = os.environ.get("NEXUS_NATS_URL")
     if url:
         yield url
         return
-    with start_test_nats(tmp_path_factory.mktemp("nats")) as started:
+    with start_test_nats() as started:
         yield started
 
 

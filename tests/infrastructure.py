@@ -1,15 +1,13 @@
-"""Start a throwaway Postgres or NATS for the tests when none is configured."""
+"""Start a throwaway Postgres or NATS for the tests when none is configured: containers
+when a Docker engine answers, otherwise the embedded servers the local stack uses."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 
 def docker_available() -> bool:
@@ -22,45 +20,48 @@ def docker_available() -> bool:
         return False
 
 
+def _embedded_home():  # type: ignore[no-untyped-def]
+    from cli.stack.home import resolve_home
+
+    # Not pytest's tmp_path: as root, each pytest run resets /tmp/pytest-of-root to 0700,
+    # which locks out the system user the embedded Postgres runs as.
+    return resolve_home(tempfile.mkdtemp(prefix="nexus-test-")).ensure()
+
+
 @contextlib.contextmanager
-def start_test_postgres(data_dir: Path) -> Iterator[str]:
+def start_test_postgres() -> Iterator[str]:
     if docker_available():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16-alpine", driver="asyncpg") as pg:
             yield pg.get_connection_url()
         return
-    from cli.stack.embedded_postgres import EmbeddedPostgres
+    from cli.stack import supervisor
+    from cli.stack.embedded_postgres import start_postgres
 
-    server = EmbeddedPostgres(data_dir)
-    url = server.start()
+    server = start_postgres(_embedded_home())
     try:
-        yield url
+        yield server.url
     finally:
-        server.stop()
+        supervisor.stop_all([server.record])
 
 
 @contextlib.contextmanager
-def start_test_nats(data_dir: Path) -> Iterator[str]:
+def start_test_nats() -> Iterator[str]:
     if docker_available():
         from testcontainers.nats import NatsContainer
 
         with NatsContainer("nats:2.11-alpine").with_command("-js") as nats:
             yield nats.nats_uri()
         return
-    binary = shutil.which("nats-server") or str(Path(sys.executable).parent / "nats-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "-js", "-sd", str(data_dir), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    from cli.stack import supervisor
+    from cli.stack.embedded_nats import start_nats
+
+    record = start_nats(_embedded_home())
     try:
-        wait_for_port(port)
-        yield f"nats://127.0.0.1:{port}"
+        yield str(record.url)
     finally:
-        process.terminate()
-        process.wait(10)
+        supervisor.stop_all([record])
 
 
 def free_port() -> int:

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
 from cli.stack.home import NexusHome, resolve_home
-from cli.stack.ports import pick_free_port
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> NexusHome:
-    """A fresh NEXUS_HOME per test, also exported so CLI commands resolve it."""
-    monkeypatch.setenv("NEXUS_HOME", str(tmp_path / "nexus"))
-    return resolve_home(tmp_path / "nexus").ensure()
+def home(monkeypatch) -> Iterator[NexusHome]:
+    """A fresh NEXUS_HOME per test, also exported so CLI commands resolve it.
+
+    Not under pytest's tmp_path: every pytest session run as root resets
+    /tmp/pytest-of-root to 0700 (and prunes old runs), which locks the embedded Postgres
+    system user out of its own data directory mid-test whenever another session starts.
+    """
+    base = Path(tempfile.mkdtemp(prefix="nexus-cli-test-"))
+    monkeypatch.setenv("NEXUS_HOME", str(base / "nexus"))
+    yield resolve_home(base / "nexus").ensure()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -38,15 +52,97 @@ def sleeper() -> Iterator[Callable[[], subprocess.Popen]]:
 
 @pytest.fixture
 def free_ports() -> Callable[[int], list[int]]:
-    """`n` distinct free ports away from the services' defaults (8001-8006)."""
+    """`n` distinct free ports chosen by the kernel, so concurrent test runs do not collide."""
 
     def pick(count: int) -> list[int]:
-        ports: list[int] = []
-        candidate = 18000
-        while len(ports) < count:
-            port = pick_free_port(candidate)
-            ports.append(port)
-            candidate = port + 1
-        return ports
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return [sock.getsockname()[1] for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
 
     return pick
+
+
+class FakeApi:
+    """A stand-in for the auth and cluster services (which are written elsewhere), served
+    over real HTTP on a free port, so the client's wire format is what gets tested."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict, bytes]] = []
+        self.valid_tokens = {"access-1"}
+        self.workflow_states: list[dict] = []
+        self.polls = 0
+
+    def handle(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, object]:
+        self.requests.append((method, path, headers, body))
+        if path == "/auth/register":
+            return 201, {"id": "u1", "email": json.loads(body)["email"], "tenant_id": "t1"}
+        if path == "/auth/token":
+            form = parse_qs(body.decode())
+            if form.get("password") != ["right"]:
+                return 401, {"error": "invalid_credentials", "detail": "wrong e-mail or password"}
+            return 200, {
+                "access_token": "access-1",
+                "refresh_token": "refresh-1",
+                "token_type": "bearer",
+                "expires_in": 900,
+            }
+        if path == "/auth/refresh":
+            self.valid_tokens = {"access-2"}
+            return 200, {"access_token": "access-2", "token_type": "bearer", "expires_in": 900}
+        if headers.get("authorization", "").removeprefix("Bearer ") not in self.valid_tokens:
+            return 401, {"error": "unauthorized", "detail": "token expired"}
+        if path == "/workflows" and method == "POST":
+            spec = json.loads(body)
+            if "model" not in spec:
+                return 422, {"error": "validation_error", "detail": "model: field required"}
+            return 202, {"id": "wf-1", "status": "pending"}
+        if path == "/workflows/wf-1":
+            state = self.workflow_states[min(self.polls, len(self.workflow_states) - 1)]
+            self.polls += 1
+            return 200, state
+        if path == "/predict":
+            rows = json.loads(body)["rows"]
+            return 200, {
+                "predictions": [7] * len(rows),
+                "labels": ["seven"] * len(rows),
+                "probabilities": [[0.1, 0.9]] * len(rows),
+            }
+        return 404, {"error": "not_found", "detail": path}
+
+
+@pytest.fixture
+def fake_api(monkeypatch) -> Iterator[tuple[FakeApi, str]]:
+    """Run FakeApi on a free port and point every NEXUS_<NAME>_URL at it."""
+    api = FakeApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, payload = api.handle(self.command, self.path, headers, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name in ("auth", "cluster", "memory", "trainer", "validator", "deployer"):
+        monkeypatch.setenv(f"NEXUS_{name.upper()}_URL", url)
+    yield api, url
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,164 @@
+"""HTTP client for the Nexus services, with the cached login and one token refresh on 401."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from cli.credentials import Credentials, load_credentials, save_credentials
+from cli.stack.home import NexusHome
+from cli.stack.services import service as service_named
+from cli.stack.state import load_state
+
+
+class CliError(Exception):
+    """A failure worth one clear line to the user (and exit status 1)."""
+
+
+class Unreachable(CliError):
+    """No answer at all (refused, timed out); may pass, unlike an error the server gave."""
+
+
+class ApiError(CliError):
+    """A service answered 4xx/5xx; carries its `{"error", "detail"}` body."""
+
+    def __init__(self, status: int, error: str, detail: Any, url: str):
+        self.status, self.error, self.detail, self.url = status, error, detail, url
+        super().__init__(f"{error}: {format_detail(detail)} (HTTP {status} from {url})")
+
+
+def format_detail(detail: Any) -> str:
+    """Flatten FastAPI validation lists ({"loc": [...], "msg": ...}) into one readable line."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return "" if detail is None else str(detail)
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error") or response.reason_phrase
+        detail = body.get("detail", "")
+    else:
+        error, detail = response.reason_phrase, response.text[:500]
+    return ApiError(response.status_code, str(error), detail, str(response.request.url))
+
+
+class NexusClient:
+    def __init__(
+        self, home: NexusHome, env: Mapping[str, str] | None = None, timeout: float = 30.0
+    ):
+        self.home = home
+        self.env = os.environ if env is None else env
+        self.http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> NexusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def base_url(self, name: str) -> str:
+        """NEXUS_<NAME>_URL, else where the local stack under NEXUS_HOME runs it, else default."""
+        svc = service_named(name)
+        explicit = self.env.get(svc.url_var)
+        if explicit:
+            return explicit.rstrip("/")
+        state = load_state(self.home)
+        if state is not None and name in state.services:
+            return state.services[name].rstrip("/")
+        return svc.local_url(self.env)
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"cannot reach {url} ({type(exc).__name__}); is the stack running? (`nexus up`)"
+            ) from exc
+
+    def request(self, method: str, url: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
+        """Send, refreshing the access token once on 401; raise ApiError on 4xx/5xx."""
+        creds = self.credentials(required=auth) if auth else None
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if creds is not None:
+            headers["Authorization"] = creds.authorization
+        response = self._send(method, url, headers=headers, **kwargs)
+        if response.status_code == 401 and creds is not None and creds.refresh_token:
+            refreshed = self._refresh(creds)
+            if refreshed is not None:
+                headers["Authorization"] = refreshed.authorization
+                response = self._send(method, url, headers=headers, **kwargs)
+        if response.status_code == 401 and auth:
+            raise CliError(f"{url} refused the cached login; run `nexus login EMAIL` again")
+        if response.is_error:
+            raise api_error(response)
+        return response
+
+    # -- credentials ----------------------------------------------------------------------
+
+    def credentials(self, required: bool = True) -> Credentials | None:
+        creds = load_credentials(self.home.credentials_file)
+        if creds is None and required:
+            raise CliError("not logged in; run `nexus login EMAIL` (or `nexus register EMAIL`)")
+        return creds
+
+    def _refresh(self, creds: Credentials) -> Credentials | None:
+        response = self._send(
+            "POST",
+            f"{self.base_url('auth')}/auth/refresh",
+            json={"refresh_token": creds.refresh_token},
+        )
+        if response.is_error:
+            return None
+        refreshed = Credentials.from_token_response(creds.email, response.json())
+        # Some servers rotate refresh tokens, others keep them; never lose the one we have.
+        refreshed.refresh_token = refreshed.refresh_token or creds.refresh_token
+        save_credentials(self.home.credentials_file, refreshed)
+        return refreshed
+
+    # -- API ------------------------------------------------------------------------------
+
+    def register(self, email: str, password: str) -> dict:
+        url = f"{self.base_url('auth')}/auth/register"
+        body = {"email": email, "password": password}
+        return self.request("POST", url, auth=False, json=body).json()
+
+    def login(self, email: str, password: str) -> Credentials:
+        url = f"{self.base_url('auth')}/auth/token"
+        form = {"username": email, "password": password}
+        body = self.request("POST", url, auth=False, data=form).json()
+        creds = Credentials.from_token_response(email, body)
+        save_credentials(self.home.credentials_file, creds)
+        return creds
+
+    def submit_workflow(self, spec: dict) -> dict:
+        return self.request("POST", f"{self.base_url('cluster')}/workflows", json=spec).json()
+
+    def workflow(self, workflow_id: str) -> dict:
+        url = f"{self.base_url('cluster')}/workflows/{workflow_id}"
+        return self.request("GET", url).json()
+
+    def predict(self, served_url: str, rows: list) -> dict:
+        # Served models sit behind the same auth; send the token when we have one.
+        has_login = self.credentials(required=False) is not None
+        url = f"{served_url.rstrip('/')}/predict"
+        return self.request("POST", url, auth=has_login, json={"rows": rows}).json()

@@ -1,0 +1,1 @@
+"""Command implementations; cli/main.py only registers them."""

@@ -1,0 +1,3 @@
+from stub_service import serve
+
+serve("validator")
