@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.commands import account, demo, stack, workflows
+from cli.commands import account, demo, secrets, stack, workflows
 
 app = typer.Typer(
     name="nexus",
@@ -26,6 +26,7 @@ app.command()(demo.demo)
 workflow_app.command("show")(workflows.workflow_show)
 workflow_app.command("follow")(workflows.workflow_follow)
 app.add_typer(workflow_app, name="workflow")
+app.add_typer(secrets.app, name="secrets")
 
 if __name__ == "__main__":
     app()

@@ -50,6 +50,14 @@ class TrainingSpec(_Strict):
     checkpoint_every: int = Field(default=5, ge=1, le=1000)
     patience: int = Field(default=5, ge=1, le=1000)
 
+    @field_validator("strategy")
+    @classmethod
+    def _available_strategy(cls, strategy: str) -> str:
+        # Refuse at submission what the trainer cannot run yet, rather than fail in phase 2.
+        if strategy != "single":
+            raise ValueError(f"strategy {strategy!r} is not available yet; use 'single'")
+        return strategy
+
 
 class ClusterSpec(_Strict):
     workers: int = Field(default=2, ge=1, le=16)

@@ -77,3 +77,25 @@ def demo_password(home: NexusHome) -> str:
     home.ensure()
     path = ensure_secret(home.secrets / DEMO_PASSWORD, new_password)
     return path.read_text().strip()
+
+
+POSTGRES_PASSWORD = "postgres-password"
+
+
+def init_secret_dir(directory: Path, owner: str | None = None) -> list[Path]:
+    """Secrets for a container deployment (the compose `secrets` step): the internal token,
+    the JWT key and the Postgres password, generated once into a shared volume. `owner`
+    is the unprivileged user the services run as; the files stay unreadable to others."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = [
+        ensure_secret(directory / INTERNAL_TOKEN, new_internal_token),
+        ensure_secret(directory / JWT_SIGNING_KEY, new_ed25519_pem),
+        ensure_secret(directory / POSTGRES_PASSWORD, new_password),
+    ]
+    if owner is not None:
+        import pwd
+
+        user = pwd.getpwnam(owner)
+        for path in [directory, *paths]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+    return paths

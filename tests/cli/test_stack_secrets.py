@@ -44,3 +44,19 @@ def test_demo_password_is_generated_once(home):
     assert len(password) >= 20
     assert demo_password(home) == password
     assert mode(home.secrets / "demo-password") == 0o600
+
+
+def test_secrets_init_for_containers_creates_private_files_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    target = tmp_path / "secrets"
+    first = CliRunner().invoke(app, ["secrets", "init", str(target)])
+    assert first.exit_code == 0, first.output
+    contents = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert set(contents) == {"internal-token", "jwt-signing-key.pem", "postgres-password"}
+    assert all((target / name).stat().st_mode & 0o777 == 0o600 for name in contents)
+
+    CliRunner().invoke(app, ["secrets", "init", str(target)])
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == contents

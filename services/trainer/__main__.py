@@ -1,0 +1,6 @@
+from services.trainer.app import create_app
+from services.trainer.settings import TrainerSettings
+from shared.service_app import run_service
+
+settings = TrainerSettings()  # type: ignore[call-arg]
+run_service(lambda: create_app(settings), settings)

@@ -1,0 +1,129 @@
+"""HTTP routes of the trainer service: training jobs, their metrics, and the datasets."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from services.trainer.models import FINISHED_STATUSES, TrainingJob
+from services.trainer.node_dispatch import NodeUnreachable, send_task
+from services.trainer.repository import TrainerRepository
+from services.trainer.schemas import (
+    CancelOut,
+    DatasetListOut,
+    DatasetOut,
+    EpochOut,
+    JobListOut,
+    JobMetricsOut,
+    JobOut,
+    JobStatus,
+)
+from shared.errors import Conflict, NotFound
+from shared.events import PhaseFailed
+from shared.security import CurrentPrincipal
+from shared.service_app import ContextDep, UnitOfWorkDep
+
+router = APIRouter(tags=["trainer"])
+
+JobId = Annotated[uuid.UUID, Path(description="A training job id.")]
+
+
+def _repository(uow: UnitOfWorkDep, principal: CurrentPrincipal) -> TrainerRepository:
+    return TrainerRepository(uow.session, principal.tenant_id)
+
+
+async def _job(repository: TrainerRepository, job_id: uuid.UUID, **kwargs: Any) -> TrainingJob:
+    job = await repository.get_job(job_id, **kwargs)
+    if job is None:
+        raise NotFound(f"no training job {job_id}")
+    return job
+
+
+def _out(job: TrainingJob) -> JobOut:
+    return JobOut.model_validate(job, from_attributes=True)
+
+
+@router.get("/jobs", response_model=JobListOut)
+async def list_jobs(
+    uow: UnitOfWorkDep,
+    principal: CurrentPrincipal,
+    workflow_id: Annotated[uuid.UUID | None, Query(description="Only this workflow's")] = None,
+    status: Annotated[JobStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobListOut:
+    """List the tenant's training jobs, newest first."""
+    jobs = await _repository(uow, principal).list_jobs(workflow_id, status, limit)
+    return JobListOut(jobs=[_out(job) for job in jobs])
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+async def get_job(job_id: JobId, uow: UnitOfWorkDep, principal: CurrentPrincipal) -> JobOut:
+    """One training job: status, node, configuration, final metrics, model and checkpoints."""
+    return _out(await _job(_repository(uow, principal), job_id))
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=JobMetricsOut)
+async def job_metrics(
+    job_id: JobId, uow: UnitOfWorkDep, principal: CurrentPrincipal
+) -> JobMetricsOut:
+    """The job's per-epoch metrics, in epoch order."""
+    repository = _repository(uow, principal)
+    job = await _job(repository, job_id)
+    epochs = await repository.epochs(job.id)
+    return JobMetricsOut(
+        job_id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        epochs=[EpochOut.model_validate(e, from_attributes=True) for e in epochs],
+    )
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=CancelOut)
+async def cancel_job(
+    job_id: JobId, uow: UnitOfWorkDep, principal: CurrentPrincipal, context: ContextDep
+) -> CancelOut:
+    """Cancel a queued or running job: the worker stops after its current epoch."""
+    repository = _repository(uow, principal)
+    job = await _job(repository, job_id, for_update=True)
+    if job.status in FINISHED_STATUSES:
+        raise Conflict(f"job {job_id} already finished ({job.status}); nothing to cancel")
+    notified, detail = False, "the job had no node yet"
+    if job.node_id:
+        try:
+            # Naming the task makes a node that has moved on to another one refuse instead.
+            payload = {"task_id": str(job.id)}
+            reply = await send_task(context, job.node_id, str(job.id), "cancel", payload)
+            notified = reply.get("accepted") is True
+            detail = f"node {job.node_id} {'stops' if notified else 'refused'}: {reply}"
+        except NodeUnreachable as exc:
+            detail = str(exc)
+    # Cancelled either way: a node that cannot be reached is not training for us any more.
+    await repository.finish_job(job, "cancelled", error=f"cancelled by request; {detail}")
+    await uow.emit(
+        PhaseFailed(
+            phase=3,
+            reason="the training job was cancelled",
+            details={"job_id": str(job.id), "node_notified": notified},
+            workflow_id=job.workflow_id,
+            tenant_id=job.tenant_id,
+        )
+    )
+    return CancelOut(job=_out(job), node_notified=notified, detail=detail)
+
+
+@lru_cache(maxsize=1)
+def _bundled_datasets() -> list[dict[str, Any]]:
+    # Imported on first use: it loads scikit-learn, which the rest of this process never needs.
+    from shared.ml.data import BUNDLED_DATASETS, describe_dataset
+
+    return [describe_dataset(name) for name in sorted(BUNDLED_DATASETS)]
+
+
+@router.get("/datasets", response_model=DatasetListOut)
+async def list_datasets(principal: CurrentPrincipal) -> DatasetListOut:
+    """The bundled datasets a workflow can train on, with their size and classes."""
+    datasets = await asyncio.to_thread(_bundled_datasets)
+    return DatasetListOut(datasets=[DatasetOut.model_validate(d) for d in datasets])

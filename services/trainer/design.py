@@ -1,0 +1,98 @@
+"""Phase 2's design half: the network for a workflow's data, and the phase-2 gate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.events import NodeInfo
+from shared.spec import WorkflowSpec
+
+# Strategies whose training actually runs today; the others are refused here, in the
+# configure phase, rather than quietly trained some other way.
+SUPPORTED_STRATEGIES = frozenset({"single"})
+
+
+class DesignRejected(ValueError):
+    """The requested network cannot be built for this dataset."""
+
+
+@dataclass(frozen=True)
+class NetworkDesign:
+    dataset: dict[str, Any]  # describe_dataset(): name, samples, features, classes, class_names
+    architecture: dict[str, Any]
+    parameter_count: int
+    source: str  # "designed" (default funnel) or "user" (the spec's hidden_layers)
+
+    def summary(self) -> str:
+        a = self.architecture
+        widths = " -> ".join(
+            str(w) for w in [a["input_dim"], *a["hidden_layers"], a["num_classes"]]
+        )
+        return (
+            f"MLP {widths} ({a['activation']}, dropout {a['dropout']}), "
+            f"{self.parameter_count} parameters, {self.source} for {self.dataset['name']}"
+        )
+
+
+def design_network(spec: WorkflowSpec) -> NetworkDesign:
+    """Design (or check the user's) MLP for the spec's dataset and build it once to prove it.
+
+    Blocking: it imports torch and scikit-learn on first use, so call it in a thread.
+    """
+    from shared.ml.architecture import build_model, count_parameters, design_architecture
+    from shared.ml.data import describe_dataset
+
+    dataset = describe_dataset(spec.dataset)
+    try:
+        architecture = design_architecture(
+            dataset["features"],
+            dataset["classes"],
+            hidden_layers=spec.model.hidden_layers,
+            activation=spec.model.activation,
+            dropout=spec.model.dropout,
+        )
+    except ValidationError as exc:
+        raise DesignRejected(f"invalid architecture: {exc.errors()[0]['msg']}") from exc
+    return NetworkDesign(
+        dataset=dataset,
+        architecture=architecture.to_dict(),
+        parameter_count=count_parameters(build_model(architecture)),
+        source="user" if spec.model.hidden_layers is not None else "designed",
+    )
+
+
+def phase2_gate_failures(
+    spec: WorkflowSpec, nodes: list[NodeInfo], design: NetworkDesign
+) -> list[str]:
+    """Every reason phase 2 may not complete; empty when the gate passes."""
+    failures = []
+    if len(nodes) < spec.gates.min_nodes:
+        failures.append(f"{len(nodes)} nodes ready; the gate requires {spec.gates.min_nodes}")
+    roles = Counter(node.role for node in nodes)
+    if roles["worker"] < 1:
+        failures.append("no worker node to train on")
+    if spec.training.strategy not in SUPPORTED_STRATEGIES:
+        failures.append(
+            f"training strategy {spec.training.strategy!r} is not available; use 'single'"
+        )
+    arch = design.architecture
+    if arch["input_dim"] != design.dataset["features"]:
+        failures.append(
+            f"architecture takes {arch['input_dim']} inputs; "
+            f"{design.dataset['name']} has {design.dataset['features']} features"
+        )
+    if arch["num_classes"] != design.dataset["classes"]:
+        failures.append(
+            f"architecture has {arch['num_classes']} outputs; "
+            f"{design.dataset['name']} has {design.dataset['classes']} classes"
+        )
+    return failures
+
+
+def worker_rank_zero(nodes: list[NodeInfo]) -> NodeInfo | None:
+    workers = [node for node in nodes if node.role == "worker"]
+    return min(workers, key=lambda node: node.rank) if workers else None

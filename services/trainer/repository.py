@@ -1,0 +1,152 @@
+"""All SQL of the trainer service. Domain code flushes; the request or handler commits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.trainer.models import ArchitectureRecord, TrainingEpoch, TrainingJob
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TrainerRepository:
+    """Rows of one tenant, or of any tenant when `tenant_id` is None (event handlers, which
+    trust the tenant recorded on the row rather than the message)."""
+
+    def __init__(self, session: AsyncSession, tenant_id: str | None) -> None:
+        self._session = session
+        self._tenant = tenant_id
+
+    # --- architectures ----------------------------------------------------------------------
+    async def save_architecture(
+        self,
+        workflow_id: uuid.UUID,
+        tenant_id: str,
+        dataset: str,
+        architecture: dict[str, Any],
+        parameter_count: int,
+        source: str,
+    ) -> None:
+        values = {
+            "dataset": dataset,
+            "architecture": architecture,
+            "parameter_count": parameter_count,
+            "source": source,
+            "created_at": _now(),
+        }
+        # One architecture per workflow: a re-sent nodes-ready event redesigns it in place.
+        await self._session.execute(
+            pg_insert(ArchitectureRecord)
+            .values(id=uuid.uuid4(), workflow_id=workflow_id, tenant_id=tenant_id, **values)
+            .on_conflict_do_update(index_elements=["workflow_id"], set_=values)
+        )
+
+    # --- jobs -------------------------------------------------------------------------------
+    async def create_job(
+        self,
+        job_id: uuid.UUID,
+        workflow_id: uuid.UUID,
+        tenant_id: str,
+        cluster_id: uuid.UUID,
+        node_id: str | None,
+        config: dict[str, Any],
+    ) -> TrainingJob:
+        job = TrainingJob(
+            id=job_id,
+            workflow_id=workflow_id,
+            tenant_id=tenant_id,
+            cluster_id=cluster_id,
+            node_id=node_id,
+            status="queued",
+            config=config,
+            checkpoints=[],
+            created_at=_now(),
+        )
+        self._session.add(job)
+        await self._session.flush()
+        return job
+
+    async def get_job(self, job_id: uuid.UUID, *, for_update: bool = False) -> TrainingJob | None:
+        job = await self._session.get(TrainingJob, job_id, with_for_update=for_update)
+        if job is None or (self._tenant is not None and job.tenant_id != self._tenant):
+            return None
+        return job
+
+    async def list_jobs(
+        self, workflow_id: uuid.UUID | None, status: str | None, limit: int
+    ) -> list[TrainingJob]:
+        stmt = select(TrainingJob)
+        if self._tenant is not None:
+            stmt = stmt.where(TrainingJob.tenant_id == self._tenant)
+        if workflow_id is not None:
+            stmt = stmt.where(TrainingJob.workflow_id == workflow_id)
+        if status is not None:
+            stmt = stmt.where(TrainingJob.status == status)
+        stmt = stmt.order_by(TrainingJob.created_at.desc()).limit(limit)
+        return list(await self._session.scalars(stmt))
+
+    async def mark_started(self, job_id: uuid.UUID) -> None:
+        # Conditional: a fast job's finished event may already have been handled.
+        await self._session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job_id, TrainingJob.status == "queued")
+            .values(status="running", started_at=_now())
+        )
+
+    async def mark_dispatch_failed(self, job_id: uuid.UUID, error: str) -> None:
+        await self._session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == job_id, TrainingJob.status == "queued")
+            .values(status="failed", error=error, finished_at=_now())
+        )
+
+    async def finish_job(
+        self,
+        job: TrainingJob,
+        status: str,
+        *,
+        metrics: dict[str, Any] | None = None,
+        model_uri: str | None = None,
+        checkpoints: list[str] | None = None,
+        error: str | None = None,
+    ) -> None:
+        job.status = status
+        job.finished_at = _now()
+        job.error = error
+        if metrics is not None:
+            job.metrics = metrics
+        if model_uri is not None:
+            job.model_uri = model_uri
+        if checkpoints is not None:
+            job.checkpoints = checkpoints
+        await self._session.flush()
+
+    # --- epochs -----------------------------------------------------------------------------
+    async def record_epochs(self, job_id: uuid.UUID, epochs: list[dict[str, Any]]) -> None:
+        """Store epoch rows; an epoch already stored (a redelivery) is kept as it was."""
+        if not epochs:
+            return
+        now = _now()
+        await self._session.execute(
+            pg_insert(TrainingEpoch)
+            .values(
+                [{"job_id": job_id, "epoch": m["epoch"], "metrics": m, "at": now} for m in epochs]
+            )
+            .on_conflict_do_nothing(index_elements=["job_id", "epoch"])
+        )
+
+    async def epochs(self, job_id: uuid.UUID) -> list[TrainingEpoch]:
+        result = await self._session.scalars(
+            select(TrainingEpoch)
+            .where(TrainingEpoch.job_id == job_id)
+            .order_by(TrainingEpoch.epoch)
+        )
+        return list(result)

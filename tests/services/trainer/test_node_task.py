@@ -1,0 +1,129 @@
+"""The `train` node task, run in-process with a real TaskContext that collects its events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.trainer.node_task import run_training
+from shared.artifacts import ArtifactStore, local_path
+from shared.events import Event
+from tests.services.trainer.conftest import (
+    CollectingContext,
+    TrainedRun,
+    digits_spec,
+    train_payload,
+)
+
+
+def test_progress_is_published_for_every_epoch_then_one_finished_event(
+    trained_run: TrainedRun,
+) -> None:
+    context, payload = trained_run.context, trained_run.payload
+    progress = context.progress
+    assert [p.epoch for p in progress] == [1, 2, 3]
+    assert all(p.epochs == 3 and p.job_id == progress[0].job_id for p in progress)
+    assert str(progress[0].job_id) == payload["job_id"]
+    assert progress[-1].train_loss < progress[0].train_loss  # it learned something
+    assert isinstance(context.published[-1], type(context.finished))
+
+    finished = context.finished
+    assert finished.succeeded, finished.error
+    assert finished.node_id == context.node.node_id
+    result = finished.result
+    assert [m["epoch"] for m in result["history"]] == [1, 2, 3]
+    assert result["final"] == result["history"][-1]
+    assert result["final"]["val_accuracy"] == pytest.approx(progress[-1].val_accuracy)
+    assert result["epochs_run"] == 3 and result["seconds"] > 0
+    assert isinstance(result["converged"], bool) and result["convergence_reason"]
+
+
+def test_checkpoints_every_n_epochs_and_after_the_last(trained_run: TrainedRun) -> None:
+    from shared.ml.checkpoint import load_checkpoint
+
+    result = trained_run.context.finished.result
+    checkpoints = result["checkpoints"]
+    assert [c.rsplit("/", 1)[1] for c in checkpoints] == ["epoch-0002", "epoch-0003"]
+    assert all(c.startswith(trained_run.payload["artifacts"]["checkpoints"]) for c in checkpoints)
+    restored = load_checkpoint(checkpoints[0])
+    assert restored.epoch == 2
+    assert [m["epoch"] for m in restored.progress["history"]] == [1, 2]
+
+
+def test_final_model_loads_and_predicts(trained_run: TrainedRun) -> None:
+    from shared.ml.data import load_splits
+    from shared.ml.predictor import Predictor
+
+    model_uri = trained_run.context.finished.result["model_uri"]
+    assert model_uri == trained_run.payload["artifacts"]["models"]
+    predictor = Predictor.from_path(local_path(model_uri))
+    metadata = predictor.loaded.metadata
+    assert metadata["class_names"] == [str(d) for d in range(10)]
+    assert metadata["extra"]["dataset"] == "digits"
+    assert metadata["metrics"]["epoch"] == 3
+    assert metadata["architecture"] == trained_run.payload["architecture"]
+
+    # Raw rows, as a client sends them: the predictor applies the training normalization.
+    from sklearn.datasets import load_digits
+
+    splits = load_splits("digits", seed=42)
+    raw = load_digits().data[:200]
+    prediction = predictor.predict(raw.tolist())
+    accuracy = (np.asarray(prediction.classes) == load_digits().target[:200]).mean()
+    assert len(prediction.classes) == 200 and accuracy > 0.8
+    assert predictor.num_features == splits.num_features
+
+
+def test_cancel_stops_after_the_current_epoch(tmp_path, one_thread) -> None:
+    def cancel_after_epoch_two(context: CollectingContext, event: Event) -> None:
+        if getattr(event, "epoch", None) == 2:
+            context.cancelled.set()
+
+    store = ArtifactStore(f"file://{tmp_path}")
+    context = CollectingContext(store.root_url, after_publish=cancel_after_epoch_two)
+    run_training(train_payload(store, digits_spec(epochs=50)), context)
+
+    assert [p.epoch for p in context.progress] == [1, 2]
+    assert not context.finished.succeeded
+    assert "cancelled after epoch 2" in (context.finished.error or "")
+    result = context.finished.result
+    assert result["cancelled"] is True and [m["epoch"] for m in result["history"]] == [1, 2]
+    assert [c.rsplit("/", 1)[1] for c in result["checkpoints"]] == ["epoch-0002"]
+    models = f"{store.root_url}/t-test/{context.finished.workflow_id}/neural/models"
+    assert not store.exists(models)  # no final model for a cancelled run
+
+
+def test_early_convergence_still_leaves_a_final_checkpoint(tmp_path, one_thread) -> None:
+    store = ArtifactStore(f"file://{tmp_path}")
+    context = CollectingContext(store.root_url)
+    spec = digits_spec(epochs=40, patience=1, checkpoint_every=100)
+    run_training(train_payload(store, spec), context)
+
+    result = context.finished.result
+    assert context.finished.succeeded and result["converged"] is True
+    assert result["epochs_run"] < 40  # stopped at the first converged epoch
+    assert result["converged_epoch"] == result["epochs_run"]
+    assert [c.rsplit("/", 1)[1] for c in result["checkpoints"]] == [
+        f"epoch-{result['epochs_run']:04d}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p["spec"].update(dataset="mnist"), "unknown dataset"),
+        (lambda p: p["architecture"].update(input_dim=0), "input_dim"),
+        (lambda p: p["spec"]["training"].update(strategy="ddp"), "not supported"),
+    ],
+)
+def test_a_bad_task_reports_a_failed_finish(tmp_path, one_thread, change, message) -> None:
+    store = ArtifactStore(f"file://{tmp_path}")
+    payload = train_payload(store, digits_spec())
+    change(payload)
+    context = CollectingContext(store.root_url)
+    run_training(payload, context)
+
+    assert context.progress == []
+    assert not context.finished.succeeded
+    assert message in (context.finished.error or "")
+    assert str(context.finished.job_id) == payload["job_id"]
