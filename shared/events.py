@@ -58,6 +58,15 @@ class NodeInfo(BaseModel):
     host: str
 
 
+class NodeRegistered(Event):
+    """A node process is up and serves tasks on `nodes.{node_id}.task`. For a standalone
+    cluster (one not started for a workflow) workflow_id carries the cluster's id."""
+
+    subject: ClassVar[str] = "nexus.node.registered"
+    cluster_id: uuid.UUID
+    node: NodeInfo
+
+
 class ClusterNodesReady(Event):
     """The cluster's node processes all registered and the topology is connected."""
 
@@ -106,6 +115,9 @@ class Phase3Completed(Event):
     metrics: dict[str, Any]
     spec: dict[str, Any]
     cluster_id: uuid.UUID
+    # The cluster's nodes as phase 2 reported them; the validator dispatches to the validator
+    # node from this list and asks the cluster service only when it is empty.
+    nodes: list[NodeInfo] = Field(default_factory=list)
 
 
 # --- phase 4: validate ----------------------------------------------------------------------

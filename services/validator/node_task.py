@@ -1,0 +1,252 @@
+"""The `validate` task, run inside a validator node process (see shared/node_tasks.py).
+
+Loads the trained model from its safetensors folder, rebuilds the dataset splits training
+used (same seed), measures quality, latency and throughput, runs a small test suite and a
+sharded-inference consistency check, and reports everything in one `ValidationFinished`.
+Every figure here is measured on this node; the validator service only applies the gates.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import ValidationFinished
+from shared.ml.checkpoint import LoadedModel, load_model
+from shared.ml.data import DatasetSplits, load_splits
+from shared.ml.evaluate import evaluate, loss_and_accuracy, measure_latency, overfitting_gap
+from shared.ml.predictor import Predictor
+from shared.node_tasks import TaskContext
+
+logger = logging.getLogger(__name__)
+
+# Tolerance for comparing probabilities computed in differently sized batches: matrix
+# kernels may sum in another order for another row count, which moves the last float bits.
+_PROBABILITY_ATOL = 1e-5
+
+
+class ValidationPayload(BaseModel):
+    """What the validator service sends in a `validate` task."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    validation_id: uuid.UUID
+    workflow_id: uuid.UUID
+    tenant_id: str
+    model_uri: str
+    dataset: str
+    seed: int
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    shards: int = Field(default=4, ge=2)
+    latency_repeats: int = Field(default=200, ge=1)
+
+
+def run_validation(payload: dict[str, Any], context: TaskContext) -> None:
+    """Measure the model and publish `ValidationFinished`, succeeded or not."""
+    torch.set_num_threads(1)  # one thread per node process; see DESIGN.md "Performance habits"
+    task = ValidationPayload.model_validate(payload)
+    started = time.perf_counter()
+    if context.cancelled.is_set():
+        context.publish(_finished(task, context, succeeded=False, error="cancelled"))
+        return
+    try:
+        result = measure_model(task)
+    except Exception as exc:
+        logger.exception("validation %s failed", task.validation_id)
+        event = _finished(task, context, succeeded=False, error=_describe(exc))
+    else:
+        result["node_id"] = context.node.node_id
+        result["seconds"] = time.perf_counter() - started
+        event = _finished(task, context, succeeded=True, result=result)
+    context.publish(event)
+
+
+def measure_model(task: ValidationPayload) -> dict[str, Any]:
+    loaded = load_model(task.model_uri)
+    splits = load_splits(
+        task.dataset,
+        seed=task.seed,
+        val_fraction=task.val_fraction,
+        test_fraction=task.test_fraction,
+    )
+    if loaded.architecture.input_dim != splits.num_features:
+        raise ValueError(
+            f"the model expects {loaded.architecture.input_dim} features; "
+            f"dataset {task.dataset!r} has {splits.num_features}"
+        )
+    model = loaded.model
+    test = evaluate(model, splits.x_test, splits.y_test, splits.class_names)
+    _, train_accuracy = loss_and_accuracy(model, splits.x_train, splits.y_train)
+    _, val_accuracy = loss_and_accuracy(model, splits.x_val, splits.y_val)
+    latency = measure_latency(model, splits.x_test, repeats=task.latency_repeats)
+    predictor = Predictor(loaded)
+    raw_test = _raw_rows(splits)
+    sharded = sharded_inference(predictor, raw_test, task.shards)
+    return {
+        "dataset": {
+            "name": task.dataset,
+            "seed": task.seed,
+            "val_fraction": task.val_fraction,
+            "test_fraction": task.test_fraction,
+            "train_rows": len(splits.y_train),
+            "val_rows": len(splits.y_val),
+            "test_rows": len(splits.y_test),
+            "num_features": splits.num_features,
+            "class_names": splits.class_names,
+        },
+        "model": _model_summary(loaded, task.model_uri),
+        "test": test,
+        "train_accuracy": train_accuracy,
+        "val_accuracy": val_accuracy,
+        "train_val_gap": overfitting_gap(train_accuracy, val_accuracy),
+        "latency": {
+            "p50_ms": latency.p50_ms,
+            "p95_ms": latency.p95_ms,
+            "p99_ms": latency.p99_ms,
+            "mean_ms": latency.mean_ms,
+            "repeats": latency.repeats,
+        },
+        "throughput": {
+            "batch_size": latency.batch_size,
+            "rows_per_second": latency.batch_rows_per_second,
+        },
+        "distributed_inference": sharded,
+        "test_suite": run_test_suite(loaded, splits, predictor, raw_test, sharded),
+        "torch_version": torch.__version__,
+    }
+
+
+def sharded_inference(predictor: Predictor, rows: np.ndarray, shards: int) -> dict[str, Any]:
+    """Predict the rows as `shards` separate chunks and compare with one whole-batch pass.
+
+    The chunks run one after another in this process (sharded inference in one process, not
+    across nodes): it checks that a row's prediction does not depend on the batch it is in,
+    which is what splitting traffic across replicas relies on.
+    """
+    whole = predictor.predict(rows)
+    chunks = [chunk for chunk in np.array_split(rows, shards) if len(chunk)]
+    parts = [predictor.predict(chunk) for chunk in chunks]
+    sharded_classes = [c for part in parts for c in part.classes]
+    sharded_probs = np.concatenate([np.asarray(part.probabilities) for part in parts])
+    max_diff = float(np.abs(sharded_probs - np.asarray(whole.probabilities)).max())
+    classes_equal = sharded_classes == whole.classes
+    return {
+        "mode": "sharded inference in one process",
+        "shards": len(chunks),
+        "rows": len(rows),
+        "shard_sizes": [len(chunk) for chunk in chunks],
+        "classes_equal": classes_equal,
+        "max_probability_difference": max_diff,
+        "passed": classes_equal and max_diff <= _PROBABILITY_ATOL,
+    }
+
+
+def run_test_suite(
+    loaded: LoadedModel,
+    splits: DatasetSplits,
+    predictor: Predictor,
+    raw_test: np.ndarray,
+    sharded: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Checks a model must pass before it may be served; each says what it measured."""
+    first = predictor.predict(raw_test)
+    second = predictor.predict(raw_test)
+    sums = np.asarray(first.probabilities).sum(axis=1)
+    worst_sum_error = float(np.abs(sums - 1.0).max())
+    mean_gap = float(np.abs(loaded.normalization.mean - splits.normalization.mean).max())
+    return [
+        _check(
+            "loads_from_safetensors",
+            True,  # load_model verified the weights' checksum and loaded them strictly
+            f"{loaded.metadata.get('parameter_count')} parameters, sha256 verified",
+        ),
+        _check(
+            "normalization_matches_training_split",
+            mean_gap <= 1e-4,
+            f"largest difference of feature means: {mean_gap:.2e}",
+        ),
+        _check(
+            "deterministic_predictions",
+            first.probabilities == second.probabilities,
+            f"two passes over {len(raw_test)} rows compared exactly",
+        ),
+        _check(
+            "probabilities_sum_to_one",
+            worst_sum_error <= _PROBABILITY_ATOL,
+            f"largest deviation from 1: {worst_sum_error:.2e}",
+        ),
+        _rejects_wrong_width(predictor),
+        _check(
+            "sharded_inference_matches_whole_batch",
+            sharded["passed"],
+            f"{sharded['shards']} shards, max probability difference "
+            f"{sharded['max_probability_difference']:.2e}",
+        ),
+    ]
+
+
+def _rejects_wrong_width(predictor: Predictor) -> dict[str, Any]:
+    width = predictor.num_features + 1
+    try:
+        predictor.predict([[0.0] * width])
+    except ValueError as exc:
+        return _check("rejects_wrong_width_row", True, f"ValueError: {exc}")
+    return _check("rejects_wrong_width_row", False, f"a {width}-feature row was accepted")
+
+
+def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    return {"name": name, "passed": bool(passed), "detail": detail}
+
+
+def _raw_rows(splits: DatasetSplits) -> np.ndarray:
+    # The Predictor takes rows as a client sends them (unnormalized); undo the split's
+    # normalization to get them back.
+    norm = splits.normalization
+    return (splits.x_test.astype(np.float64) * norm.std + norm.mean).astype(np.float64)
+
+
+def _model_summary(loaded: LoadedModel, model_uri: str) -> dict[str, Any]:
+    metadata = loaded.metadata
+    return {
+        "uri": model_uri,
+        "architecture": loaded.architecture.to_dict(),
+        "parameter_count": metadata.get("parameter_count"),
+        "class_names": loaded.class_names,
+        "weights_sha256": metadata.get("weights_sha256"),
+        "created_at": metadata.get("created_at"),
+        "training_metrics": metadata.get("metrics", {}),
+    }
+
+
+def _finished(
+    task: ValidationPayload,
+    context: TaskContext,
+    *,
+    succeeded: bool,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> ValidationFinished:
+    return ValidationFinished(
+        workflow_id=task.workflow_id,
+        tenant_id=task.tenant_id,
+        validation_id=task.validation_id,
+        node_id=context.node.node_id,
+        succeeded=succeeded,
+        error=error,
+        result=result or {},
+    )
+
+
+def _describe(exc: Exception) -> str:
+    # The last frame tells an operator where it broke without shipping a whole traceback.
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    location = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{location}"

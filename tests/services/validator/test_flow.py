@@ -1,0 +1,267 @@
+"""Phase 4 end to end through real NATS, Postgres and the memory service: a
+`phase3.completed` event in, a validator node measuring the model, gates, report, memory keys
+and `phase4.passed` / `phase4.failed` out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import pytest
+
+from services.validator.events import PHASE3_CONSUMER
+from shared.artifacts import ArtifactStore
+from shared.bus import STREAM_NAME, publish_event
+from shared.events import NodeInfo, Phase3Completed
+from tests.services.validator.conftest import DIGITS_SPEC, install_model
+from tests.services.validator.support import (
+    EventWatcher,
+    InProcessValidatorNode,
+    validator_node_info,
+)
+from tests.support import as_service
+
+PHASE4_SUBJECTS = ["nexus.phase4.passed", "nexus.phase4.failed"]
+
+
+def phase3_completed(
+    tenant_id: str,
+    workflow_id: uuid.UUID,
+    model_uri: str,
+    nodes: list[NodeInfo],
+    spec: dict[str, Any] | None = None,
+) -> Phase3Completed:
+    return Phase3Completed(
+        workflow_id=workflow_id,
+        tenant_id=tenant_id,
+        job_id=uuid.uuid4(),
+        model_uri=model_uri,
+        metrics={},
+        spec=spec or DIGITS_SPEC,
+        cluster_id=uuid.uuid4(),
+        nodes=nodes,
+    )
+
+
+async def memory_value(memory_url: str, token: str, tenant: str, wf: uuid.UUID, key: str) -> Any:
+    async with httpx.AsyncClient(base_url=memory_url) as client:
+        response = await client.get(f"/memory/{wf}/{key}", headers=as_service(token, tenant))
+    return response.json()["value"] if response.status_code == 200 else None
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient, headers: dict[str, str], validation_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            body: dict[str, Any] = (
+                await client.get(f"/validations/{validation_id}", headers=headers)
+            ).json()
+            if body["status"] not in ("queued", "running"):
+                return body
+            await asyncio.sleep(0.2)
+
+
+async def test_phase3_completed_leads_to_phase4_passed_with_report_and_memory(
+    validator: tuple[httpx.AsyncClient, Any],
+    clusters: dict[str, list[dict[str, Any]]],
+    artifacts: ArtifactStore,
+    digits_model: Path,
+    memory_url: str,
+    nats_url: str,
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    client, context = validator
+    workflow_id = uuid.uuid4()
+    model_uri = install_model(artifacts, tenant_id, workflow_id, digits_model)
+    node = validator_node_info()
+    event = phase3_completed(tenant_id, workflow_id, model_uri, [node])
+    headers = as_service(internal_token, tenant_id)
+    async with (
+        InProcessValidatorNode(nats_url, node, str(event.cluster_id)) as running_node,
+        EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher,
+    ):
+        await publish_event(context.broker, event)
+        subject, outcome = await watcher.first()
+        assert subject == "nexus.phase4.passed", outcome
+        assert [task["kind"] for task in running_node.tasks] == ["validate"]
+        metrics = outcome["metrics"]
+        assert metrics["test_accuracy"] > 0.85 and metrics["p99_latency_ms"] < 100
+        assert metrics["train_val_gap"] < 0.05 and outcome["model_uri"] == model_uri
+
+        (validation,) = (
+            await client.get(
+                "/validations", params={"workflow_id": str(workflow_id)}, headers=headers
+            )
+        ).json()["validations"]
+        assert validation["id"] == outcome["validation_id"]
+        assert validation["status"] == "passed" and validation["node_id"] == node.node_id
+        assert validation["results"]["test"]["accuracy"] == metrics["test_accuracy"]
+        report = await client.get(f"/validations/{validation['id']}/report", headers=headers)
+        assert report.status_code == 200
+        assert report.headers["content-type"].startswith("text/markdown")
+        assert "**Outcome: PASSED**" in report.text
+
+        project = Path(artifacts.path(tenant_id, str(workflow_id), "neural"))
+        assert (project / "tests/validation.py").is_file()
+        config = json.loads((project / "configs/validation.json").read_text())
+        assert config["dataset"] == "digits" and config["seed"] == 42
+        stored = await memory_value(
+            memory_url, internal_token, tenant_id, workflow_id, "neural/validation"
+        )
+        assert stored["passed"] and stored["validation_id"] == validation["id"]
+        bench = await memory_value(
+            memory_url, internal_token, tenant_id, workflow_id, "neural/benchmark-results"
+        )
+        assert bench["latency_ms"]["p99_ms"] == metrics["p99_latency_ms"]
+        summary = await memory_value(
+            memory_url, internal_token, tenant_id, workflow_id, "neural/report"
+        )
+        assert summary["uri"] == validation["report_uri"] and "PASSED" in summary["summary"]
+        complete = await memory_value(
+            memory_url, internal_token, tenant_id, workflow_id, "neural/phase4-complete"
+        )
+        assert complete["complete"] is True
+
+        # A re-run asked for through the API: same node (found through the cluster service),
+        # its own report, and no second phase 4 event.
+        clusters[str(event.cluster_id)] = [
+            {"id": node.node_id, "role": "validator", "rank": 3, "status": "ready"},
+            {"id": "worker-0", "role": "worker", "rank": 0, "status": "ready"},
+        ]
+        rerun = await client.post(
+            "/validations", json={"workflow_id": str(workflow_id)}, headers=headers
+        )
+        assert rerun.status_code == 202, rerun.text
+        assert rerun.json()["trigger"] == "manual" and rerun.json()["status"] == "running"
+        finished = await wait_for_status(client, headers, rerun.json()["id"])
+        assert finished["status"] == "passed"
+        assert finished["report_uri"].endswith(f"neural/reports/validations/{finished['id']}.md")
+        await asyncio.sleep(0.5)
+        assert len(watcher.received) == 1
+
+
+async def test_an_impossible_gate_fails_phase4_naming_it(
+    validator: tuple[httpx.AsyncClient, Any],
+    artifacts: ArtifactStore,
+    digits_model: Path,
+    memory_url: str,
+    nats_url: str,
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    client, context = validator
+    workflow_id = uuid.uuid4()
+    model_uri = install_model(artifacts, tenant_id, workflow_id, digits_model)
+    node = validator_node_info()
+    spec = {**DIGITS_SPEC, "gates": {"max_p99_latency_ms": 1e-6}}
+    event = phase3_completed(tenant_id, workflow_id, model_uri, [node], spec)
+    async with (
+        InProcessValidatorNode(nats_url, node, str(event.cluster_id)),
+        EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher,
+    ):
+        await publish_event(context.broker, event)
+        subject, outcome = await watcher.first()
+    assert subject == "nexus.phase4.failed" and outcome["phase"] == 4
+    assert outcome["reason"].startswith("quality gates failed: max_p99_latency_ms (")
+    assert outcome["details"]["failed_gates"] == ["max_p99_latency_ms"]
+    headers = as_service(internal_token, tenant_id)
+    report = await client.get(
+        f"/validations/{outcome['details']['validation_id']}/report", headers=headers
+    )
+    assert "**Outcome: FAILED**" in report.text
+    assert (
+        await memory_value(
+            memory_url, internal_token, tenant_id, workflow_id, "neural/phase4-complete"
+        )
+        is None
+    )
+    stored = await memory_value(
+        memory_url, internal_token, tenant_id, workflow_id, "neural/validation"
+    )
+    assert stored["passed"] is False
+
+
+async def test_no_answering_validator_node_fails_phase4(
+    validator: tuple[httpx.AsyncClient, Any],
+    nats_url: str,
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    client, context = validator
+    workflow_id = uuid.uuid4()
+    # A node that was never started: nobody answers its task subject.
+    event = phase3_completed(tenant_id, workflow_id, "file:///nowhere", [validator_node_info()])
+    async with EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher:
+        await publish_event(context.broker, event)
+        subject, outcome = await watcher.first()
+    assert subject == "nexus.phase4.failed"
+    assert "did not answer the task" in outcome["reason"]
+    (validation,) = (
+        await client.get(
+            "/validations",
+            params={"workflow_id": str(workflow_id)},
+            headers=as_service(internal_token, tenant_id),
+        )
+    ).json()["validations"]
+    assert validation["status"] == "error" and "did not answer" in validation["error"]
+
+
+async def test_a_redelivered_phase3_event_starts_one_validation(
+    validator: tuple[httpx.AsyncClient, Any],
+    nats_url: str,
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    client, context = validator
+    workflow_id = uuid.uuid4()
+    event = phase3_completed(tenant_id, workflow_id, "file:///nowhere", [validator_node_info()])
+    body = json.dumps(event.model_dump(mode="json")).encode()
+    connection = await nats.connect(nats_url)
+    try:
+        js = connection.jetstream()
+        # Two stream messages carrying one event, as a publisher retrying after a lost ack.
+        for attempt in ("a", "b"):
+            await js.publish(
+                Phase3Completed.subject,
+                body,
+                stream=STREAM_NAME,
+                headers={"Nats-Msg-Id": f"{event.event_id}-{attempt}"},
+            )
+        async with asyncio.timeout(30):
+            while True:
+                info = await js.consumer_info(STREAM_NAME, PHASE3_CONSUMER)
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+    listed = await client.get(
+        "/validations",
+        params={"workflow_id": str(workflow_id)},
+        headers=as_service(internal_token, tenant_id),
+    )
+    assert len(listed.json()["validations"]) == 1
+
+
+@pytest.mark.parametrize("spec", [{"dataset": "digits"}, {**DIGITS_SPEC, "dataset": "mnist"}])
+async def test_an_invalid_spec_fails_phase4_without_dispatching(
+    validator: tuple[httpx.AsyncClient, Any],
+    nats_url: str,
+    tenant_id: str,
+    spec: dict[str, Any],
+) -> None:
+    _, context = validator
+    workflow_id = uuid.uuid4()
+    event = phase3_completed(tenant_id, workflow_id, "file:///m", [validator_node_info()], spec)
+    async with EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher:
+        await publish_event(context.broker, event)
+        subject, outcome = await watcher.first()
+    assert subject == "nexus.phase4.failed"
+    assert outcome["reason"].startswith("invalid workflow spec")

@@ -1,0 +1,88 @@
+"""Phase 4 gate logic: each gate passes or fails on its own threshold and is named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.validator.gates import apply_gates, failed_gate_names, failure_reason, phase4_gates
+
+GATES = {"min_accuracy": 0.9, "max_p99_latency_ms": 10.0, "max_train_val_gap": 0.05}
+
+
+def result(
+    accuracy: float = 0.95, p99: float = 1.0, gap: float = 0.01, checks: list[bool] | None = None
+) -> dict[str, Any]:
+    return {
+        "test": {"accuracy": accuracy},
+        "latency": {"p99_ms": p99},
+        "train_val_gap": gap,
+        "test_suite": [
+            {"name": f"check_{i}", "passed": ok, "detail": ""}
+            for i, ok in enumerate(checks if checks is not None else [True, True])
+        ],
+    }
+
+
+def test_a_good_result_passes_every_gate() -> None:
+    outcomes = apply_gates(GATES, result())
+    assert [o.name for o in outcomes] == [
+        "min_accuracy",
+        "max_p99_latency_ms",
+        "max_train_val_gap",
+        "test_suite",
+    ]
+    assert failed_gate_names(outcomes) == []
+
+
+def test_thresholds_are_inclusive_for_accuracy_and_strict_for_latency_and_gap() -> None:
+    at_edges = result(accuracy=0.9, p99=10.0, gap=0.05)
+    assert failed_gate_names(apply_gates(GATES, at_edges)) == [
+        "max_p99_latency_ms",
+        "max_train_val_gap",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("measured", "failed"),
+    [
+        (result(accuracy=0.89), "min_accuracy"),
+        (result(p99=12.5), "max_p99_latency_ms"),
+        (result(gap=0.08), "max_train_val_gap"),
+        (result(checks=[True, False]), "test_suite"),
+        (result(checks=[]), "test_suite"),  # an empty suite proves nothing
+    ],
+)
+def test_each_failing_gate_is_named_in_the_reason(measured: dict[str, Any], failed: str) -> None:
+    outcomes = apply_gates(GATES, measured)
+    assert failed_gate_names(outcomes) == [failed]
+    assert failed in failure_reason(outcomes)
+
+
+def test_the_reason_names_every_failed_gate_with_value_and_threshold() -> None:
+    outcomes = apply_gates(GATES, result(accuracy=0.5, gap=0.2, checks=[False]))
+    reason = failure_reason(outcomes)
+    assert reason.startswith("quality gates failed: ")
+    assert "min_accuracy (0.5 not >= 0.9)" in reason
+    assert "max_train_val_gap (0.2 not < 0.05)" in reason
+    assert "test_suite (0/1 passed; failed: check_0)" in reason
+    assert "max_p99_latency_ms" not in reason
+
+
+def test_a_negative_gap_passes() -> None:
+    assert failed_gate_names(apply_gates(GATES, result(gap=-0.03))) == []
+
+
+def test_missing_gates_take_the_platform_defaults() -> None:
+    assert phase4_gates({}) == {
+        "min_accuracy": 0.85,
+        "max_p99_latency_ms": 100.0,
+        "max_train_val_gap": 0.05,
+    }
+    assert phase4_gates({**GATES, "min_nodes": 4}) == GATES
+
+
+def test_a_result_missing_figures_is_refused() -> None:
+    with pytest.raises(KeyError):
+        apply_gates(GATES, {"test": {"accuracy": 0.9}})
