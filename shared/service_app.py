@@ -85,7 +85,10 @@ async def _unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
         yield uow
 
 
-UnitOfWorkDep = Annotated[UnitOfWork, Depends(_unit_of_work)]
+# scope="function": commit before the response is sent. FastAPI's default runs a yield
+# dependency's exit after sending, so a client could be told 2xx before the data is stored
+# (and read it back as missing, or never, if the commit then failed).
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(_unit_of_work, scope="function")]
 
 
 def create_service_app(

@@ -1,0 +1,323 @@
+"""The node's event loop: register, heartbeat, serve tasks, and exit cleanly on SIGTERM or when
+the service that started it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import propagate, trace
+from pydantic import ValidationError
+
+from services.cluster.node.rendezvous import (
+    ConnectPayload,
+    connect,
+    destroy_process_group_if_any,
+    ensure_torch,
+)
+from services.cluster.node.task_context import (
+    NodeTaskContext,
+    RunningTask,
+    TaskRequest,
+    handler_available,
+    load_handler,
+    run_in_daemon_thread,
+)
+from shared.events import Event, NodeInfo, NodeRegistered, subject_of
+
+logger = logging.getLogger("nexus.node")
+
+# The same values as shared.bus (a test checks), repeated so that a node does not import
+# FastStream, which would add a second to every node's start.
+STREAM_NAME = "NEXUS"
+NODE_HEARTBEAT_SUBJECT = "nodes.{cluster_id}.{node_id}.heartbeat"
+NODE_TASK_SUBJECT = "nodes.{node_id}.task"
+
+HEARTBEAT_INTERVAL_S = 2.0
+# How long a running task may take to notice `cancelled` on shutdown before the node leaves.
+SHUTDOWN_GRACE_S = 10.0
+REGISTER_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    cluster_id: uuid.UUID
+    workflow_id: uuid.UUID
+    tenant_id: str
+    info: NodeInfo
+
+
+class NodeRuntime:
+    def __init__(self, identity: NodeIdentity, nats_url: str, artifacts_url: str) -> None:
+        self.identity = identity
+        self._nats_url = nats_url
+        self._artifacts_url = artifacts_url
+        self._parent_pid = os.getppid()
+        self._stopping = asyncio.Event()
+        self._nc: Client
+        self._js: JetStreamContext
+        self._running: RunningTask | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._tracer = trace.get_tracer("nexus.node")
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.info.node_id
+
+    def task_still_running(self) -> bool:
+        return self._running is not None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        parent_watch = asyncio.create_task(self._watch_parent(), name="parent-watch")
+        try:
+            if not await self._connect():
+                return 0 if self._stopping.is_set() else 1
+            await self._nc.subscribe(
+                NODE_TASK_SUBJECT.format(node_id=self.node_id), cb=self._on_task
+            )
+            if not await self._register():
+                await self._nc.drain()
+                return 1
+            heartbeat = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
+            await self._stopping.wait()
+            return await self._shutdown(heartbeat)
+        finally:
+            parent_watch.cancel()
+
+    async def _connect(self) -> bool:
+        """Connect to NATS, retrying while it is unreachable, until told to stop."""
+        connecting = asyncio.create_task(
+            nats.connect(
+                self._nats_url,
+                name=self.node_id,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                error_cb=self._on_nats_error,
+            )
+        )
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            logger.info("stopped before NATS at %s answered", self._nats_url)
+            return False
+        try:
+            self._nc = connecting.result()
+        except Exception as exc:
+            logger.error("cannot reach NATS at %s: %s", self._nats_url, exc)
+            return False
+        self._js = self._nc.jetstream()
+        return True
+
+    async def _on_nats_error(self, exc: Exception) -> None:
+        # One line per failure; the client's default logs a full traceback every second.
+        logger.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+    async def _watch_parent(self) -> None:
+        """Leave when the service that started us is gone, so no node outlives it."""
+        while not self._stopping.is_set():
+            if os.getppid() != self._parent_pid:
+                logger.warning("parent process %d is gone; stopping", self._parent_pid)
+                self._stopping.set()
+                return
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    # -- registration and liveness --------------------------------------------------------
+
+    async def _register(self) -> bool:
+        event = NodeRegistered(
+            workflow_id=self.identity.workflow_id,
+            tenant_id=self.identity.tenant_id,
+            cluster_id=self.identity.cluster_id,
+            node=self.identity.info,
+        )
+        for attempt in range(1, REGISTER_ATTEMPTS + 1):
+            try:
+                await self._publish(event, {"Nats-Msg-Id": str(event.event_id)})
+                logger.info("registered %s (pid %d)", self.node_id, self.identity.info.pid)
+                return True
+            except Exception as exc:  # the stream may not exist yet; the service creates it
+                logger.warning("registration attempt %d failed: %s", attempt, exc)
+                await asyncio.sleep(0.5)
+        logger.error("could not register after %d attempts; exiting", REGISTER_ATTEMPTS)
+        return False
+
+    async def _heartbeat_forever(self) -> None:
+        subject = NODE_HEARTBEAT_SUBJECT.format(
+            cluster_id=self.identity.cluster_id, node_id=self.node_id
+        )
+        while not self._stopping.is_set():
+            beat = {
+                "node_id": self.node_id,
+                "cluster_id": str(self.identity.cluster_id),
+                "pid": self.identity.info.pid,
+                "ts": time.time(),
+                "busy": self._running.task_id if self._running else None,
+            }
+            try:
+                await self._nc.publish(subject, json.dumps(beat).encode())
+            except Exception as exc:  # reconnecting; the next tick tries again
+                logger.warning("heartbeat not sent: %s", exc)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), HEARTBEAT_INTERVAL_S)
+            except TimeoutError:
+                pass
+
+    async def _publish(self, event: Event, headers: dict[str, str]) -> None:
+        await self._js.publish(
+            subject_of(event),
+            event.model_dump_json().encode(),
+            stream=STREAM_NAME,
+            headers=headers,
+            timeout=10,
+        )
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def _on_task(self, msg: Msg) -> None:
+        # One coroutine per request, so a `ping` or `cancel` is answered while a task runs.
+        handler = asyncio.create_task(self._handle_task(msg))
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+
+    async def _handle_task(self, msg: Msg) -> None:
+        try:
+            request = TaskRequest.model_validate_json(msg.data)
+        except ValidationError as exc:
+            await _reply(msg, {"accepted": False, "error": f"bad task request: {exc}"})
+            return
+        if request.kind == "ping":
+            busy = self._running.task_id if self._running else None
+            await _reply(
+                msg, {"accepted": True, "node": self.identity.info.model_dump(), "busy": busy}
+            )
+        elif request.kind == "cancel":
+            await _reply(msg, self._cancel(request.payload.get("task_id")))
+        elif self._stopping.is_set():
+            await _reply(msg, {"accepted": False, "error": "node is shutting down"})
+        elif self._running is not None:
+            error = f"busy with task {self._running.task_id} ({self._running.kind})"
+            await _reply(msg, {"accepted": False, "error": error})
+        elif request.kind == "connect":
+            await self._run_connect(msg, request)
+        else:
+            await self._run_handler(msg, request)
+
+    def _cancel(self, task_id: Any) -> dict[str, Any]:
+        running = self._running
+        if running is None or running.context is None:
+            return {"accepted": False, "error": "no cancellable task is running"}
+        if task_id is not None and task_id != running.task_id:
+            return {"accepted": False, "error": f"task {task_id} is not running here"}
+        running.context.cancelled.set()
+        return {"accepted": True, "cancelled": running.task_id}
+
+    async def _run_connect(self, msg: Msg, request: TaskRequest) -> None:
+        try:
+            payload = ConnectPayload.model_validate(request.payload)
+        except ValidationError as exc:
+            await _reply(msg, {"accepted": False, "error": f"bad connect payload: {exc}"})
+            return
+        running = RunningTask(request.task_id, request.kind, None, asyncio.Event())
+        self._running = running
+        try:
+            # Short, so the reply waits for the outcome instead of an event.
+            result = await run_in_daemon_thread(connect, payload, name=f"task-{request.task_id}")
+            await _reply(msg, {"accepted": True, "node_id": self.node_id, **result})
+        except Exception as exc:
+            logger.warning("connect failed: %s", exc)
+            error = f"{type(exc).__name__}: {exc}"
+            await _reply(
+                msg, {"accepted": True, "ok": False, "node_id": self.node_id, "error": error}
+            )
+        finally:
+            self._running = None
+            running.done.set()
+
+    async def _run_handler(self, msg: Msg, request: TaskRequest) -> None:
+        problem = handler_available(request.kind)
+        if problem is not None:
+            await _reply(msg, {"accepted": False, "error": problem})
+            return
+        parent = propagate.extract(dict(msg.headers or {}))
+        span = self._tracer.start_span(f"node task {request.kind}", context=parent)
+        context = NodeTaskContext(
+            node=self.identity.info,
+            cluster_id=str(self.identity.cluster_id),
+            artifacts_url=self._artifacts_url,
+            task_id=request.task_id,
+            loop=asyncio.get_running_loop(),
+            publish_async=self._publish,
+            trace_context=trace.set_span_in_context(span, parent),
+        )
+        running = RunningTask(request.task_id, request.kind, context, asyncio.Event())
+        self._running = running
+        await _reply(msg, {"accepted": True, "task_id": request.task_id, "node_id": self.node_id})
+        logger.info("task %s (%s) started", request.task_id, request.kind)
+        try:
+            await run_in_daemon_thread(
+                _run_handler_sync,
+                request.kind,
+                request.payload,
+                context,
+                name=f"task-{request.task_id}",
+            )
+            logger.info("task %s (%s) finished", request.task_id, request.kind)
+        except Exception as exc:
+            # Handlers report their own failures as events; this is a bug in one.
+            logger.exception("task %s (%s) raised", request.task_id, request.kind)
+            span.record_exception(exc)
+        finally:
+            span.end()
+            self._running = None
+            running.done.set()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def _shutdown(self, heartbeat: asyncio.Task[None]) -> int:
+        logger.info("node %s stopping", self.node_id)
+        stopping_since = time.monotonic()
+        running = self._running
+        if running is not None:
+            if running.context is not None:
+                running.context.cancelled.set()
+            try:
+                await asyncio.wait_for(running.done.wait(), SHUTDOWN_GRACE_S)
+            except TimeoutError:
+                grace = SHUTDOWN_GRACE_S
+                logger.warning("task %s did not stop within %.0f s", running.task_id, grace)
+        if self._running is None:
+            # A task thread still inside a collective would hang here; skip it then.
+            await asyncio.to_thread(destroy_process_group_if_any)
+        heartbeat.cancel()
+        try:
+            await asyncio.wait_for(self._nc.drain(), 5)
+        except Exception as exc:
+            logger.warning("NATS drain failed: %s", exc)
+        logger.info("node %s stopped in %.2f s", self.node_id, time.monotonic() - stopping_since)
+        return 0
+
+
+def _run_handler_sync(kind: str, payload: dict[str, Any], context: NodeTaskContext) -> None:
+    ensure_torch()  # every task handler trains or measures a model; load torch once, 1 thread
+    load_handler(kind)(payload, context)
+
+
+async def _reply(msg: Msg, body: dict[str, Any]) -> None:
+    if msg.reply:
+        await msg.respond(json.dumps(body, default=str).encode())

@@ -1,0 +1,110 @@
+"""What a task handler running in a node's worker thread sees: `shared.node_tasks.TaskContext`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from opentelemetry import propagate
+from opentelemetry.context import Context
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import Event, NodeInfo
+from shared.node_tasks import TASK_HANDLERS, TaskHandler
+
+PUBLISH_TIMEOUT_S = 30.0
+T = TypeVar("T")
+
+PublishCoroutine = Callable[[Event, dict[str, str]], Coroutine[Any, Any, None]]
+
+
+class TaskRequest(BaseModel):
+    """What arrives on `nodes.{node_id}.task`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_id: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class NodeTaskContext:
+    node: NodeInfo
+    cluster_id: str
+    artifacts_url: str
+    task_id: str
+    loop: asyncio.AbstractEventLoop
+    publish_async: PublishCoroutine
+    # The trace the task request arrived in; events the task publishes continue it.
+    trace_context: Context
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def publish(self, event: Event) -> None:
+        """Publish to JetStream from the task's thread; blocks until the server acks."""
+        headers = {"Nats-Msg-Id": str(event.event_id)}
+        propagate.inject(headers, context=self.trace_context)
+        future = asyncio.run_coroutine_threadsafe(self.publish_async(event, headers), self.loop)
+        future.result(timeout=PUBLISH_TIMEOUT_S)
+
+
+@dataclass
+class RunningTask:
+    task_id: str
+    kind: str
+    context: NodeTaskContext | None  # None for `connect`, which cannot be cancelled
+    done: asyncio.Event
+
+
+def handler_available(kind: str) -> str | None:
+    """None when `kind` names an importable handler, else why not (checked without importing,
+    so the node can answer at once and load torch later, in the task's thread)."""
+    target = TASK_HANDLERS.get(kind)
+    if target is None:
+        known = ", ".join(sorted({*TASK_HANDLERS, "ping", "connect", "cancel"}))
+        return f"unknown task kind {kind!r}; this node runs: {known}"
+    module = target.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        found = None
+    return None if found is not None else f"handler module {module!r} is not installed"
+
+
+def load_handler(kind: str) -> TaskHandler:
+    module_name, _, function = TASK_HANDLERS[kind].partition(":")
+    handler: TaskHandler = getattr(importlib.import_module(module_name), function)
+    return handler
+
+
+def run_in_daemon_thread(fn: Callable[..., T], *args: Any, name: str) -> asyncio.Future[T]:
+    """Run blocking work off the event loop in a daemon thread, so a task stuck in native code
+    (a gloo collective) cannot keep the process alive at exit the way executor threads do."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the node is exiting
+            loop.call_soon_threadsafe(settle, outcome)
+
+    def target() -> None:
+        try:
+            value = fn(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+            deliver(lambda: future.set_exception(error))
+        else:
+            deliver(lambda: future.set_result(value))
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future

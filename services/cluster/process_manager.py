@@ -1,0 +1,188 @@
+"""Starts and stops node processes: each node is `python -m services.cluster.node`, a real OS
+process with its own log file. The manager remembers the processes it started so that a
+cluster's deletion, the end of its workflow, or the service's shutdown can stop them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+# The repository root, so `-m services.cluster.node` resolves however the service was started.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+NODE_ROLES = ("parameter_server", "worker", "validator")
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node_id: str
+    role: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class StartedNode:
+    node_id: str
+    role: str
+    rank: int
+    pid: int
+
+
+def plan_nodes(cluster_id: uuid.UUID, layout: dict[str, int]) -> list[NodePlan]:
+    """Node ids are `<first 8 hex of the cluster id>-<role>-<rank>`, e.g. `1a2b3c4d-worker-0`."""
+    prefix = cluster_id.hex[:8]
+    counts = {
+        "parameter_server": layout["parameter_servers"],
+        "worker": layout["workers"],
+        "validator": layout["validators"],
+    }
+    return [
+        NodePlan(f"{prefix}-{role.replace('_', '-')}-{rank}", role, rank)
+        for role in NODE_ROLES
+        for rank in range(counts[role])
+    ]
+
+
+class NodeProcessManager:
+    def __init__(self, log_dir: Path, env: dict[str, str], host: str) -> None:
+        self._log_dir = log_dir
+        self.env = env  # the nodes' environment
+        self._host = host
+        self._lock = threading.Lock()
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._cluster_of: dict[str, uuid.UUID] = {}
+
+    def start(
+        self,
+        cluster_id: uuid.UUID,
+        plans: list[NodePlan],
+        *,
+        workflow_id: uuid.UUID | None,
+        tenant_id: str,
+    ) -> list[StartedNode]:
+        """Start one process per plan (blocking: call it from a thread)."""
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        started = []
+        for plan in plans:
+            command = [
+                sys.executable,
+                "-m",
+                "services.cluster.node",
+                "--cluster-id",
+                str(cluster_id),
+                "--node-id",
+                plan.node_id,
+                "--role",
+                plan.role,
+                "--rank",
+                str(plan.rank),
+                "--tenant-id",
+                tenant_id,
+                # A standalone cluster's events carry the cluster id as their workflow id.
+                "--workflow-id",
+                str(workflow_id or cluster_id),
+                "--host",
+                self._host,
+            ]
+            with open(self._log_dir / f"{plan.node_id}.log", "ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    cwd=PROJECT_ROOT,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Own session: a Ctrl-C meant for the service does not hit the nodes; they
+                    # follow the service through their parent-death check instead.
+                    start_new_session=True,
+                )
+            with self._lock:
+                self._processes[plan.node_id] = process
+                self._cluster_of[plan.node_id] = cluster_id
+            started.append(StartedNode(plan.node_id, plan.role, plan.rank, process.pid))
+            logger.info("started node %s (pid %d)", plan.node_id, process.pid)
+        return started
+
+    def owns(self, cluster_id: uuid.UUID) -> bool:
+        with self._lock:
+            return cluster_id in self._cluster_of.values()
+
+    def clusters(self) -> set[uuid.UUID]:
+        with self._lock:
+            return set(self._cluster_of.values())
+
+    def exited(self) -> dict[str, int]:
+        """Reap processes that ended on their own: node id -> exit code."""
+        ended = {}
+        with self._lock:
+            for node_id, process in list(self._processes.items()):
+                code = process.poll()
+                if code is not None:
+                    ended[node_id] = code
+                    del self._processes[node_id]
+                    del self._cluster_of[node_id]
+        return ended
+
+    def stop_cluster(self, cluster_id: uuid.UUID, pids: dict[str, int], grace_s: float) -> None:
+        """Stop a cluster's nodes: those this manager started, and (after a service restart)
+        any still running on this host under the recorded pid with the node's command line."""
+        with self._lock:
+            mine = [n for n, c in self._cluster_of.items() if c == cluster_id]
+        self._stop(mine, grace_s)
+        for node_id, pid in pids.items():
+            if node_id not in mine:
+                _stop_foreign(node_id, pid, grace_s)
+
+    def stop_all(self, grace_s: float) -> None:
+        with self._lock:
+            mine = list(self._processes)
+        self._stop(mine, grace_s)
+
+    def _stop(self, node_ids: list[str], grace_s: float) -> None:
+        with self._lock:
+            processes = {n: self._processes.pop(n) for n in node_ids if n in self._processes}
+            for node_id in processes:
+                self._cluster_of.pop(node_id, None)
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for node_id, process in processes.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("node %s ignored SIGTERM for %.0f s; killing it", node_id, grace_s)
+                process.kill()
+                process.wait()
+
+
+def _stop_foreign(node_id: str, pid: int, grace_s: float) -> None:
+    try:
+        process = psutil.Process(pid)
+        if node_id not in process.cmdline():
+            return  # the pid now belongs to something else
+        process.terminate()
+        process.wait(timeout=grace_s)
+    except psutil.TimeoutExpired:
+        process.kill()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return
+
+
+def node_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """The nodes' environment: the service's own plus the NEXUS_* settings it resolved."""
+    env = dict(os.environ)
+    env.update(overrides)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

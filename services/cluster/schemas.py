@@ -1,0 +1,69 @@
+"""JSON shapes of the cluster service's API. `WorkflowOut` is what the CLI's --follow polls."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class PhaseOut(BaseModel):
+    phase: int
+    name: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    detail: dict[str, Any] | None
+
+
+class ProgressOut(BaseModel):
+    epoch: int | None = None
+    epochs: int | None = None
+    train_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class ResultOut(BaseModel):
+    served_url: str | None = None
+    model_id: str | None = None
+    report_uri: str | None = None
+    test_accuracy: float | None = None
+
+
+class WorkflowOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    status: str
+    current_phase: int
+    phases: list[PhaseOut]
+    progress: ProgressOut | None
+    error: str | None
+    result: ResultOut | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class NodeOut(BaseModel):
+    id: str
+    role: str
+    rank: int
+    pid: int | None
+    host: str | None
+    status: str
+    registered_at: datetime | None
+    last_heartbeat_at: datetime | None
+    heartbeat_age_s: float | None
+
+
+class ClusterOut(BaseModel):
+    id: uuid.UUID
+    workflow_id: uuid.UUID | None
+    status: str
+    layout: dict[str, int]
+    error: str | None
+    topology: dict[str, Any] | None
+    nodes: list[NodeOut]
+    created_at: datetime
+    updated_at: datetime

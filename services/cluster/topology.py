@@ -1,0 +1,109 @@
+"""Proves a cluster's topology is connected before training is allowed on it: every worker
+and parameter server joins one gloo process group and all-reduces a tensor (`connect`), and
+every validator answers a `ping`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from opentelemetry import propagate
+
+from shared.bus import NODE_TASK_SUBJECT
+
+PING_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    node_id: str
+    role: str
+    rank: int
+    host: str
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_group(nodes: list[NodeAddress]) -> list[NodeAddress]:
+    """Parameter servers first (the first one hosts the rendezvous), then workers."""
+    role_order = {"parameter_server": 0, "worker": 1}
+    members = [n for n in nodes if n.role in role_order]
+    return sorted(members, key=lambda n: (role_order[n.role], n.rank))
+
+
+async def request_task(
+    nc: Client, node_id: str, kind: str, payload: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Send one task request to a node and return its JSON reply (trace context in headers)."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    body = {"task_id": str(uuid.uuid4()), "kind": kind, "payload": payload}
+    reply = await nc.request(
+        NODE_TASK_SUBJECT.format(node_id=node_id),
+        json.dumps(body).encode(),
+        timeout=timeout,
+        headers=headers,
+    )
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+async def _check(
+    nc: Client, node: NodeAddress, kind: str, payload: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        reply = await request_task(nc, node.node_id, kind, payload, timeout)
+        ok = bool(reply.get("accepted")) and (kind == "ping" or bool(reply.get("ok")))
+        error = None if ok else str(reply.get("error") or reply)
+    except Exception as exc:  # a timeout or no responder: the node is unreachable
+        ok, error = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return {
+        "node_id": node.node_id,
+        "role": node.role,
+        "check": kind,
+        "ok": ok,
+        "error": error,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+async def verify_topology(nc: Client, nodes: list[NodeAddress], timeout: float) -> dict[str, Any]:
+    """Run every check concurrently; `connected` only when all of them passed."""
+    group = process_group(nodes)
+    checks = []
+    master = group[0] if group else None
+    if master is not None:
+        port = free_port(master.host)
+        for rank, node in enumerate(group):
+            payload = {
+                "master_addr": master.host,
+                "master_port": port,
+                "world_size": len(group),
+                "rank": rank,
+                # The node gives up first, so its reply (not our timeout) says what failed.
+                "timeout_s": max(1.0, timeout - 5.0),
+            }
+            checks.append(_check(nc, node, "connect", payload, timeout))
+    for node in nodes:
+        if node.role == "validator":
+            checks.append(_check(nc, node, "ping", {}, PING_TIMEOUT_S))
+    results = list(await asyncio.gather(*checks))
+    return {
+        "connected": bool(results) and all(r["ok"] for r in results),
+        "backend": "gloo",
+        "world_size": len(group),
+        "master": master.node_id if master else None,
+        "checks": results,
+    }

@@ -1,0 +1,199 @@
+"""The node process on its own: it registers over JetStream, heartbeats, answers tasks,
+refuses what it cannot run, stops on SIGTERM, and leaves when its parent dies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psutil
+import pytest
+from nats.aio.client import Client
+from opentelemetry import propagate
+
+from services.cluster.node import runtime as node_runtime
+from services.cluster.node.task_context import NodeTaskContext
+from services.cluster.process_manager import PROJECT_ROOT
+from shared import bus
+from shared.events import Event, NodeInfo, TrainingFinished
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def node_command(cluster_id: uuid.UUID, node_id: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "services.cluster.node",
+        "--cluster-id",
+        str(cluster_id),
+        "--node-id",
+        node_id,
+        "--role",
+        "worker",
+        "--rank",
+        "0",
+        "--workflow-id",
+        str(cluster_id),
+        "--tenant-id",
+        "t-node-test",
+    ]
+
+
+@pytest.fixture
+def node_env(service_env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **service_env, "PYTHONUNBUFFERED": "1"}
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def wait_gone(pid: int, timeout: float) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if gone(pid):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"process {pid} still running after {timeout} s")
+
+
+@pytest.fixture
+async def node(
+    node_env: dict[str, str], watch: Any, nc: Client
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, dict[str, Any]]]:
+    """One node process, registered; yields (process, node id, its registration event)."""
+    cluster_id = uuid.uuid4()
+    node_id = f"{cluster_id.hex[:8]}-worker-0"
+    registrations = await watch("nexus.node.registered")
+    process = subprocess.Popen(node_command(cluster_id, node_id), cwd=PROJECT_ROOT, env=node_env)
+    try:
+        registered = await registrations.wait_for(
+            lambda e: e["node"]["node_id"] == node_id, timeout=30
+        )
+        yield process, node_id, registered
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def ask(nc: Client, node_id: str, body: bytes | dict[str, Any]) -> dict[str, Any]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = await nc.request(f"nodes.{node_id}.task", data, timeout=10)
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+def test_node_subjects_match_the_bus() -> None:
+    assert node_runtime.NODE_HEARTBEAT_SUBJECT == bus.NODE_HEARTBEAT_SUBJECT
+    assert node_runtime.NODE_TASK_SUBJECT == bus.NODE_TASK_SUBJECT
+    assert node_runtime.STREAM_NAME == bus.STREAM_NAME
+
+
+async def test_node_registers_heartbeats_answers_and_stops_on_sigterm(
+    node: tuple[subprocess.Popen[bytes], str, dict[str, Any]], nc: Client
+) -> None:
+    process, node_id, registered = node
+    assert registered["node"]["pid"] == process.pid
+    assert registered["node"]["role"] == "worker"
+
+    heartbeats = await nc.subscribe(f"nodes.{registered['cluster_id']}.{node_id}.heartbeat")
+    beat = json.loads((await heartbeats.next_msg(timeout=5)).data)
+    await heartbeats.unsubscribe()
+    assert beat["node_id"] == node_id and beat["pid"] == process.pid and beat["busy"] is None
+
+    ping = await ask(nc, node_id, {"task_id": "t1", "kind": "ping"})
+    assert ping["accepted"] is True and ping["node"]["node_id"] == node_id
+
+    unknown = await ask(nc, node_id, {"task_id": "t2", "kind": "mine-bitcoin"})
+    assert unknown["accepted"] is False and "mine-bitcoin" in unknown["error"]
+    garbage = await ask(nc, node_id, b"not json")
+    assert garbage["accepted"] is False and "bad task request" in garbage["error"]
+    no_kind = await ask(nc, node_id, {"task_id": "t3"})
+    assert no_kind["accepted"] is False and "kind" in no_kind["error"]
+    bad_connect = await ask(
+        nc,
+        node_id,
+        {
+            "task_id": "t4",
+            "kind": "connect",
+            "payload": {"master_addr": "127.0.0.1", "master_port": 1, "world_size": 2, "rank": 2},
+        },
+    )
+    assert bad_connect["accepted"] is False and "rank" in bad_connect["error"]
+    nothing_to_cancel = await ask(nc, node_id, {"task_id": "t5", "kind": "cancel"})
+    assert nothing_to_cancel["accepted"] is False
+
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 10) == 0
+
+
+async def test_node_exits_when_its_parent_dies(node_env: dict[str, str], watch: Any) -> None:
+    cluster_id = uuid.uuid4()
+    node_id = f"{cluster_id.hex[:8]}-worker-0"
+    registrations = await watch("nexus.node.registered")
+    # A stand-in for the service: it starts the node, then is killed without cleaning up.
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen({node_command(cluster_id, node_id)!r})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], cwd=PROJECT_ROOT, env=node_env, stdout=subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        node_pid = int(await asyncio.to_thread(parent.stdout.readline))
+        await registrations.wait_for(lambda e: e["node"]["node_id"] == node_id, timeout=30)
+        assert not gone(node_pid)
+
+        parent.kill()
+        parent.wait()
+
+        # It notices on its next heartbeat tick (every 2 s).
+        await wait_gone(node_pid, timeout=10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+async def test_task_context_publishes_from_a_thread_with_the_callers_trace() -> None:
+    published: list[tuple[Event, dict[str, str]]] = []
+
+    async def capture(event: Event, headers: dict[str, str]) -> None:
+        published.append((event, headers))
+
+    context = NodeTaskContext(
+        node=NodeInfo(node_id="n-worker-0", role="worker", rank=0, pid=os.getpid(), host="h"),
+        cluster_id="c",
+        artifacts_url="file:///tmp",
+        task_id="t",
+        loop=asyncio.get_running_loop(),
+        publish_async=capture,
+        trace_context=propagate.extract({"traceparent": TRACEPARENT}),
+    )
+    event = TrainingFinished(
+        workflow_id=uuid.uuid4(), tenant_id="t", job_id=uuid.uuid4(), node_id="n", succeeded=True
+    )
+    # The handler's thread blocks on publish while the node's loop does the sending.
+    worker = threading.Thread(target=context.publish, args=(event,))
+    worker.start()
+    await asyncio.to_thread(worker.join, 10)
+
+    [(sent, headers)] = published
+    assert sent is event
+    assert headers["Nats-Msg-Id"] == str(event.event_id)
+    assert headers["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
