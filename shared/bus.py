@@ -7,11 +7,13 @@ service's router on it, then start it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from faststream import AckPolicy
+from faststream.exceptions import HandlerException, NackMessage
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
@@ -74,6 +76,11 @@ async def ensure_stream(broker: NatsBroker) -> None:
         await js.add_stream(STREAM_CONFIG)
 
 
+# A handler that fails (a dependency down, say) is retried after this delay rather than at
+# once, so an outage does not become a hot redelivery loop.
+RETRY_DELAY_S = 5.0
+
+
 def durable_subscriber(
     router: NatsRouter | NatsBroker,
     event_type: type[Event],
@@ -81,16 +88,34 @@ def durable_subscriber(
     *,
     subject: str | None = None,
     timeout: float = 5.0,
-) -> Callable[..., Any]:
+) -> Callable[[Callable[..., Any]], Any]:
     """A durable pull consumer on the NEXUS stream. The handler acks after its commit; an
-    exception naks so JetStream redelivers (handlers are idempotent on event_id)."""
-    return router.subscriber(
+    exception naks with a delay so JetStream redelivers later (handlers are idempotent on
+    event_id)."""
+    subscriber = router.subscriber(
         subject or event_type.subject,
         stream=NEXUS_STREAM,
         durable=consumer,
         pull_sub=PullSub(batch_size=1, timeout=timeout),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
+
+    def register(handler: Callable[..., Any]) -> Any:
+        @functools.wraps(handler)
+        async def retry_later_on_error(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await handler(*args, **kwargs)
+            except HandlerException:
+                raise
+            except Exception as exc:
+                logging.getLogger(handler.__module__).exception(
+                    "%s failed; redelivery in %.0fs", consumer, RETRY_DELAY_S
+                )
+                raise NackMessage(delay=RETRY_DELAY_S) from exc
+
+        return subscriber(retry_later_on_error)
+
+    return register
 
 
 def publisher_for(broker: NatsBroker) -> Callable[..., Any]:

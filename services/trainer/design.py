@@ -13,7 +13,6 @@ from shared.spec import WorkflowSpec
 
 # Strategies whose training actually runs today; the others are refused here, in the
 # configure phase, rather than quietly trained some other way.
-SUPPORTED_STRATEGIES = frozenset({"single"})
 
 
 class DesignRejected(ValueError):
@@ -75,10 +74,6 @@ def phase2_gate_failures(
     roles = Counter(node.role for node in nodes)
     if roles["worker"] < 1:
         failures.append("no worker node to train on")
-    if spec.training.strategy not in SUPPORTED_STRATEGIES:
-        failures.append(
-            f"training strategy {spec.training.strategy!r} is not available; use 'single'"
-        )
     arch = design.architecture
     if arch["input_dim"] != design.dataset["features"]:
         failures.append(

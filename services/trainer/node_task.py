@@ -76,8 +76,6 @@ def _train(job: TrainTaskPayload, context: TaskContext, record: RunRecord) -> di
 
     torch.set_num_threads(1)
     spec = job.spec
-    if spec.training.strategy != "single":
-        raise ValueError(f"strategy {spec.training.strategy!r} is not supported; use 'single'")
     if context.cancelled.is_set():
         raise TrainingCancelled("cancelled before training started")
     architecture = Architecture.model_validate(job.architecture)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import ClassVar
 
+import pytest
 from faststream.nats import NatsRouter
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -55,3 +57,36 @@ def test_events_serialize_to_json_and_back() -> None:
     again = Phase1Completed.model_validate_json(event.model_dump_json())
     assert again == event
     assert Phase1Completed.subject == "nexus.phase1.completed"
+
+
+class FlakyEvent(Event):
+    subject: ClassVar[str] = f"nexus.test.flaky-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_failing_handler_gets_the_event_again_later(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.bus.RETRY_DELAY_S", 0.5)
+    broker = create_broker(nats_url, "test", TracerProvider(), None)
+    attempts: list[float] = []
+    done = asyncio.Event()
+    router = NatsRouter()
+
+    @durable_subscriber(router, FlakyEvent, f"test-flaky-{uuid.uuid4().hex[:8]}", timeout=0.5)
+    async def on_flaky(event: FlakyEvent) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise ConnectionError("a dependency is down")
+        done.set()
+
+    broker.include_router(router)
+    await broker.connect()
+    await ensure_stream(broker)
+    await broker.start()
+    try:
+        await publish_event(broker, FlakyEvent(workflow_id=uuid.uuid4(), tenant_id="t"))
+        await asyncio.wait_for(done.wait(), timeout=15)
+    finally:
+        await broker.stop()
+    assert len(attempts) == 2
+    assert attempts[1] - attempts[0] >= 0.4  # redelivered after the delay, not at once

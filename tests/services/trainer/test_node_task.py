@@ -113,7 +113,7 @@ def test_early_convergence_still_leaves_a_final_checkpoint(tmp_path, one_thread)
     [
         (lambda p: p["spec"].update(dataset="mnist"), "unknown dataset"),
         (lambda p: p["architecture"].update(input_dim=0), "input_dim"),
-        (lambda p: p["spec"]["training"].update(strategy="ddp"), "not supported"),
+        (lambda p: p["spec"]["training"].update(strategy="ddp"), "not available"),
     ],
 )
 def test_a_bad_task_reports_a_failed_finish(tmp_path, one_thread, change, message) -> None:

@@ -164,7 +164,6 @@ async def test_nodes_ready_leads_to_a_trained_model_and_phase3_completed(
     ("nodes", "spec_change", "reason"),
     [
         (3, {}, "3 nodes ready; the gate requires 4"),
-        (4, {"training": {"strategy": "ddp"}}, "strategy 'ddp' is not available"),
         (4, {"dataset": "mnist"}, "the workflow spec is invalid"),
     ],
 )

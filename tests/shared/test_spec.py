@@ -1,0 +1,50 @@
+"""The workflow spec refuses what the platform cannot honour, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from shared.ml.data import BUNDLED_DATASETS as ML_DATASETS
+from shared.spec import BUNDLED_DATASETS, WorkflowSpec
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    return {"name": "digits-mlp", "dataset": "digits"} | changes
+
+
+def test_defaults_make_a_valid_four_node_spec() -> None:
+    parsed = WorkflowSpec.model_validate(spec())
+    assert parsed.cluster.node_count == 4
+    assert parsed.training.strategy == "single"
+
+
+def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
+    assert set(BUNDLED_DATASETS) == set(ML_DATASETS)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"training": {"strategy": "ddp"}}, "strategy 'ddp' is not available"),
+        ({"gates": {"min_accuracy": 0.5}}, "may not be below the platform's 0.85"),
+        ({"gates": {"max_p99_latency_ms": 500}}, "may not exceed the platform's 100 ms"),
+        ({"gates": {"max_train_val_gap": 0.2}}, "may not exceed the platform's 0.05"),
+        ({"cluster": {"workers": 1}}, "cluster has 3 nodes; the gates require 4"),
+        ({"model": {"hidden_layers": []}}, "between 1 and 8 hidden layers"),
+        ({"model": {"hidden_layers": [5000]}}, "between 1 and 4096"),
+        ({"name": "has spaces"}, "String should match pattern"),
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_reason(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        WorkflowSpec.model_validate(spec(**changes))
+
+
+def test_a_spec_may_tighten_the_gates() -> None:
+    tightened = WorkflowSpec.model_validate(spec(gates={"min_accuracy": 0.95}))
+    assert tightened.gates.min_accuracy == 0.95
