@@ -1,0 +1,3 @@
+from services.deployer.model_server.server import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Request and response bodies of a served model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_ROWS = 1000
+
+# Strict: a JSON string or boolean is not a feature value; a non-finite one is refused by name.
+Feature = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[list[Feature]] = Field(
+        min_length=1,
+        max_length=MAX_ROWS,
+        description=f"1 to {MAX_ROWS} rows of raw (unnormalized) feature values.",
+        examples=[[[0.0, 1.5, 3.0]]],
+    )
+
+
+class PredictResponse(BaseModel):
+    predictions: list[int] = Field(description="Predicted class index per row.")
+    labels: list[str] = Field(description="Predicted class name per row.")
+    probabilities: list[list[float]] = Field(description="Per row, one probability per class.")
+    model_id: str | None
+
+
+class ModelInfo(BaseModel):
+    model_id: str | None
+    name: str | None
+    version: int | None
+    format: str
+    dataset: str | None
+    num_features: int
+    class_names: list[str]
+    architecture: dict[str, Any]
+    parameter_count: int | None
+    metrics: dict[str, Any]
+    trained_at: str | None
+    loaded_at: str
+    endpoints: dict[str, str]

@@ -1,0 +1,51 @@
+"""Command line of the model server: parse arguments, pin torch to one thread, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from services.deployer.model_server.app import ModelIdentity, create_model_app
+from shared.telemetry import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.deployer.model_server",
+        description="Serve a saved Nexus model (model.safetensors + model-metadata.json).",
+    )
+    parser.add_argument("--model-dir", required=True, help="Folder or fsspec URL of the model.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--model-id", default=None, help="The deployer's registry id.")
+    parser.add_argument("--model-name", default=None)
+    parser.add_argument("--model-version", type=int, default=None)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    import torch
+    import uvicorn
+
+    # Small MLPs gain nothing from intra-op threads, and several servers share few cores.
+    torch.set_num_threads(1)
+    identity = ModelIdentity(args.model_id, args.model_name, args.model_version)
+    app = create_model_app(args.model_dir, identity)
+    logger.info("serving %s on %s:%d", args.model_dir, args.host, args.port)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0

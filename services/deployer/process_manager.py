@@ -1,0 +1,247 @@
+"""Model server processes the deployer starts, watches and stops, and the ports they hold."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from shared.artifacts import local_path
+
+logger = logging.getLogger(__name__)
+
+SERVER_MODULE = "services.deployer.model_server"
+# The folder that holds `services/` and `shared/`: the child imports the same code.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+_LOG_TAIL_LINES = 20
+
+
+class ModelServerFailed(Exception):
+    """The server exited, or did not become ready in time; the message carries its log tail."""
+
+
+class PortUnavailable(Exception):
+    pass
+
+
+@dataclass
+class ModelProcess:
+    deployment_id: uuid.UUID
+    port: int
+    pid: int
+    log_path: Path | None
+    popen: subprocess.Popen[bytes] | None  # None for a server adopted from an earlier deployer
+
+    def exit_code(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.poll()
+        return None if psutil.pid_exists(self.pid) else -1
+
+
+def is_model_server(pid: int, port: int) -> bool:
+    """Whether `pid` is a live model server on `port` (a pid may have been reused since)."""
+    try:
+        process = psutil.Process(pid)
+        cmdline = process.cmdline()
+        alive = process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return alive and SERVER_MODULE in cmdline and str(port) in cmdline
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Same option uvicorn sets: a port in TIME_WAIT counts as free, a listening one not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class ModelProcessManager:
+    def __init__(self, host: str, port_range: range, logs_dir: Path) -> None:
+        self.host = host
+        self.port_range = port_range
+        self.logs_dir = logs_dir
+        self._processes: dict[uuid.UUID, ModelProcess] = {}
+        self._reserved: set[int] = set()
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    def reserve_port(self, requested: int | None) -> int:
+        """Hold `requested`, or the first free port of the range, for a server about to start."""
+        if requested is not None:
+            if requested in self._reserved or not port_is_free(self.host, requested):
+                raise PortUnavailable(f"port {requested} is already in use")
+            self._reserved.add(requested)
+            return requested
+        for port in self.port_range:
+            if port not in self._reserved and port_is_free(self.host, port):
+                self._reserved.add(port)
+                return port
+        raise PortUnavailable(
+            f"no free port between {self.port_range.start} and {self.port_range.stop - 1}"
+        )
+
+    def release_port(self, port: int | None) -> None:
+        if port is not None and not any(p.port == port for p in self._processes.values()):
+            self._reserved.discard(port)
+
+    def start(
+        self,
+        deployment_id: uuid.UUID,
+        model_uri: str,
+        port: int,
+        *,
+        model_id: uuid.UUID,
+        name: str,
+        version: int,
+    ) -> ModelProcess:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs_dir / f"{deployment_id}.log"
+        model_dir = local_path(model_uri) if model_uri.startswith("file://") else model_uri
+        command = [
+            sys.executable,
+            "-m",
+            SERVER_MODULE,
+            "--model-dir",
+            model_dir,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--model-id",
+            str(model_id),
+            "--model-name",
+            name,
+            "--model-version",
+            str(version),
+        ]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        env["OMP_NUM_THREADS"] = "1"
+        with log_path.open("ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
+            log.flush()
+            # Its own session: a Ctrl-C meant for the deployer's terminal does not reach the
+            # servers, which the deployer stops itself on shutdown.
+            popen = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=SOURCE_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        process = ModelProcess(deployment_id, port, popen.pid, log_path, popen)
+        self._processes[deployment_id] = process
+        self._reserved.add(port)
+        logger.info("started model server %s (pid %d) on port %d", deployment_id, popen.pid, port)
+        return process
+
+    def adopt(self, deployment_id: uuid.UUID, pid: int, port: int) -> bool:
+        """Take over a server an earlier deployer left running; False if it is gone."""
+        if not is_model_server(pid, port):
+            return False
+        log_path = self.logs_dir / f"{deployment_id}.log"
+        self._processes[deployment_id] = ModelProcess(deployment_id, port, pid, log_path, None)
+        self._reserved.add(port)
+        return True
+
+    def get(self, deployment_id: uuid.UUID) -> ModelProcess | None:
+        return self._processes.get(deployment_id)
+
+    def is_running(self, deployment_id: uuid.UUID) -> bool:
+        process = self._processes.get(deployment_id)
+        return process is not None and process.exit_code() is None
+
+    async def wait_ready(
+        self, process: ModelProcess, client: httpx.AsyncClient, timeout_s: float
+    ) -> None:
+        """Poll `/readyz` until it answers 200; fail early if the process exits."""
+        deadline = time.monotonic() + timeout_s
+        url = f"{self.url(process.port)}/readyz"
+        while time.monotonic() < deadline:
+            code = process.exit_code()
+            if code is not None:
+                tail = self.log_tail(process)
+                raise ModelServerFailed(
+                    f"model server exited with code {code} before it was ready: {tail}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                response = await client.get(url, timeout=2.0)
+                if response.status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+        raise ModelServerFailed(
+            f"model server not ready after {timeout_s:.0f}s: {self.log_tail(process)}"
+        )
+
+    async def stop(self, deployment_id: uuid.UUID, timeout_s: float = 10.0) -> None:
+        process = self._processes.pop(deployment_id, None)
+        if process is None:
+            return
+        self._reserved.discard(process.port)
+        await asyncio.to_thread(_terminate, process, timeout_s)
+        logger.info("stopped model server %s (pid %d)", deployment_id, process.pid)
+
+    async def stop_all(self, timeout_s: float = 10.0) -> None:
+        await asyncio.gather(*(self.stop(d, timeout_s) for d in list(self._processes)))
+
+    def log_tail(self, process: ModelProcess) -> str:
+        if process.log_path is None or not process.log_path.exists():
+            return "(no log)"
+        lines = process.log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+        return "\n".join(lines)
+
+
+def _terminate(process: ModelProcess, timeout_s: float) -> None:
+    """SIGTERM (uvicorn shuts down gracefully), then SIGKILL if it lingers."""
+    if process.popen is not None:
+        if process.popen.poll() is None:
+            process.popen.terminate()
+            try:
+                process.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(5)
+        return
+    try:
+        adopted = psutil.Process(process.pid)
+        adopted.terminate()
+        if not _gone(adopted, timeout_s):
+            adopted.kill()
+            _gone(adopted, 5)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _gone(process: psutil.Process, timeout_s: float) -> bool:
+    # Not psutil's wait(): for a process that is not our child it waits for the pid to
+    # vanish, and a zombie (exited, not yet reaped by its parent) never does.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,20 @@
+from pydantic import AliasChoices, Field
+
+from shared.settings import SERVICE_PORTS, ServiceSettings
+
+
+class DeployerSettings(ServiceSettings):
+    port: int = Field(
+        default=SERVICE_PORTS["deployer"], validation_alias=AliasChoices("NEXUS_DEPLOYER_PORT")
+    )
+    # Served models take the first free port from here up (spec.deploy.port overrides).
+    model_host: str = "127.0.0.1"
+    model_port_start: int = Field(default=8100, ge=1024, le=65535)
+    model_port_end: int = Field(default=8999, ge=1024, le=65535)
+    model_ready_timeout_s: float = Field(default=60.0, gt=0)
+    model_stop_timeout_s: float = Field(default=10.0, gt=0)
+    # Test rows sent to a new model server before it counts as deployed (capped at 1000,
+    # the server's per-request limit); the whole test split of the bundled datasets fits.
+    smoke_rows: int = Field(default=1000, ge=1, le=1000)
+    # Bring back, at start-up, the model servers that were running when the deployer stopped.
+    restore_on_startup: bool = True

@@ -1,0 +1,157 @@
+"""The model server as a real process: real predictions, health, metrics, refused bad rows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.deployer.process_manager import SOURCE_ROOT
+from services.deployer.smoke import HeldOutRows, held_out_rows
+from tests.infrastructure import free_port
+from tests.services.deployer.conftest import SEED
+
+
+def start_server(model_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.deployer.model_server",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(port),
+                "--model-id",
+                "test-model",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=SOURCE_ROOT,
+            env=env,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(digits_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("model-server") / "server.log"
+    process = start_server(digits_model_dir, port, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"model server not ready: {log.read_text()}")
+        yield url
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def test_rows() -> HeldOutRows:
+    return held_out_rows("digits", SEED, 1000)
+
+
+def predict(url: str, body: object) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json=body, timeout=10)
+
+
+def test_predicts_real_test_rows_correctly(server: str, test_rows: HeldOutRows) -> None:
+    response = predict(server, {"rows": test_rows.rows})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["model_id"] == "test-model"
+    assert len(answer["predictions"]) == len(test_rows.rows) == 270  # digits' whole test split
+    accuracy = sum(
+        p == y for p, y in zip(answer["predictions"], test_rows.labels, strict=True)
+    ) / len(test_rows.labels)
+    assert accuracy >= 0.9
+    assert answer["labels"] == [str(p) for p in answer["predictions"]]
+    assert all(abs(sum(p) - 1) < 1e-5 and len(p) == 10 for p in answer["probabilities"])
+
+
+def test_health_readiness_metadata_and_docs(server: str) -> None:
+    assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{server}/readyz").json()["checks"] == {"model": "ok"}
+    info = httpx.get(f"{server}/").json()
+    assert info["model_id"] == "test-model" and info["dataset"] == "digits"
+    assert info["num_features"] == 64 and len(info["class_names"]) == 10
+    assert httpx.get(f"{server}/docs").status_code == 200
+    assert "/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+def test_metrics_count_predictions_rows_and_latency(server: str, test_rows: HeldOutRows) -> None:
+    predict(server, {"rows": test_rows.rows[:3]})
+    text = httpx.get(f"{server}/metrics").text
+    assert 'nexus_model_predictions_total{model_id="test-model"}' in text
+    assert 'nexus_model_rows_total{model_id="test-model"}' in text
+    assert "nexus_model_predict_seconds_bucket" in text
+    assert "nexus_http_requests_total" in text
+
+
+def _row() -> list[float]:
+    return [0.0] * 64
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"rows": [_row(), [1.0, 2.0]]}, "rows.1", "row 1 has 2 features; the model expects 64"),
+        ({"rows": [_row()[:-1] + ["x"]]}, "rows.0.63", "valid number"),
+        ({"rows": [_row()[:-1] + [True]]}, "rows.0.63", "valid number"),
+        ({"rows": [[*_row()[:-1], 1e300]]}, "rows", "row 0 has a value too large for float32"),
+        ({"rows": []}, "rows", "at least 1 item"),
+        ({"rows": "not a list"}, "rows", "valid list"),
+        ({"rows": [5.0]}, "rows.0", "valid list"),
+        ({"rows": [_row()] * 1001}, "rows", "at most 1000 items"),
+        ({}, "rows", "Field required"),
+        ({"rows": [_row()], "extra": 1}, "extra", "Extra inputs"),
+    ],
+)
+def test_bad_rows_are_422_naming_the_row_and_problem(
+    server: str, body: object, field: str, message: str
+) -> None:
+    response = predict(server, body)
+    assert response.status_code == 422
+    assert response.json()["error"] == "validation_error"
+    problems = response.json()["detail"]
+    assert any(p["field"] == field and message in p["message"] for p in problems), problems
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_values_are_refused(server: str, literal: str) -> None:
+    # Python's JSON reader accepts these literals (1e400 overflows to infinity); the server
+    # must still refuse the value, by row and feature.
+    body = '{"rows": [[' + ", ".join(["0"] * 63 + [literal]) + "]]}"
+    response = httpx.post(
+        f"{server}/predict", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "rows.0.63"
+    assert "finite" in response.json()["detail"][0]["message"]
