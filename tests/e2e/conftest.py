@@ -1,0 +1,51 @@
+"""The whole stack as real processes, started once for the end-to-end tests."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.stack import start_stack, stop_stack
+from shared.settings import SERVICE_PORTS
+from tests.infrastructure import free_port
+
+
+@pytest.fixture(scope="session")
+def stack(
+    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    home = tmp_path_factory.mktemp("e2e-home")
+    # Free ports, so the tests never collide with a stack a developer already runs.
+    overrides = {f"NEXUS_{name.upper()}_PORT": str(free_port()) for name in SERVICE_PORTS}
+    overrides |= {"NEXUS_DATABASE_URL": database_url, "NEXUS_NATS_URL": nats_url}
+    info = start_stack(home, overrides, timeout=180)
+    try:
+        yield info
+    finally:
+        stop_stack(home)
+
+
+@pytest.fixture(scope="session")
+async def user_token(stack: Any) -> str:
+    email = f"e2e-{secrets.token_hex(4)}@example.com"
+    password = secrets.token_urlsafe(16)
+    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
+        registered = await auth.post("/auth/register", json={"email": email, "password": password})
+        registered.raise_for_status()
+        token = await auth.post("/auth/token", data={"username": email, "password": password})
+        token.raise_for_status()
+        access: str = token.json()["access_token"]
+        return access
+
+
+@pytest.fixture
+async def cluster_client(stack: Any, user_token: str) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(
+        base_url=stack.url("cluster"), headers=headers, timeout=30
+    ) as client:
+        yield client

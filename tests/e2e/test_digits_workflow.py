@@ -1,0 +1,201 @@
+"""The whole platform as a user drives it: six services as real processes on real NATS and
+Postgres, a workflow posted over HTTP (and one triggered by an event), five phases, a
+served model that answers correctly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import numpy as np
+import pytest
+import yaml
+
+from shared.events import WorkflowRequested
+from shared.ml.data import load_splits
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MEMORY_KEYS = [
+    "neural/cluster-id",
+    "neural/config",
+    "neural/phase1-complete",
+    "neural/architecture",
+    "neural/nodes-deployed",
+    "neural/training-script",
+    "neural/phase2-complete",
+    "neural/training-job-id",
+    "neural/training-metrics",
+    "neural/monitoring",
+    "neural/phase3-complete",
+    "neural/validation",
+    "neural/benchmark-results",
+    "neural/report",
+    "neural/phase4-complete",
+    "neural/deployment-ready",
+    "neural/dockerfile",
+    "neural/serve-api",
+    "neural/deploy-script",
+    "neural/phase5-complete",
+    "neural/workflow-complete",
+]
+
+GENERATED_FILES = [
+    "neural/configs/training.json",
+    "neural/configs/architecture.json",
+    "neural/configs/dataset.json",
+    "neural/configs/monitoring.json",
+    "neural/scripts/train.py",
+    "neural/scripts/serve.py",
+    "neural/scripts/deploy.sh",
+    "neural/scripts/backup-checkpoints.sh",
+    "neural/tests/validation.py",
+    "neural/reports/performance-report.md",
+    "neural/Dockerfile",
+    "neural/docs/DEPLOYMENT.md",
+    "neural/models/model-metadata.json",
+]
+
+
+def digits_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "digits.yaml").read_text())
+    return spec
+
+
+async def wait_for_workflow(
+    client: httpx.AsyncClient, workflow_id: str, timeout: float = 300
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    workflow: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = await client.get(f"/workflows/{workflow_id}")
+        if response.status_code != 404:  # 404: an event-started workflow not yet recorded
+            response.raise_for_status()
+            workflow = response.json()
+            if workflow["status"] in ("completed", "failed"):
+                return workflow
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout}s: {workflow}")
+
+
+def raw_test_rows(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test rows as a user would send them: un-normalized features."""
+    splits = load_splits(dataset, seed=seed)
+    norm = splits.normalization
+    return splits.x_test * norm.std + norm.mean, splits.y_test
+
+
+async def test_digits_workflow_from_request_to_served_model(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
+) -> None:
+    started = time.monotonic()
+    posted = await cluster_client.post("/workflows", json=digits_spec())
+    assert posted.status_code == 202, posted.text
+    workflow_id = posted.json()["id"]
+
+    workflow = await wait_for_workflow(cluster_client, workflow_id)
+    elapsed = time.monotonic() - started
+    assert workflow["status"] == "completed", workflow
+    print(f"\ndigits workflow: request to served model in {elapsed:.1f}s")
+
+    phases = workflow["phases"]
+    assert [p["phase"] for p in phases] == [1, 2, 3, 4, 5]
+    assert all(p["status"] == "completed" for p in phases)
+    finished = [p["finished_at"] for p in phases]
+    assert finished == sorted(finished), "phases completed out of order"
+
+    headers = {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(base_url=stack.url("memory"), headers=headers) as memory:
+        for key in MEMORY_KEYS:
+            response = await memory.get(f"/memory/{workflow_id}/{key}")
+            assert response.status_code == 200, f"{key}: {response.text}"
+
+    tenant = (await _me(stack, user_token))["tenant_id"]
+    project = Path(stack.artifacts.removeprefix("file://")) / tenant / workflow_id
+    missing = [f for f in GENERATED_FILES if not (project / f).is_file()]
+    assert not missing, f"missing generated files: {missing}"
+
+    result = workflow["result"]
+    assert result["test_accuracy"] >= 0.90
+    spec = digits_spec()
+    rows, labels = raw_test_rows(spec["dataset"], spec["training"]["seed"])
+    async with httpx.AsyncClient(base_url=result["served_url"]) as served:
+        assert (await served.get("/healthz")).status_code == 200
+        answer = await served.post("/predict", json={"rows": rows.tolist()})
+    assert answer.status_code == 200, answer.text
+    predictions = np.array(answer.json()["predictions"])
+    assert (predictions == labels).mean() >= 0.90
+
+
+async def test_workflow_requested_event_runs_the_whole_workflow(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
+) -> None:
+    spec = digits_spec() | {"name": "from-an-event", "dataset": "iris"}
+    spec["training"] = spec["training"] | {"epochs": 40}
+    spec["gates"] = spec["gates"] | {"min_accuracy": 0.85}
+    event = WorkflowRequested(workflow_id=uuid.uuid4(), spec=spec, auth_token=user_token)
+    connection = await nats.connect(stack.nats_url)
+    try:
+        await connection.jetstream().publish(
+            event.subject,
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": str(event.event_id)},
+        )
+    finally:
+        await connection.close()
+
+    workflow = await wait_for_workflow(cluster_client, str(event.workflow_id))
+    assert workflow["phases"][0]["status"] == "completed", workflow
+    assert workflow["status"] == "completed", workflow
+
+
+async def test_event_with_a_bad_token_records_a_failed_workflow(
+    stack: Any, cluster_client: httpx.AsyncClient
+) -> None:
+    event = WorkflowRequested(workflow_id=uuid.uuid4(), spec=digits_spec(), auth_token="forged")
+    connection = await nats.connect(stack.nats_url)
+    try:
+        await connection.jetstream().publish(event.subject, event.model_dump_json().encode())
+    finally:
+        await connection.close()
+    # The caller proved no tenant, so no tenant may read the record; the service logs it
+    # and nothing is created under any tenant.
+    await asyncio.sleep(2)
+    listed = await cluster_client.get(f"/workflows/{event.workflow_id}")
+    assert listed.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"name": ""}, "name"),
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"model": {"hidden_layers": [0]}}, "model.hidden_layers"),
+        ({"unexpected": True}, "unexpected"),
+    ],
+)
+async def test_bad_workflow_spec_is_refused_and_nothing_is_created(
+    stack: Any, cluster_client: httpx.AsyncClient, change: dict[str, Any], field: str
+) -> None:
+    before = (await cluster_client.get("/workflows")).json()
+    response = await cluster_client.post("/workflows", json=digits_spec() | change)
+    assert response.status_code == 422
+    assert field in str(response.json()["detail"])
+    after = (await cluster_client.get("/workflows")).json()
+    assert len(after) == len(before)
+
+
+async def _me(stack: Any, token: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
+        response = await auth.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+        response.raise_for_status()
+        me: dict[str, Any] = response.json()
+        return me
