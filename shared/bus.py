@@ -17,7 +17,14 @@ from faststream.exceptions import HandlerException, NackMessage
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -76,6 +83,21 @@ async def ensure_stream(broker: NatsBroker) -> None:
         await js.add_stream(STREAM_CONFIG)
 
 
+# Prepended to every durable consumer name. Empty in a deployment; a test run sets its own
+# so that it neither competes with nor inherits the backlog of another run on a shared NATS.
+_consumer_prefix = ""
+
+
+def set_consumer_prefix(prefix: str) -> None:
+    global _consumer_prefix
+    _consumer_prefix = prefix
+
+
+def consumer_name(consumer: str) -> str:
+    """The durable name JetStream knows a consumer by (with this deployment's prefix)."""
+    return f"{_consumer_prefix}{consumer}"
+
+
 # A handler that fails (a dependency down, say) is retried after this delay rather than at
 # once, so an outage does not become a hot redelivery loop.
 RETRY_DELAY_S = 5.0
@@ -95,7 +117,12 @@ def durable_subscriber(
     subscriber = router.subscriber(
         subject or event_type.subject,
         stream=NEXUS_STREAM,
-        durable=consumer,
+        durable=consumer_name(consumer),
+        # A consumer created for the first time starts at new events rather than replaying
+        # the stream's week of history; once created, it resumes where it stopped.
+        deliver_policy=DeliverPolicy.NEW,
+        # A prefixed (test) consumer is removed by the server after ten idle minutes.
+        config=ConsumerConfig(inactive_threshold=600.0) if _consumer_prefix else None,
         pull_sub=PullSub(batch_size=1, timeout=timeout),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )

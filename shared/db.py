@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import Uuid
 
 from shared.events import Event, subject_of
@@ -33,15 +32,12 @@ logger = logging.getLogger(__name__)
 PublishFn = Callable[[str, dict[str, Any], dict[str, str]], Awaitable[None]]
 
 
-def make_base(schema: str) -> type[DeclarativeBase]:
-    """A declarative base whose tables live in the service's own schema, plus the two
-    tables every event-driven service needs (`processed_events`, `outbox`)."""
-    metadata = MetaData(schema=schema)
+def add_event_tables(metadata: MetaData) -> MetaData:
+    """Add the two tables every event-driven service needs to its metadata:
+    `processed_events` (idempotent consumers) and `outbox` (events published after commit).
 
-    class Base(DeclarativeBase):
-        pass
-
-    Base.metadata = metadata
+    Each service declares `class Base(DeclarativeBase): metadata = add_event_tables(
+    MetaData(schema=SCHEMA))`, so its tables live in its own schema."""
     Table(
         "processed_events",
         metadata,
@@ -58,7 +54,7 @@ def make_base(schema: str) -> type[DeclarativeBase]:
         Column("headers", JSON, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False),
     )
-    return Base
+    return metadata
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -23,7 +23,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.artifacts import ArtifactStore
-from shared.bus import create_broker, ensure_stream, publisher_for
+from shared.bus import create_broker, ensure_stream, publisher_for, set_consumer_prefix
 from shared.db import UnitOfWork, create_engine, make_sessionmaker, ping, relay_outbox
 from shared.errors import install_error_handlers
 from shared.health import health_router, install_http_metrics
@@ -131,6 +131,7 @@ def create_service_app(
             else remote_verifier(settings.auth_url, _internal_token_or_none(settings))
         )
         if event_router is not None:
+            set_consumer_prefix(settings.consumer_prefix)
             broker.include_router(event_router(context))
         await broker.connect()
         await ensure_stream(broker)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -69,6 +69,19 @@ def service_env(
         "NEXUS_INTERNAL_TOKEN": internal_token,
         "NEXUS_HOME": str(home),
         "NEXUS_ENV": "test",
+        # This run's own durable consumers: no backlog from earlier runs on a shared NATS.
+        "NEXUS_CONSUMER_PREFIX": f"test-{secrets.token_hex(4)}-",
     }
     os.environ.update(env)
     return env
+
+
+@pytest.fixture(scope="session")
+async def memory_url(service_env: dict[str, str]) -> AsyncIterator[str]:
+    """The memory service over real HTTP, for services under test that write their keys."""
+    from services.memory.app import create_app
+    from services.memory.settings import MemorySettings
+    from tests.support import serving
+
+    async with serving(create_app(MemorySettings())) as url:  # type: ignore[call-arg]
+        yield url

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from shared.security import internal_headers
+from tests.infrastructure import free_port
 
 
 @contextlib.asynccontextmanager
@@ -23,3 +27,23 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def as_service(internal_token: str, tenant_id: str) -> dict[str, str]:
     """Headers of a service-to-service call acting for `tenant_id`."""
     return internal_headers(internal_token, tenant_id)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free local port in this event loop (for code
+    under test that calls another service over real HTTP); yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # it failed to start: raise its error here
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

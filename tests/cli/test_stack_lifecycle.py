@@ -107,7 +107,10 @@ def gone(pid: int) -> bool:
         return True
 
 
-async def test_full_cycle_with_stand_in_services(stack_home, stub_project, port_env):
+async def test_full_cycle_with_stand_in_services(stack_home, stub_project, port_env, monkeypatch):
+    # No external URLs: this test is about the embedded NATS and Postgres.
+    monkeypatch.delenv("NEXUS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("NEXUS_NATS_URL", raising=False)
     info = start_stack(stack_home.root, port_env, timeout=60)
 
     assert not info.already_running, info

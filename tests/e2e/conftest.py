@@ -14,14 +14,19 @@ from shared.settings import SERVICE_PORTS
 from tests.infrastructure import free_port
 
 
-@pytest.fixture(scope="session")
+# Module scope: the stack stops when the end-to-end module finishes, not at session end.
+@pytest.fixture(scope="module")
 def stack(
     database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("e2e-home")
     # Free ports, so the tests never collide with a stack a developer already runs.
     overrides = {f"NEXUS_{name.upper()}_PORT": str(free_port()) for name in SERVICE_PORTS}
-    overrides |= {"NEXUS_DATABASE_URL": database_url, "NEXUS_NATS_URL": nats_url}
+    overrides |= {
+        "NEXUS_DATABASE_URL": database_url,
+        "NEXUS_NATS_URL": nats_url,
+        "NEXUS_CONSUMER_PREFIX": f"e2e-{secrets.token_hex(4)}-",
+    }
     info = start_stack(home, overrides, timeout=180)
     try:
         yield info
@@ -29,7 +34,7 @@ def stack(
         stop_stack(home)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def user_token(stack: Any) -> str:
     email = f"e2e-{secrets.token_hex(4)}@example.com"
     password = secrets.token_urlsafe(16)

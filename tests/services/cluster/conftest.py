@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import httpx
 import nats
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
@@ -23,35 +21,9 @@ from services.cluster.app import create_app
 from services.cluster.settings import ClusterSettings
 from services.cluster.workflow_repository import WorkflowRepository
 from services.cluster.workflow_status import complete_phase
-from services.memory.app import create_app as create_memory_app
-from services.memory.settings import MemorySettings
 from shared.bus import STREAM_NAME
 from shared.events import Event, subject_of
 from tests.support import running
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-async def memory_url(service_env: dict[str, str]) -> AsyncIterator[str]:
-    port = free_port()
-    app = create_memory_app(MemorySettings())  # type: ignore[call-arg]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.05)
-    assert server.started, "memory service did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ port, and one deployer app (with its process manager) shared by the session."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from services.deployer.app import create_app
@@ -22,11 +19,8 @@ from services.deployer.models import RegisteredModel
 from services.deployer.repository import DeployerRepository
 from services.deployer.rollout import Deployer
 from services.deployer.settings import DeployerSettings
-from services.memory.app import create_app as create_memory_app
-from services.memory.settings import MemorySettings
 from shared.service_app import ServiceContext
 from shared.spec import WorkflowSpec
-from tests.infrastructure import free_port
 from tests.support import as_service, running
 
 SEED = 42  # the spec's default seed: the smoke test draws its rows from this split
@@ -73,25 +67,6 @@ def corrupt_model_dir(digits_model_dir: Path, tmp_path_factory: pytest.TempPathF
     shutil.copytree(digits_model_dir, destination, dirs_exist_ok=True)
     (destination / "model.safetensors").write_bytes(b"not safetensors at all")
     return destination
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Serve an app with uvicorn on a free port in this event loop; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @dataclass
@@ -148,13 +123,11 @@ def deployer_settings(memory_url: str, **overrides: object) -> DeployerSettings:
 
 @pytest.fixture(scope="session")
 async def harness(
-    service_env: dict[str, str], internal_token: str
+    service_env: dict[str, str], internal_token: str, memory_url: str
 ) -> AsyncIterator[DeployerHarness]:
-    memory_app = create_memory_app(MemorySettings())  # type: ignore[call-arg]
-    async with serving(memory_app) as memory_url:
-        app = create_app(deployer_settings(memory_url))
-        async with running(app) as client:
-            yield DeployerHarness(client, app, memory_url, internal_token)
+    app = create_app(deployer_settings(memory_url))
+    async with running(app) as client:
+        yield DeployerHarness(client, app, memory_url, internal_token)
 
 
 @pytest.fixture

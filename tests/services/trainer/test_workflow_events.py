@@ -12,36 +12,17 @@ from typing import Any
 import httpx
 import nats
 import pytest
-import uvicorn
 
-from services.memory.app import create_app as create_memory_app
-from services.memory.settings import MemorySettings
 from services.trainer.app import create_app
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
 from shared.events import ClusterNodesReady, Event, NodeInfo, Phase2Completed
-from tests.infrastructure import free_port
 from tests.services.trainer.conftest import digits_spec, node
 from tests.services.trainer.worker_node import InProcessWorkerNode
 from tests.support import as_service, running
 
 # Other consumers of the shared stream may be working through a backlog first.
 EVENT_TIMEOUT_S = 90
-
-
-@pytest.fixture(scope="module")
-async def memory_url(service_env: dict[str, str]) -> AsyncIterator[str]:
-    port = free_port()
-    app = create_memory_app(MemorySettings())  # type: ignore[call-arg]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
 
 
 @pytest.fixture(scope="module")

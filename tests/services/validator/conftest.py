@@ -3,10 +3,7 @@ measured validation, and the validator and memory services running in-process.""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,10 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-import uvicorn
 
-from services.memory.app import create_app as create_memory_app
-from services.memory.settings import MemorySettings
 from services.validator.app import create_app
 from services.validator.settings import ValidatorSettings
 from shared.artifacts import ArtifactStore
@@ -29,7 +23,7 @@ from shared.ml.checkpoint import save_model
 from shared.ml.data import load_splits
 from shared.ml.training import TrainConfig, train_classifier
 from tests.services.validator.support import RecordingContext, cluster_directory_app
-from tests.support import running
+from tests.support import running, serving
 
 # The spec's default seed: validation rebuilds the split with the seed training used.
 SEED = 42
@@ -108,39 +102,6 @@ def install_model(
     url = store.workflow_url(tenant_id, workflow_id, "neural/models")
     shutil.copytree(model_dir, store.path(tenant_id, str(workflow_id), "neural/models"))
     return url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on a free local port (the validator calls it over real HTTP)."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture(scope="session")
-async def memory_url(service_env: dict[str, str]) -> AsyncIterator[str]:
-    """The memory service on a real port: the validator writes keys through HTTP."""
-    async with serving(create_memory_app(MemorySettings())) as url:  # type: ignore[call-arg]
-        yield url
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 
 from services.validator.events import PHASE3_CONSUMER
 from shared.artifacts import ArtifactStore
-from shared.bus import STREAM_NAME, publish_event
+from shared.bus import STREAM_NAME, consumer_name, publish_event
 from shared.events import NodeInfo, Phase3Completed
 from tests.services.validator.conftest import DIGITS_SPEC, install_model
 from tests.services.validator.support import (
@@ -236,7 +236,7 @@ async def test_a_redelivered_phase3_event_starts_one_validation(
             )
         async with asyncio.timeout(30):
             while True:
-                info = await js.consumer_info(STREAM_NAME, PHASE3_CONSUMER)
+                info = await js.consumer_info(STREAM_NAME, consumer_name(PHASE3_CONSUMER))
                 if info.num_pending == 0 and info.num_ack_pending == 0:
                     break
                 await asyncio.sleep(0.1)
