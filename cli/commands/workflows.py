@@ -122,10 +122,10 @@ def predict(
     """Ask a served model for predictions."""
     data = parse_rows(rows, file)
     with client() as api:
-        url = target
+        url: str | None = target
         if not target.startswith(("http://", "https://")):
             url = (api.workflow(target).get("result") or {}).get("served_url")
-            if not url:
-                raise fail(f"workflow {target} has no served model yet")
+        if not url:
+            raise fail(f"workflow {target} has no served model yet")
         answer = api.predict(url, data)
     console.print(predictions_table(answer, data))

@@ -1,13 +1,16 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, Uuid
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, MetaData, String, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import make_base
+from shared.db import add_event_tables
 
 SCHEMA = "auth"
-Base = make_base(SCHEMA)
+
+
+class Base(DeclarativeBase):
+    metadata = add_event_tables(MetaData(schema=SCHEMA))
 
 
 class Tenant(Base):

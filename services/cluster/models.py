@@ -4,14 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
-from shared.db import make_base
+from shared.db import add_event_tables
 
 SCHEMA = "cluster"
-Base = make_base(SCHEMA)
+
+
+class Base(DeclarativeBase):
+    metadata = add_event_tables(MetaData(schema=SCHEMA))
 
 
 class Workflow(Base):

@@ -97,7 +97,7 @@ async def list_values(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> MemoryListOut:
     """List a namespace's keys, filtered by key prefix and/or a search string."""
-    entries = await _repository(uow, principal).list(namespace, prefix, q, limit)
+    entries = await _repository(uow, principal).search(namespace, prefix, q, limit)
     return MemoryListOut(
         namespace=namespace,
         entries=[MemoryEntryOut.model_validate(e, from_attributes=True) for e in entries],

@@ -1,13 +1,16 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import make_base
+from shared.db import add_event_tables
 
 SCHEMA = "memory"
-Base = make_base(SCHEMA)
+
+
+class Base(DeclarativeBase):
+    metadata = add_event_tables(MetaData(schema=SCHEMA))
 
 
 class MemoryEntry(Base):

@@ -19,7 +19,7 @@ class MemoryRepository:
     async def get(self, namespace: str, key: str) -> MemoryEntry | None:
         return await self._session.get(MemoryEntry, (self._tenant, namespace, key))
 
-    async def list(
+    async def search(
         self, namespace: str, prefix: str | None, query: str | None, limit: int
     ) -> list[MemoryEntry]:
         stmt = select(MemoryEntry).where(

@@ -2,14 +2,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
-from shared.db import make_base
+from shared.db import add_event_tables
 
 SCHEMA = "trainer"
-Base = make_base(SCHEMA)
+
+
+class Base(DeclarativeBase):
+    metadata = add_event_tables(MetaData(schema=SCHEMA))
+
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -2,14 +2,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, CheckConstraint, DateTime, Index, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import Uuid
 
-from shared.db import make_base
+from shared.db import add_event_tables
 
 SCHEMA = "validator"
-Base = make_base(SCHEMA)
+
+
+class Base(DeclarativeBase):
+    metadata = add_event_tables(MetaData(schema=SCHEMA))
+
 
 # queued -> running -> passed | failed (gates) | error (the check itself could not run)
 VALIDATION_STATUSES = ("queued", "running", "passed", "failed", "error")
