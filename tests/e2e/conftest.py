@@ -26,6 +26,9 @@ def stack(
         "NEXUS_DATABASE_URL": database_url,
         "NEXUS_NATS_URL": nats_url,
         "NEXUS_CONSUMER_PREFIX": f"e2e-{secrets.token_hex(4)}-",
+        # Deployments left "running" in a shared test database by earlier runs are not
+        # this run's to bring back.
+        "NEXUS_RESTORE_ON_STARTUP": "false",
     }
     info = start_stack(home, overrides, timeout=180)
     try:
