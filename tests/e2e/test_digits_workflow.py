@@ -15,9 +15,12 @@ import nats
 import numpy as np
 import pytest
 import yaml
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.events import WorkflowRequested
 from shared.ml.data import load_splits
+from shared.settings import normalize_database_url
 
 pytestmark = pytest.mark.e2e
 
@@ -165,9 +168,28 @@ async def test_event_with_a_bad_token_records_a_failed_workflow(
         await connection.jetstream().publish(event.subject, event.model_dump_json().encode())
     finally:
         await connection.close()
-    # The caller proved no tenant, so no tenant may read the record; the service logs it
-    # and nothing is created under any tenant.
-    await asyncio.sleep(2)
+
+    # The caller proved no tenant: the refusal is recorded, readable by no tenant's API.
+    engine = create_async_engine(normalize_database_url(stack.database_url))
+    try:
+        row = None
+        deadline = time.monotonic() + 60
+        while row is None and time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        text(
+                            "SELECT tenant_id, status, error FROM cluster.workflows WHERE id = :id"
+                        ),
+                        {"id": event.workflow_id},
+                    )
+                ).first()
+            await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+    assert row is not None, "the refused request left no record"
+    assert row.status == "failed"
+    assert "token" in row.error
     listed = await cluster_client.get(f"/workflows/{event.workflow_id}")
     assert listed.status_code == 404
 
