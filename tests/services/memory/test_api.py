@@ -144,3 +144,20 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "nats": "ok"}
     metrics = await client.get("/metrics")
     assert "nexus_http_requests_total" in metrics.text
+
+
+async def test_readiness_is_503_naming_the_database_when_it_is_down(
+    service_env: dict[str, str],
+) -> None:
+    from tests.infrastructure import free_port
+
+    unreachable = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    settings = MemorySettings(database_url=unreachable)  # type: ignore[call-arg]
+    async with running(create_app(settings)) as client:
+        ready = await client.get("/readyz")
+        assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["error"] == "not_ready"
+    assert body["detail"]["database"].startswith("down")
+    assert body["detail"]["nats"] == "ok"
