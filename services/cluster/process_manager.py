@@ -16,12 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from opentelemetry import propagate
 
 logger = logging.getLogger(__name__)
 
 # The repository root, so `-m services.cluster.node` resolves however the service was started.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NODE_ROLES = ("parameter_server", "worker", "validator")
+
+
+def trace_context_env() -> dict[str, str]:
+    """The current trace as W3C `TRACEPARENT`/`TRACESTATE` variables: a node registers
+    within the trace of the workflow that started it, so one trace covers all five phases."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return {key.upper(): value for key, value in carrier.items()}
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class NodeProcessManager:
                 process = subprocess.Popen(
                     command,
                     cwd=PROJECT_ROOT,
-                    env=self.env,
+                    env={**self.env, **trace_context_env()},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

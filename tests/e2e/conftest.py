@@ -11,13 +11,24 @@ import pytest
 
 from cli.stack import start_stack, stop_stack
 from shared.settings import SERVICE_PORTS
+from tests.e2e.otlp_receiver import OtlpReceiver
 from tests.infrastructure import free_port
 
 
 # Module scope: the stack stops when the end-to-end module finishes, not at session end.
 @pytest.fixture(scope="module")
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
 def stack(
-    database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str,
+    nats_url: str,
+    otlp: OtlpReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     home = tmp_path_factory.mktemp("e2e-home")
     # Free ports, so the tests never collide with a stack a developer already runs.
@@ -29,6 +40,7 @@ def stack(
         # Deployments left "running" in a shared test database by earlier runs are not
         # this run's to bring back.
         "NEXUS_RESTORE_ON_STARTUP": "false",
+        "NEXUS_OTLP_ENDPOINT": otlp.endpoint,
     }
     info = start_stack(home, overrides, timeout=180)
     try:

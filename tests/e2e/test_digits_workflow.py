@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from shared.events import WorkflowRequested
 from shared.ml.data import load_splits
 from shared.settings import normalize_database_url
+from tests.e2e.otlp_receiver import OtlpReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +97,7 @@ def raw_test_rows(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 async def test_digits_workflow_from_request_to_served_model(
-    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient, otlp: OtlpReceiver
 ) -> None:
     started = time.monotonic()
     posted = await cluster_client.post("/workflows", json=digits_spec())
@@ -135,6 +136,25 @@ async def test_digits_workflow_from_request_to_served_model(
     assert answer.status_code == 200, answer.text
     predictions = np.array(answer.json()["predictions"])
     assert (predictions == labels).mean() >= 0.90
+
+    await assert_one_trace_spans_the_workflow(otlp)
+
+
+async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:
+    """The request's trace continues through every phase: HTTP, NATS, the node processes."""
+    wanted = {"nexus-cluster", "nexus-memory", "nexus-node", "nexus-trainer"}
+    wanted |= {"nexus-validator", "nexus-deployer"}
+    deadline = time.monotonic() + 30  # spans are exported in batches every few seconds
+    services: set[str] = set()
+    while time.monotonic() < deadline:
+        for spans in otlp.traces().values():
+            names = {span.name for span in spans}
+            if "POST /workflows" in names and "nexus.phase5.completed process" in names:
+                services = {span.service for span in spans}
+        if wanted <= services:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"no single trace from POST /workflows to phase 5; saw {services}")
 
 
 async def test_workflow_requested_event_runs_the_whole_workflow(

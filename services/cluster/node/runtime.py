@@ -146,9 +146,14 @@ class NodeRuntime:
             cluster_id=self.identity.cluster_id,
             node=self.identity.info,
         )
+        headers = {"Nats-Msg-Id": str(event.event_id)}
+        # The cluster passes the workflow's trace in the environment (see process_manager).
+        for variable in ("TRACEPARENT", "TRACESTATE"):
+            if variable in os.environ:
+                headers[variable.lower()] = os.environ[variable]
         for attempt in range(1, REGISTER_ATTEMPTS + 1):
             try:
-                await self._publish(event, {"Nats-Msg-Id": str(event.event_id)})
+                await self._publish(event, headers)
                 logger.info("registered %s (pid %d)", self.node_id, self.identity.info.pid)
                 return True
             except Exception as exc:  # the stream may not exist yet; the service creates it
