@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -15,6 +14,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -51,26 +51,47 @@ def health_router(service: str, checks: dict[str, ReadinessCheck]) -> APIRouter:
 
 
 def install_http_metrics(app: FastAPI, registry: CollectorRegistry, service: str) -> None:
-    requests = Counter(
-        "nexus_http_requests_total",
-        "HTTP requests handled",
-        ["service", "method", "route", "status"],
-        registry=registry,
-    )
-    latency = Histogram(
-        "nexus_http_request_seconds",
-        "HTTP request latency",
-        ["service", "method", "route"],
-        registry=registry,
-    )
+    app.add_middleware(HttpMetricsMiddleware, registry=registry, service=service)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+
+class HttpMetricsMiddleware:
+    """Counts requests and their latency by route template. A plain ASGI middleware, not
+    `@app.middleware("http")`, which costs a task and a response copy on every request."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry, service: str) -> None:
+        self.app = app
+        self.service = service
+        self.requests = Counter(
+            "nexus_http_requests_total",
+            "HTTP requests handled",
+            ["service", "method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "nexus_http_request_seconds",
+            "HTTP request latency",
+            ["service", "method", "route"],
+            registry=registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The route template, not the raw path, so ids do not explode the label space.
-        path = getattr(route, "path", "unmatched")
-        requests.labels(service, request.method, path, str(response.status_code)).inc()
-        latency.labels(service, request.method, path).observe(time.perf_counter() - started)
-        return response
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            # The route template, not the raw path, so ids do not explode the label space.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.requests.labels(self.service, method, path, str(status)).inc()
+            self.latency.labels(self.service, method, path).observe(time.perf_counter() - started)

@@ -138,12 +138,17 @@ async def test_internal_token_must_name_a_tenant(
     assert "X-Nexus-Tenant" in response.json()["detail"]
 
 
-async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
+async def test_health_readiness_and_metrics(
+    client: httpx.AsyncClient, internal_token: str, tenant_id: str
+) -> None:
+    await client.get("/memory/ns/some-key", headers=as_service(internal_token, tenant_id))
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "nats": "ok"}
     metrics = await client.get("/metrics")
-    assert "nexus_http_requests_total" in metrics.text
+    # Labelled by route template, so ids in paths do not multiply the series.
+    assert 'route="/readyz",service="memory",status="200"' in metrics.text
+    assert 'route="/memory/{namespace}/{key:path}",service="memory",status="404"' in metrics.text
 
 
 async def test_readiness_is_503_naming_the_database_when_it_is_down(
