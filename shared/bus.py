@@ -30,8 +30,10 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from shared.events import Event, subject_of
+from shared.subjects import NODE_HEARTBEAT_SUBJECT, NODE_TASK_SUBJECT, STREAM_NAME
 
-STREAM_NAME = "NEXUS"
+__all__ = ["NODE_HEARTBEAT_SUBJECT", "NODE_TASK_SUBJECT", "STREAM_NAME"]
+
 # Events are the workflow's audit trail; keep a week of them, bounded in size.
 STREAM_CONFIG = StreamConfig(
     name=STREAM_NAME,
@@ -46,10 +48,6 @@ STREAM_CONFIG = StreamConfig(
 # Declared by `ensure_stream` at start-up, not by FastStream: its declaration is a one-shot
 # flag on this shared object, which would skip every broker after the first in a process.
 NEXUS_STREAM = JStream(STREAM_NAME, declare=False)
-
-# Core-NATS (not persisted) subjects for node liveness and task dispatch.
-NODE_HEARTBEAT_SUBJECT = "nodes.{cluster_id}.{node_id}.heartbeat"
-NODE_TASK_SUBJECT = "nodes.{node_id}.task"
 
 
 def create_broker(

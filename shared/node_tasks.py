@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.events import Event, NodeInfo
@@ -35,10 +34,3 @@ class TaskContext(Protocol):
 
 
 TaskHandler = Callable[[dict[str, Any], TaskContext], None]
-
-
-@dataclass
-class TaskMessage:
-    task_id: str
-    kind: str
-    payload: dict[str, Any] = field(default_factory=dict)

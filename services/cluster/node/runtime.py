@@ -35,14 +35,9 @@ from services.cluster.node.task_context import (
     run_in_daemon_thread,
 )
 from shared.events import Event, NodeInfo, NodeRegistered, subject_of
+from shared.subjects import NODE_HEARTBEAT_SUBJECT, NODE_TASK_SUBJECT, STREAM_NAME
 
 logger = logging.getLogger("nexus.node")
-
-# The same values as shared.bus (a test checks), repeated so that a node does not import
-# FastStream, which would add a second to every node's start.
-STREAM_NAME = "NEXUS"
-NODE_HEARTBEAT_SUBJECT = "nodes.{cluster_id}.{node_id}.heartbeat"
-NODE_TASK_SUBJECT = "nodes.{node_id}.task"
 
 HEARTBEAT_INTERVAL_S = 2.0
 # How long a running task may take to notice `cancelled` on shutdown before the node leaves.

@@ -19,10 +19,8 @@ import pytest
 from nats.aio.client import Client
 from opentelemetry import propagate
 
-from services.cluster.node import runtime as node_runtime
 from services.cluster.node.task_context import NodeTaskContext
 from services.cluster.process_manager import PROJECT_ROOT
-from shared import bus
 from shared.events import Event, NodeInfo, TrainingFinished
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -93,12 +91,6 @@ async def ask(nc: Client, node_id: str, body: bytes | dict[str, Any]) -> dict[st
     reply = await nc.request(f"nodes.{node_id}.task", data, timeout=10)
     answer: dict[str, Any] = json.loads(reply.data)
     return answer
-
-
-def test_node_subjects_match_the_bus() -> None:
-    assert node_runtime.NODE_HEARTBEAT_SUBJECT == bus.NODE_HEARTBEAT_SUBJECT
-    assert node_runtime.NODE_TASK_SUBJECT == bus.NODE_TASK_SUBJECT
-    assert node_runtime.STREAM_NAME == bus.STREAM_NAME
 
 
 async def test_node_registers_heartbeats_answers_and_stops_on_sigterm(
