@@ -9,11 +9,17 @@ by publishing events through the context.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from opentelemetry import propagate
+
 from shared.events import Event, NodeInfo
+from shared.subjects import NODE_TASK_SUBJECT
 
 # kind -> "module:function" run as handler(payload, context); imported lazily by the node so
 # torch is loaded once per node process and never in a web process.
@@ -34,3 +40,33 @@ class TaskContext(Protocol):
 
 
 TaskHandler = Callable[[dict[str, Any], TaskContext], None]
+
+
+class NodeUnreachable(Exception):
+    """The node did not answer a task request, or answered with something else than a reply."""
+
+
+async def request_node_task(
+    nc: Client, node_id: str, task_id: str, kind: str, payload: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Send a task on `nodes.{node_id}.task` and return the node's reply
+    (`{"accepted": bool, ...}`). The trace context travels in the headers, so the node
+    continues this trace in the events it publishes."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    body = json.dumps({"task_id": task_id, "kind": kind, "payload": payload}).encode()
+    try:
+        reply = await nc.request(
+            NODE_TASK_SUBJECT.format(node_id=node_id), body, timeout=timeout, headers=headers
+        )
+    except (NatsError, TimeoutError) as exc:
+        raise NodeUnreachable(
+            f"node {node_id} did not answer the task: {type(exc).__name__} {exc}".strip()
+        ) from exc
+    try:
+        answer = json.loads(reply.data)
+    except ValueError as exc:
+        raise NodeUnreachable(f"node {node_id} sent a reply that is not JSON") from exc
+    if not isinstance(answer, dict) or "accepted" not in answer:
+        raise NodeUnreachable(f"node {node_id} sent a reply without 'accepted'")
+    return answer

@@ -5,7 +5,6 @@ every validator answers a `ping`."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 import uuid
@@ -13,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
-from opentelemetry import propagate
 
-from shared.bus import NODE_TASK_SUBJECT
+from shared.node_tasks import request_node_task
 
 PING_TIMEOUT_S = 10.0
 
@@ -42,29 +40,12 @@ def process_group(nodes: list[NodeAddress]) -> list[NodeAddress]:
     return sorted(members, key=lambda n: (role_order[n.role], n.rank))
 
 
-async def request_task(
-    nc: Client, node_id: str, kind: str, payload: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    """Send one task request to a node and return its JSON reply (trace context in headers)."""
-    headers: dict[str, str] = {}
-    propagate.inject(headers)
-    body = {"task_id": str(uuid.uuid4()), "kind": kind, "payload": payload}
-    reply = await nc.request(
-        NODE_TASK_SUBJECT.format(node_id=node_id),
-        json.dumps(body).encode(),
-        timeout=timeout,
-        headers=headers,
-    )
-    answer: dict[str, Any] = json.loads(reply.data)
-    return answer
-
-
 async def _check(
     nc: Client, node: NodeAddress, kind: str, payload: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        reply = await request_task(nc, node.node_id, kind, payload, timeout)
+        reply = await request_node_task(nc, node.node_id, str(uuid.uuid4()), kind, payload, timeout)
         ok = bool(reply.get("accepted")) and (kind == "ping" or bool(reply.get("ok")))
         error = None if ok else str(reply.get("error") or reply)
     except Exception as exc:  # a timeout or no responder: the node is unreachable

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from nats.errors import Error as NatsError
-from opentelemetry import propagate
 
-from shared.bus import NODE_TASK_SUBJECT
 from shared.events import NodeInfo
+from shared.node_tasks import NodeUnreachable, request_node_task
 from shared.security import internal_headers
 from shared.service_app import ServiceContext
 
@@ -93,24 +90,14 @@ async def send_task(
     timeout: float,
 ) -> None:
     """Request/reply on `nodes.{node_id}.task`; raises NodeUnavailable unless accepted."""
-    subject = NODE_TASK_SUBJECT.format(node_id=node.node_id)
-    body = json.dumps({"task_id": str(task_id), "kind": "validate", "payload": payload})
-    headers: dict[str, str] = {}
-    propagate.inject(headers)  # the node continues this trace
     try:
-        reply = await context.broker.connection.request(
-            subject, body.encode(), timeout=timeout, headers=headers
+        answer = await request_node_task(
+            context.broker.connection, node.node_id, str(task_id), "validate", payload, timeout
         )
-    except (NatsError, TimeoutError) as exc:
-        raise NodeUnavailable(
-            f"validator node {node.node_id} did not answer the task: {type(exc).__name__}"
-        ) from exc
-    try:
-        answer = json.loads(reply.data)
-    except ValueError as exc:
-        raise NodeUnavailable(f"validator node {node.node_id} sent a malformed reply") from exc
-    if not isinstance(answer, dict) or answer.get("accepted") is not True:
-        reason = answer.get("error") if isinstance(answer, dict) else None
+    except NodeUnreachable as exc:
+        raise NodeUnavailable(f"validator {exc}") from exc
+    if answer.get("accepted") is not True:
+        reason = answer.get("error")
         raise NodeUnavailable(
             f"validator node {node.node_id} refused the task" + (f": {reason}" if reason else "")
         )
