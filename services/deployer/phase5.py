@@ -19,7 +19,7 @@ from services.deployer.bundle import (
     docker_name,
     write_bundle,
 )
-from services.deployer.model_server.app import ENDPOINTS
+from services.deployer.model_server.schemas import ENDPOINTS, MAX_ROWS
 from services.deployer.models import Deployment, RegisteredModel
 from services.deployer.process_manager import PortUnavailable
 from services.deployer.repository import DeployerRepository
@@ -89,7 +89,7 @@ class Phase5Announcer:
             "neural/serve-api": {
                 "url": url,
                 "endpoints": {name: _endpoint(url, route) for name, route in ENDPOINTS.items()},
-                "max_rows_per_request": 1000,
+                "max_rows_per_request": MAX_ROWS,
                 "example": checks["example"],
                 "serve_script": urls[SERVE_SCRIPT],
                 "docs": urls[DEPLOYMENT_DOC],

@@ -1,5 +1,6 @@
 from pydantic import AliasChoices, Field
 
+from services.deployer.model_server.schemas import MAX_ROWS
 from shared.settings import SERVICE_PORTS, ServiceSettings
 
 
@@ -13,8 +14,8 @@ class DeployerSettings(ServiceSettings):
     model_port_end: int = Field(default=8999, ge=1024, le=65535)
     model_ready_timeout_s: float = Field(default=60.0, gt=0)
     model_stop_timeout_s: float = Field(default=10.0, gt=0)
-    # Test rows sent to a new model server before it counts as deployed (capped at 1000,
-    # the server's per-request limit); the whole test split of the bundled datasets fits.
-    smoke_rows: int = Field(default=1000, ge=1, le=1000)
+    # Test rows sent to a new model server before it counts as deployed (capped at the
+    # server's per-request limit); the whole test split of the bundled datasets fits.
+    smoke_rows: int = Field(default=MAX_ROWS, ge=1, le=MAX_ROWS)
     # Bring back, at start-up, the model servers that were running when the deployer stopped.
     restore_on_startup: bool = True

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.concurrency import run_in_threadpool
 
 from services.deployer.model_server.schemas import (
+    ENDPOINTS,
     MAX_ROWS,
     ModelInfo,
     PredictRequest,
@@ -29,15 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Up to this many rows are classified on the event loop (well under a millisecond).
 INLINE_ROWS = 32
-
-ENDPOINTS = {
-    "predict": "POST /predict",
-    "health": "GET /healthz",
-    "ready": "GET /readyz",
-    "metrics": "GET /metrics",
-    "docs": "GET /docs",
-    "metadata": "GET /",
-}
 
 
 @dataclass(frozen=True)

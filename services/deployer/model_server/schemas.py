@@ -8,6 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_ROWS = 1000
 
+# What a served model answers; here rather than in app.py so the deployer's web process can
+# describe a deployment without importing the model server (and with it, torch).
+ENDPOINTS = {
+    "predict": "POST /predict",
+    "health": "GET /healthz",
+    "ready": "GET /readyz",
+    "metrics": "GET /metrics",
+    "docs": "GET /docs",
+    "metadata": "GET /",
+}
+
 # Strict: a JSON string or boolean is not a feature value; a non-finite one is refused by name.
 Feature = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
