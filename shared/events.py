@@ -90,10 +90,11 @@ class TrainingProgress(Event):
     job_id: uuid.UUID
     epoch: int
     epochs: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+    # None when the run diverged: JSON has no NaN, so a NaN loss travels as null.
+    train_loss: float | None
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
     seconds: float
 
 

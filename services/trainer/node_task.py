@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.trainer.task_payload import TrainTaskPayload, checkpoint_url, json_safe
+from services.trainer.task_payload import TrainTaskPayload, checkpoint_url
 from shared.events import TrainingFinished, TrainingProgress
 from shared.node_tasks import TaskContext
 
@@ -183,6 +183,6 @@ def _finish(
             node_id=context.node.node_id,
             succeeded=succeeded,
             error=error,
-            result=json_safe(result),
+            result=result,
         )
     )

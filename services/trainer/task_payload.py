@@ -5,7 +5,6 @@ Kept free of torch so the web process can build it and the node can validate it.
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Any
 
@@ -53,14 +52,3 @@ class TrainTaskPayload(BaseModel):
 
 def checkpoint_url(checkpoints_url: str, epoch: int) -> str:
     return f"{checkpoints_url.rstrip('/')}/epoch-{epoch:04d}"
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities (a diverged run's losses) as None: Postgres JSON refuses them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value

@@ -12,7 +12,7 @@ from services.trainer.models import FINISHED_STATUSES, TrainingJob
 from services.trainer.phase_runner import PhaseError, run_phase_step
 from services.trainer.project_files import write_backup_script
 from services.trainer.repository import TrainerRepository
-from services.trainer.task_payload import PROGRESS_SUBJECT, json_safe
+from services.trainer.task_payload import PROGRESS_SUBJECT
 from shared.artifacts import ArtifactStore
 from shared.db import UnitOfWork
 from shared.events import Phase3Completed, TrainingFinished, TrainingProgress
@@ -58,7 +58,7 @@ async def on_training_progress(context: ServiceContext, event: TrainingProgress)
         job = await _own_job(repository, event)
         if job is None:
             return
-        await repository.record_epochs(job.id, [json_safe(event.model_dump(include=EPOCH_FIELDS))])
+        await repository.record_epochs(job.id, [event.model_dump(include=EPOCH_FIELDS)])
         # The node's reply to the dispatch may still be on its way; progress proves it runs.
         await repository.mark_started(job.id)
 
@@ -128,7 +128,7 @@ def monitoring(
 
 
 async def on_training_finished(context: ServiceContext, event: TrainingFinished) -> None:
-    result = json_safe(event.result)
+    result = event.result  # a NaN sent by the node arrives as None: JSON has no NaN
 
     async def complete(uow: UnitOfWork) -> None:
         repository = TrainerRepository(uow.session, None)

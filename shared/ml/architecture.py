@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 Activation = Literal["relu", "gelu", "tanh"]
 _MAX_LAYER = 4096
 HiddenWidth = Annotated[int, Field(ge=1, le=_MAX_LAYER)]
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 # Bounds for the default funnel; see design_architecture for why.
 _MIN_WIDTH = 32
@@ -28,6 +29,13 @@ class Architecture(BaseModel):
     hidden_layers: list[HiddenWidth] = Field(default_factory=list, max_length=8)
     activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=0.9)
+
+    @property
+    def parameter_count(self) -> int:
+        """Weights and biases of the MLP `build_model` makes, computed without torch."""
+        widths = [self.input_dim, *self.hidden_layers, self.num_classes]
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        return sum((fan_in + 1) * fan_out for fan_in, fan_out in pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -74,11 +82,14 @@ def design_architecture(
 
 def build_model(architecture: Architecture) -> nn.Sequential:
     """A plain MLP returning logits; initialization draws from torch's global RNG."""
+    from torch import nn  # here, so designing a network does not load torch
+
+    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
     layers: list[nn.Module] = []
     width = architecture.input_dim
     for hidden in architecture.hidden_layers:
         layers.append(nn.Linear(width, hidden))
-        layers.append(_ACTIVATIONS[architecture.activation]())
+        layers.append(activations[architecture.activation]())
         if architecture.dropout > 0:
             layers.append(nn.Dropout(architecture.dropout))
         width = hidden

@@ -90,3 +90,24 @@ async def test_a_failing_handler_gets_the_event_again_later(
         await broker.stop()
     assert len(attempts) == 2
     assert attempts[1] - attempts[0] >= 0.4  # redelivered after the delay, not at once
+
+
+def test_a_diverged_epoch_survives_the_trip_as_json() -> None:
+    from shared.events import TrainingProgress
+
+    nan = float("nan")
+    event = TrainingProgress(
+        workflow_id=uuid.uuid4(),
+        tenant_id="t",
+        job_id=uuid.uuid4(),
+        epoch=3,
+        epochs=10,
+        train_loss=nan,
+        train_accuracy=0.1,
+        val_loss=nan,
+        val_accuracy=0.1,
+        seconds=0.5,
+    )
+    received = TrainingProgress.model_validate_json(event.model_dump_json())
+    assert received.train_loss is None
+    assert received.val_loss is None

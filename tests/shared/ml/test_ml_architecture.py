@@ -65,3 +65,11 @@ def test_architecture_without_hidden_layers_is_linear() -> None:
 def test_architecture_round_trips_through_json() -> None:
     arch = design_architecture(30, 2, activation="gelu", dropout=0.2)
     assert Architecture.model_validate(json.loads(json.dumps(arch.to_dict()))) == arch
+
+
+def test_parameter_count_matches_the_built_model() -> None:
+    from shared.ml.architecture import build_model, count_parameters, design_architecture
+
+    for layers in ([128, 64], [32], [7, 5, 3]):
+        arch = design_architecture(64, 10, hidden_layers=layers, dropout=0.1)
+        assert arch.parameter_count == count_parameters(build_model(arch))
