@@ -31,13 +31,12 @@ class ApiError(CliError):
 
 
 def format_detail(detail: Any) -> str:
-    """Flatten FastAPI validation lists ({"loc": [...], "msg": ...}) into one readable line."""
+    """Flatten the services' validation lists ({"field", "message"}) into one readable line."""
     if isinstance(detail, list):
         parts = []
         for item in detail:
-            if isinstance(item, dict) and "msg" in item:
-                where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+            if isinstance(item, dict) and "message" in item:
+                parts.append(f"{item.get('field', 'body')}: {item['message']}")
             else:
                 parts.append(str(item))
         return "; ".join(parts)

@@ -52,7 +52,3 @@ def load_credentials(path: Path) -> Credentials | None:
         return None
     except (ValueError, TypeError):
         return None  # a damaged cache is the same as none: the user logs in again
-
-
-def clear_credentials(path: Path) -> None:
-    path.unlink(missing_ok=True)

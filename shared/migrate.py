@@ -13,9 +13,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from shared.settings import database_url_from_env, normalize_database_url
+from shared.settings import SERVICE_PORTS, database_url_from_env, normalize_database_url
 
-SERVICES = ("auth", "memory", "cluster", "trainer", "validator", "deployer")
+SERVICES = tuple(SERVICE_PORTS)
 _SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
 
 

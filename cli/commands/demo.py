@@ -52,11 +52,9 @@ def demo(
         log_in(api, DEMO_EMAIL, password)
         requested = time.monotonic()
         workflow_id = submit(api, spec)
-        workflow = follow_to_end(api, workflow_id)
+        follow_to_end(api, workflow_id)
         served = time.monotonic()
-    result = workflow.get("result") or {}
+    # follow_to_end has printed the report's path and the served URL.
     console.print()
-    console.print(f"[bold]report[/]        {result.get('report_uri')}")
-    console.print(f"[bold]served model[/]  {result.get('served_url')}")
     console.print(f"[bold]request -> served model[/]  {served - requested:.1f}s")
     console.print(f"[bold]total (incl. stack start)[/] {served - started:.1f}s")

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.settings import SERVICE_PORTS
+
 HOST = "127.0.0.1"
 
 
@@ -39,15 +41,9 @@ class Service:
         return f"http://{HOST}:{self.port(env)}"
 
 
-# Start order matters only for logs: auth first, since every other service checks tokens.
-SERVICES: tuple[Service, ...] = (
-    Service("auth", 8001),
-    Service("memory", 8002),
-    Service("cluster", 8003),
-    Service("trainer", 8004),
-    Service("validator", 8005),
-    Service("deployer", 8006),
-)
+# In SERVICE_PORTS order; that matters only for logs: auth first, since every other
+# service checks tokens.
+SERVICES: tuple[Service, ...] = tuple(Service(name, port) for name, port in SERVICE_PORTS.items())
 SERVICE_NAMES = tuple(service.name for service in SERVICES)
 
 

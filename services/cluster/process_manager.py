@@ -123,10 +123,6 @@ class NodeProcessManager:
             logger.info("started node %s (pid %d)", plan.node_id, process.pid)
         return started
 
-    def owns(self, cluster_id: uuid.UUID) -> bool:
-        with self._lock:
-            return cluster_id in self._cluster_of.values()
-
     def clusters(self) -> set[uuid.UUID]:
         with self._lock:
             return set(self._cluster_of.values())

@@ -25,9 +25,6 @@ class Base(DeclarativeBase):
     metadata = add_event_tables(MetaData(schema=SCHEMA))
 
 
-DEPLOYMENT_STATUSES = ("starting", "running", "failed", "stopped", "rolled_back")
-
-
 class RegisteredModel(Base):
     """A validated model in the registry; versions count up per tenant and model name."""
 

@@ -165,9 +165,6 @@ class ModelProcessManager:
         self._reserved.add(port)
         return True
 
-    def get(self, deployment_id: uuid.UUID) -> ModelProcess | None:
-        return self._processes.get(deployment_id)
-
     def is_running(self, deployment_id: uuid.UUID) -> bool:
         process = self._processes.get(deployment_id)
         return process is not None and process.exit_code() is None

@@ -22,7 +22,6 @@ from services.deployer.process_manager import (
     ModelProcessManager,
     ModelServerFailed,
     PortUnavailable,
-    is_model_server,
 )
 from services.deployer.repository import DeployerRepository, deployments_to_restore
 from services.deployer.settings import DeployerSettings
@@ -326,8 +325,7 @@ class Deployer:
             error = "interrupted: the deployer stopped during this rollout"
             await self._update(tenant_id, deployment.id, status="failed", pid=None, error=error)
             return "interrupted"
-        if pid and port and is_model_server(pid, port):
-            self.processes.adopt(deployment.id, pid, port)
+        if pid and port and self.processes.adopt(deployment.id, pid, port):
             return "adopted"
         reserved: int | None = None
         try:

@@ -15,7 +15,6 @@ class Base(DeclarativeBase):
     metadata = add_event_tables(MetaData(schema=SCHEMA))
 
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 

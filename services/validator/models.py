@@ -18,9 +18,8 @@ class Base(DeclarativeBase):
 # queued -> running -> passed | failed (gates) | error (the check itself could not run)
 VALIDATION_STATUSES = ("queued", "running", "passed", "failed", "error")
 OPEN_STATUSES = ("queued", "running")
-# "phase" validations run for phase 4 and advance the workflow; "manual" ones are re-runs a
-# tenant asked for through the API and only report.
-VALIDATION_TRIGGERS = ("phase", "manual")
+# A validation's `trigger`: "phase" validations run for phase 4 and advance the workflow;
+# "manual" ones are re-runs a tenant asked for through the API and only report.
 
 
 class Validation(Base):

@@ -186,3 +186,16 @@ def test_show_and_report_print_phases_and_the_local_report(home, fake_api, tmp_p
     assert printed_report.exit_code == 0, printed_report.output
     assert f"file://{report}" in printed_report.output
     assert "test accuracy [measured]: 0.97" in printed_report.output
+
+
+def test_validation_details_read_as_field_and_message() -> None:
+    from cli.client import format_detail
+
+    detail = [
+        {"field": "dataset", "message": "unknown dataset 'mnist'"},
+        {"field": "training.epochs", "message": "Input should be greater than or equal to 1"},
+    ]
+    assert format_detail(detail) == (
+        "dataset: unknown dataset 'mnist'; "
+        "training.epochs: Input should be greater than or equal to 1"
+    )
