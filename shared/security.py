@@ -42,12 +42,14 @@ class TokenVerifier:
         jwks_source: JwksSource,
         api_key_checker: ApiKeyChecker | None,
         internal_token: str | None,
-        cache_seconds: float = 60.0,
+        jwks_cache_seconds: float = 60.0,
+        api_key_cache_seconds: float = 60.0,
     ) -> None:
         self._jwks_source = jwks_source
         self._api_key_checker = api_key_checker
         self._internal_token = internal_token
-        self._cache_seconds = cache_seconds
+        self._jwks_cache_seconds = jwks_cache_seconds
+        self._api_key_cache_seconds = api_key_cache_seconds
         self._keys: dict[str, Any] = {}
         self._keys_fetched_at = 0.0
         self._api_keys: dict[str, tuple[float, Principal]] = {}
@@ -65,7 +67,7 @@ class TokenVerifier:
 
     async def _verify_api_key(self, key: str) -> Principal:
         cached = self._api_keys.get(key)
-        if cached and time.monotonic() - cached[0] < self._cache_seconds:
+        if cached and time.monotonic() - cached[0] < self._api_key_cache_seconds:
             return cached[1]
         principal = await self._api_key_checker(key) if self._api_key_checker else None
         if principal is None:
@@ -74,7 +76,7 @@ class TokenVerifier:
         return principal
 
     async def _signing_key(self, kid: str) -> Any:
-        stale = time.monotonic() - self._keys_fetched_at > self._cache_seconds
+        stale = time.monotonic() - self._keys_fetched_at > self._jwks_cache_seconds
         if kid not in self._keys or stale:
             jwks = await self._jwks_source()
             self._keys = {

@@ -56,6 +56,8 @@ class ServiceContext:
     artifacts: ArtifactStore
     tracer_provider: TracerProvider
     metrics_registry: CollectorRegistry
+    # Checks bearer tokens for HTTP requests and for events that carry one.
+    token_verifier: TokenVerifier | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def unit_of_work(self) -> UnitOfWork:
@@ -125,11 +127,12 @@ def create_service_app(
         )
         instrument_clients(context.http, engine, provider)
         app.state.context = context
-        app.state.token_verifier = (
+        context.token_verifier = (
             token_verifier(context)
             if token_verifier
-            else remote_verifier(settings.auth_url, _internal_token_or_none(settings))
+            else remote_verifier(settings.auth_url, settings.internal_token_or_none())
         )
+        app.state.token_verifier = context.token_verifier
         if event_router is not None:
             set_consumer_prefix(settings.consumer_prefix)
             broker.include_router(event_router(context))
@@ -175,10 +178,6 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
-
-
-def _internal_token_or_none(settings: ServiceSettings) -> str | None:
-    return settings.internal_token.get_secret_value() if settings.internal_token else None
 
 
 async def _relay_forever(context: ServiceContext) -> None:

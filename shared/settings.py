@@ -90,10 +90,13 @@ class NexusSettings(BaseSettings):
             self.artifacts = f"file://{self.home / 'artifacts'}"
         if self.internal_token is None and self.internal_token_file is not None:
             self.internal_token = SecretStr(self.internal_token_file.read_text().strip())
-        token = self.internal_token.get_secret_value() if self.internal_token else ""
+        token = self.internal_token_or_none() or ""
         if self.env == "production" and token.lower() in _PLACEHOLDER_SECRETS:
             raise ValueError("NEXUS_INTERNAL_TOKEN must be set to a real secret in production")
         return self
+
+    def internal_token_or_none(self) -> str | None:
+        return self.internal_token.get_secret_value() if self.internal_token else None
 
     def internal_token_value(self) -> str:
         if self.internal_token is None:

@@ -39,9 +39,10 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             async with context.unit_of_work() as uow:
                 return await AuthService(uow.session, components).principal_for_api_key(key)
 
-        internal = settings.internal_token.get_secret_value() if settings.internal_token else None
-        # No caching: both answers are local and cheap, and a revoked key must stop at once.
-        return TokenVerifier(own_jwks, check_api_key, internal, cache_seconds=0)
+        # API-key answers are not cached: they are local, and a revoked key must stop at once.
+        return TokenVerifier(
+            own_jwks, check_api_key, settings.internal_token_or_none(), api_key_cache_seconds=0
+        )
 
     async def warm_up(_: ServiceContext) -> None:
         await components.passwords.prepare()

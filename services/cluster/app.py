@@ -3,7 +3,7 @@ from fastapi import FastAPI
 from services.cluster.clusters_api import router as clusters_router
 from services.cluster.events import create_event_router
 from services.cluster.models import Base
-from services.cluster.runtime import cluster_settings, runtime_of
+from services.cluster.runtime import runtime_of
 from services.cluster.settings import ClusterSettings
 from services.cluster.supervision import (
     flush_heartbeats_forever,
@@ -12,17 +12,7 @@ from services.cluster.supervision import (
     watch_forever,
 )
 from services.cluster.workflows_api import router as workflows_router
-from shared.security import TokenVerifier, remote_verifier
 from shared.service_app import ServiceContext, create_service_app
-
-
-def _token_verifier(context: ServiceContext) -> TokenVerifier:
-    # Shared by HTTP requests and `workflow.requested` events (their token is checked too).
-    settings = cluster_settings(context)
-    token = settings.internal_token.get_secret_value() if settings.internal_token else None
-    verifier = remote_verifier(settings.auth_url, token)
-    context.extras["token_verifier"] = verifier
-    return verifier
 
 
 async def _on_startup(context: ServiceContext) -> None:
@@ -43,5 +33,4 @@ def create_app(settings: ClusterSettings | None = None) -> FastAPI:
         event_router=create_event_router,
         on_startup=_on_startup,
         on_shutdown=release_all,
-        token_verifier=_token_verifier,
     )

@@ -44,7 +44,6 @@ from shared.events import (
     TrainingProgress,
     WorkflowRequested,
 )
-from shared.security import TokenVerifier
 from shared.service_app import ServiceContext
 from shared.spec import WorkflowSpec
 
@@ -69,9 +68,11 @@ def create_event_router(context: ServiceContext) -> NatsRouter:
             # Idempotent on the requester's workflow id too (it may publish twice).
             if await WorkflowRepository(uow.session, "").id_taken(event.workflow_id):
                 return
-            verifier: TokenVerifier = context.extras["token_verifier"]
+            assert context.token_verifier is not None, "set by the app's lifespan"
             try:
-                principal = await verifier.verify(event.auth_token, event.tenant_id or None)
+                principal = await context.token_verifier.verify(
+                    event.auth_token, event.tenant_id or None
+                )
             except Unauthorized as exc:
                 # The payload's tenant is not trusted without a valid token: keep the record
                 # where no tenant can read it (operators can, with the internal token).
