@@ -15,13 +15,12 @@ from typing import Any
 
 from services.trainer.task_payload import TrainTaskPayload, checkpoint_url
 from shared.events import TrainingFinished, TrainingProgress
+from shared.ml.data import TEST_FRACTION, VAL_FRACTION
 from shared.node_tasks import TaskContext
 
 logger = logging.getLogger(__name__)
 
 # load_splits' defaults, recorded in the model so validation rebuilds the same test split.
-VAL_FRACTION = 0.15
-TEST_FRACTION = 0.15
 
 
 class TrainingCancelled(Exception):

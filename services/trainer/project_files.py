@@ -12,8 +12,8 @@ from string import Template
 from typing import Any
 
 from services.trainer.design import NetworkDesign
-from services.trainer.node_task import TEST_FRACTION, VAL_FRACTION
 from shared.artifacts import ArtifactStore
+from shared.ml.data import TEST_FRACTION, VAL_FRACTION
 from shared.spec import WorkflowSpec
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -16,6 +16,7 @@ from services.trainer.task_payload import PROGRESS_SUBJECT
 from shared.artifacts import ArtifactStore
 from shared.db import UnitOfWork
 from shared.events import Phase3Completed, TrainingFinished, TrainingProgress
+from shared.ml.files import CHECKPOINT_FILES, MODEL_FILES
 from shared.service_app import ServiceContext
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,6 @@ logger = logging.getLogger(__name__)
 PROGRESS_CONSUMER = "trainer-progress"
 FINISHED_CONSUMER = "trainer-finished"
 
-MODEL_FILES = ("model.safetensors", "model-metadata.json")
-CHECKPOINT_FILES = ("model.safetensors", "trainer-state.pt", "checkpoint-metadata.json")
 EPOCH_FIELDS = {
     "epoch",
     "epochs",

@@ -15,6 +15,7 @@ from services.validator.repository import ValidationRepository
 from services.validator.schemas import ValidationCreate, ValidationListOut, ValidationOut
 from services.validator.service import launch
 from shared.errors import Conflict, NotFound, Unavailable, Unprocessable
+from shared.ml.files import MODEL_METADATA
 from shared.security import CurrentPrincipal
 from shared.service_app import ContextDep, ServiceContext, UnitOfWorkDep
 
@@ -22,8 +23,6 @@ router = APIRouter(prefix="/validations", tags=["validations"])
 
 ValidationId = Annotated[uuid.UUID, Path(description="A validation id (UUID).")]
 Status = Literal["queued", "running", "passed", "failed", "error"]
-# shared.ml.checkpoint.MODEL_METADATA, spelled out so the web process never imports torch.
-MODEL_METADATA_FILE = "model-metadata.json"
 
 
 def _out(validation: Validation) -> ValidationOut:
@@ -81,10 +80,10 @@ async def _owned_model(
         raise Unprocessable(
             [{"field": "model_uri", "message": f"must be a model folder under {prefix}"}]
         )
-    metadata = f"{prefix}{inside}/{MODEL_METADATA_FILE}"
+    metadata = f"{prefix}{inside}/{MODEL_METADATA}"
     if not await asyncio.to_thread(context.artifacts.exists, metadata):
         raise Unprocessable(
-            [{"field": "model_uri", "message": f"no saved model there ({MODEL_METADATA_FILE})"}]
+            [{"field": "model_uri", "message": f"no saved model there ({MODEL_METADATA})"}]
         )
     return f"{prefix}{inside}"
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import ValidationFinished
 from shared.ml.checkpoint import LoadedModel, load_model
-from shared.ml.data import DatasetSplits, load_splits
+from shared.ml.data import TEST_FRACTION, VAL_FRACTION, DatasetSplits, load_splits
 from shared.ml.evaluate import evaluate, loss_and_accuracy, measure_latency, overfitting_gap
 from shared.ml.predictor import Predictor
 from shared.node_tasks import TaskContext
@@ -43,8 +43,8 @@ class ValidationPayload(BaseModel):
     model_uri: str
     dataset: str
     seed: int
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    val_fraction: float = VAL_FRACTION
+    test_fraction: float = TEST_FRACTION
     shards: int = Field(default=4, ge=2)
     latency_repeats: int = Field(default=200, ge=1)
 

@@ -24,11 +24,9 @@ from torch import nn
 
 from shared.ml.architecture import Architecture, build_model, count_parameters
 from shared.ml.data import Normalization
+from shared.ml.files import CHECKPOINT_METADATA, MODEL_METADATA, MODEL_WEIGHTS, TRAINER_STATE
 
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_METADATA = "model-metadata.json"
-TRAINER_STATE = "trainer-state.pt"
-CHECKPOINT_METADATA = "checkpoint-metadata.json"
+__all__ = ["CHECKPOINT_METADATA", "MODEL_METADATA", "MODEL_WEIGHTS", "TRAINER_STATE"]
 
 MODEL_FORMAT = "nexus-mlp/1"
 CHECKPOINT_FORMAT = "nexus-training-checkpoint/1"

@@ -100,8 +100,18 @@ def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     return x, y, tuple(str(c) for c in bunch.target_names)
 
 
+# The split every phase uses: training, validation and the served model's smoke test must
+# all see the same held-out rows for a seed.
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
+
+
 def load_splits(
-    name: str, *, seed: int = 42, val_fraction: float = 0.15, test_fraction: float = 0.15
+    name: str,
+    *,
+    seed: int = 42,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> DatasetSplits:
     """Stratified train/val/test splits, deterministic for `seed`, normalized on train stats."""
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):

@@ -11,7 +11,6 @@ import pytest
 
 from services.validator.dispatch import ClusterUnreachable, find_validator
 from services.validator.repository import ValidationRepository
-from shared.ml.checkpoint import MODEL_METADATA
 from tests.services.validator.conftest import DIGITS_SPEC
 from tests.support import as_service
 
@@ -191,12 +190,6 @@ async def test_requests_without_valid_credentials_are_401(
     for method, path in (("GET", "/validations"), ("POST", "/validations")):
         response = await client.request(method, path, headers=headers, json={})
         assert response.status_code == 401 and response.json()["error"] == "unauthorized"
-
-
-def test_model_metadata_name_matches_the_ml_library() -> None:
-    from services.validator.api import MODEL_METADATA_FILE
-
-    assert MODEL_METADATA_FILE == MODEL_METADATA
 
 
 async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
