@@ -46,7 +46,7 @@ async def request_validation(
     if body.model_uri is not None:
         model_uri = await _owned_model(context, tenant, body.workflow_id, body.model_uri)
     try:
-        await find_validator(context, tenant, phase_run.cluster_id)
+        node = await find_validator(context, tenant, phase_run.cluster_id)
     except ClusterUnreachable as exc:
         raise Unavailable(str(exc)) from exc
     except NodeUnavailable as exc:
@@ -61,7 +61,7 @@ async def request_validation(
             spec=phase_run.spec,
             gates=phase_run.gates,
         )
-    error = await launch(context, validation)
+    error = await launch(context, validation, node=node)
     if error is not None:
         raise Unavailable(f"validation {validation.id} could not start: {error}")
     async with context.unit_of_work() as uow:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.validator.dispatch import NodeUnavailable, find_validator, send_task
+from services.validator.dispatch import NodeUnavailable, ValidatorNode, find_validator, send_task
 from services.validator.models import Validation
 from services.validator.repository import ValidationRepository
 from services.validator.settings import ValidatorSettings
@@ -48,6 +48,7 @@ async def launch(
     context: ServiceContext,
     validation: Validation,
     nodes_hint: list[NodeInfo] | None = None,
+    node: ValidatorNode | None = None,
 ) -> str | None:
     """Hand the committed validation to a validator node; None when accepted, else why not.
 
@@ -57,9 +58,10 @@ async def launch(
     error: str | None = None
     node_id: str | None = None
     try:
-        node = await find_validator(
-            context, validation.tenant_id, validation.cluster_id, nodes_hint
-        )
+        if node is None:
+            node = await find_validator(
+                context, validation.tenant_id, validation.cluster_id, nodes_hint
+            )
         node_id = node.node_id
         await send_task(
             context,
