@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from services.cluster.cluster_repository import ACTIVE_CLUSTER, ClusterRepository
+from services.cluster.cluster_repository import ACTIVE_CLUSTER, LIVE_NODE, ClusterRepository
 from services.cluster.models import Cluster, Node
 from services.cluster.process_manager import NodePlan, plan_nodes
 from services.cluster.runtime import runtime_of
@@ -19,7 +19,7 @@ from services.cluster.workflow_status import update_phase_detail
 from shared.db import UnitOfWork
 from shared.events import ClusterNodesReady, NodeInfo, NodeRegistered, PhaseFailed
 from shared.service_app import ServiceContext
-from shared.spec import GatesSpec
+from shared.spec import ClusterSpec, GatesSpec
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ async def record_registration(context: ServiceContext, event: NodeRegistered) ->
 
 
 def expected_nodes(cluster: Cluster) -> int:
-    layout = cluster.layout
-    return int(layout["workers"] + layout["parameter_servers"] + layout["validators"])
+    return ClusterSpec.model_validate(cluster.layout).node_count
 
 
 def node_info(node: Node) -> NodeInfo:
@@ -199,7 +198,7 @@ async def stop_cluster(
     runtime = runtime_of(context)
     repo = ClusterRepository(uow.session)
     nodes = await repo.nodes_of(cluster.id)
-    pids = {n.id: n.pid for n in nodes if n.pid and n.status in ("starting", "registered")}
+    pids = {n.id: n.pid for n in nodes if n.pid and n.status in LIVE_NODE}
     await asyncio.to_thread(
         runtime.manager.stop_cluster, cluster.id, pids, runtime.settings.node_stop_grace_s
     )

@@ -18,12 +18,12 @@ from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.workflow_repository import WorkflowRepository
 from services.cluster.workflow_status import complete_phase, fail_phase, start_phase
 from shared.artifacts import ArtifactStore
-from shared.bus import NODE_HEARTBEAT_SUBJECT
 from shared.db import UnitOfWork
 from shared.errors import Unavailable
 from shared.events import Event, Phase1Completed, PhaseFailed, TrainingProgress
 from shared.memory_client import MemoryClient
 from shared.spec import WorkflowSpec
+from shared.subjects import HEARTBEAT_INTERVAL_S, NODE_HEARTBEAT_SUBJECT
 
 CONFIG_FILES = (
     "neural/configs/training.json",
@@ -116,7 +116,7 @@ def scaffold_project(
                 set(TrainingProgress.model_fields) - set(Event.model_fields) - {"job_id"}
             ),
             "heartbeat_subject": NODE_HEARTBEAT_SUBJECT,
-            "heartbeat_interval_s": 2,
+            "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
             "checkpoint_every": spec.training.checkpoint_every,
             "early_stopping_patience": spec.training.patience,
             "gates": spec.gates.model_dump(mode="json"),

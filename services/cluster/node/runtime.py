@@ -35,11 +35,15 @@ from services.cluster.node.task_context import (
     run_in_daemon_thread,
 )
 from shared.events import Event, NodeInfo, NodeRegistered, subject_of
-from shared.subjects import NODE_HEARTBEAT_SUBJECT, NODE_TASK_SUBJECT, STREAM_NAME
+from shared.subjects import (
+    HEARTBEAT_INTERVAL_S,
+    NODE_HEARTBEAT_SUBJECT,
+    NODE_TASK_SUBJECT,
+    STREAM_NAME,
+)
 
 logger = logging.getLogger("nexus.node")
 
-HEARTBEAT_INTERVAL_S = 2.0
 # How long a running task may take to notice `cancelled` on shutdown before the node leaves.
 SHUTDOWN_GRACE_S = 10.0
 REGISTER_ATTEMPTS = 20
