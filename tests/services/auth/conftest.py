@@ -21,12 +21,14 @@ from tests.support import running
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
+# One app per module: starting one (engine, NATS, argon2 warm-up) costs more than most tests,
+# and each test uses its own email and tenant.
+@pytest.fixture(scope="module")
 def auth_app(service_env: dict[str, str]) -> FastAPI:
     return create_app(AuthSettings())  # type: ignore[call-arg]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def client(auth_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with running(auth_app) as client:
         yield client

@@ -12,7 +12,7 @@ from services.memory.settings import MemorySettings
 from tests.support import as_service, running
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # tests are isolated by their own tenant
 async def client(service_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     async with running(create_app(MemorySettings())) as client:  # type: ignore[call-arg]
         yield client
