@@ -29,28 +29,13 @@ class HeldOutRows:
 
 def held_out_rows(dataset: str, seed: int, limit: int) -> HeldOutRows:
     """The first `limit` rows of the test split the model was validated on, as the raw values
-    a client sends (blocking: call it in a thread).
-
-    `load_splits` hands out normalized rows only. Normalizing the whole raw dataset with the
-    same statistics reproduces those rows bit for bit, which finds each test row's raw
-    original exactly, with none of the rounding noise that undoing the normalization leaves.
-    """
-    import numpy as np
-    from sklearn import datasets
-
+    a client sends (blocking: call it in a thread)."""
     from shared.ml.data import load_splits
 
     splits = load_splits(dataset, seed=seed)
-    raw = np.asarray(getattr(datasets, f"load_{dataset}")().data, dtype=np.float64)
-    position = {row.tobytes(): i for i, row in enumerate(splits.normalization.apply(raw))}
-    test = splits.x_test[:limit]
-    try:
-        found = [position[row.tobytes()] for row in test]
-    except KeyError:
-        raise ValueError(f"the {dataset} test split no longer matches the raw dataset") from None
     return HeldOutRows(
         dataset=dataset,
-        rows=raw[found].tolist(),
+        rows=splits.x_test_raw[:limit].tolist(),
         labels=splits.y_test[:limit].tolist(),
         class_names=list(splits.class_names),
     )

@@ -88,7 +88,7 @@ def measure_model(task: ValidationPayload) -> dict[str, Any]:
     _, val_accuracy = loss_and_accuracy(model, splits.x_val, splits.y_val)
     latency = measure_latency(model, splits.x_test, repeats=task.latency_repeats)
     predictor = Predictor(loaded)
-    raw_test = _raw_rows(splits)
+    raw_test = splits.x_test_raw
     sharded = sharded_inference(predictor, raw_test, task.shards)
     return {
         "dataset": {
@@ -204,13 +204,6 @@ def _rejects_wrong_width(predictor: Predictor) -> dict[str, Any]:
 
 def _check(name: str, passed: bool, detail: str) -> dict[str, Any]:
     return {"name": name, "passed": bool(passed), "detail": detail}
-
-
-def _raw_rows(splits: DatasetSplits) -> np.ndarray:
-    # The Predictor takes rows as a client sends them (unnormalized); undo the split's
-    # normalization to get them back.
-    norm = splits.normalization
-    return (splits.x_test.astype(np.float64) * norm.std + norm.mean).astype(np.float64)
 
 
 def _model_summary(loaded: LoadedModel, model_uri: str) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class DatasetSplits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # The test rows as a client sends them to a served model: raw values, not normalized.
+    x_test_raw: np.ndarray
     num_features: int
     num_classes: int
     class_names: list[str]
@@ -92,7 +94,9 @@ def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     from sklearn import datasets
 
     bunch = getattr(datasets, _LOADERS[name])()
-    x = np.asarray(bunch.data, dtype=np.float32)
+    # float64 as shipped, so raw rows handed to clients read as in the dataset (5.1, not
+    # float32's 5.099999904632568); training casts to float32.
+    x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     # Cached arrays are shared by every caller, so nobody may modify them in place.
     x.flags.writeable = False
@@ -118,27 +122,30 @@ def load_splits(
         raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum below 1")
     from sklearn.model_selection import train_test_split
 
-    x, y, class_names = _load_raw(name)
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=seed
+    raw, y, class_names = _load_raw(name)
+    # Split row indices (the shuffle depends only on the labels and the seed), so the raw
+    # test rows come along without a second pass over the data.
+    rest, test = train_test_split(
+        np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed
     )
     # The second split sees only the remainder, so rescale val_fraction to the whole dataset.
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest,
-        y_rest,
+    train, val = train_test_split(
+        rest,
         test_size=val_fraction / (1 - test_fraction),
-        stratify=y_rest,
+        stratify=y[rest],
         random_state=seed,
     )
-    normalization = Normalization.fit(x_train)
+    x = raw.astype(np.float32)
+    normalization = Normalization.fit(x[train])
     return DatasetSplits(
         name=name,
-        x_train=normalization.apply(x_train),
-        y_train=np.ascontiguousarray(y_train),
-        x_val=normalization.apply(x_val),
-        y_val=np.ascontiguousarray(y_val),
-        x_test=normalization.apply(x_test),
-        y_test=np.ascontiguousarray(y_test),
+        x_train=normalization.apply(x[train]),
+        y_train=y[train],
+        x_val=normalization.apply(x[val]),
+        y_val=y[val],
+        x_test=normalization.apply(x[test]),
+        y_test=y[test],
+        x_test_raw=raw[test],
         num_features=int(x.shape[1]),
         num_classes=len(class_names),
         class_names=list(class_names),

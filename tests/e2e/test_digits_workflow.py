@@ -92,8 +92,7 @@ async def wait_for_workflow(
 def raw_test_rows(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Test rows as a user would send them: un-normalized features."""
     splits = load_splits(dataset, seed=seed)
-    norm = splits.normalization
-    return splits.x_test * norm.std + norm.mean, splits.y_test
+    return splits.x_test_raw, splits.y_test
 
 
 async def test_digits_workflow_from_request_to_served_model(

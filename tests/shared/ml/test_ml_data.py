@@ -94,3 +94,14 @@ def test_normalization_rejects_wrong_width_and_bad_stats(digits: DatasetSplits) 
         digits.normalization.apply(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="positive std"):
         Normalization.from_dict({"mean": [0.0], "std": [0.0]})
+
+
+def test_raw_test_rows_are_the_dataset_rows_the_normalized_ones_came_from() -> None:
+    from sklearn.datasets import load_iris
+
+    splits = load_splits("iris", seed=3)
+    originals = {tuple(row) for row in load_iris().data.tolist()}
+    assert all(tuple(row) in originals for row in splits.x_test_raw.tolist())
+    np.testing.assert_allclose(
+        splits.normalization.apply(splits.x_test_raw), splits.x_test, rtol=0, atol=0
+    )
