@@ -151,7 +151,7 @@ class Phase5Completed(Event):
 
 # --- failures of any phase ------------------------------------------------------------------
 class PhaseFailed(Event):
-    """`subject` is per phase (`nexus.phaseN.failed`); build it with `PhaseFailed.of(n, ...)`."""
+    """Published on `nexus.phase{phase}.failed` (see `published_subject`)."""
 
     subject: ClassVar[str] = "nexus.phase.failed"
     phase: int = Field(ge=1, le=5)

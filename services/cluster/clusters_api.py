@@ -10,13 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from services.cluster.cluster_repository import ClusterRepository
-from services.cluster.cluster_service import claim_nodes, launch_nodes, stop_cluster
+from services.cluster.cluster_service import claim_nodes, launch_nodes
 from services.cluster.models import Cluster, Node
 from services.cluster.schemas import ClusterOut, NodeOut
-from services.cluster.workflow_repository import WorkflowRepository
-from services.cluster.workflow_status import fail_phase
+from services.cluster.supervision import abandon_cluster
 from shared.errors import NotFound
-from shared.events import PhaseFailed
 from shared.security import CurrentPrincipal
 from shared.service_app import ContextDep, UnitOfWorkDep
 from shared.spec import ClusterSpec
@@ -111,21 +109,7 @@ async def delete_cluster(
     cluster = await repo.get(cluster_id, principal.tenant_id, for_update=True)
     if cluster is None:
         raise NotFound(f"no cluster {cluster_id}")
-    await stop_cluster(context, uow, cluster)
-    if cluster.workflow_id is not None:
-        workflows = WorkflowRepository(uow.session, principal.tenant_id)
-        workflow = await workflows.get(cluster.workflow_id, for_update=True)
-        reason = f"cluster {cluster_id} was stopped by its owner"
-        if workflow is not None:
-            phase = workflow.current_phase
-            if fail_phase(workflow, await workflows.phases_of(workflow.id), phase, reason):
-                await uow.emit(
-                    PhaseFailed(
-                        workflow_id=workflow.id,
-                        tenant_id=workflow.tenant_id,
-                        phase=phase,
-                        reason=reason,
-                    )
-                )
+    reason = f"cluster {cluster_id} was stopped by its owner"
+    await abandon_cluster(context, uow, cluster, reason, status="stopped")
     await uow.session.flush()
     return cluster_out(cluster, await repo.nodes_of(cluster_id))

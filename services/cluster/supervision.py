@@ -110,7 +110,9 @@ async def recover_orphans(context: ServiceContext) -> None:
             owner_host, _, owner_pid = cluster.owner.rpartition(":")
             if owner_host != host or psutil.pid_exists(int(owner_pid)):
                 continue
-            await _abandon(context, uow, cluster, "the cluster service that ran its nodes exited")
+            await abandon_cluster(
+                context, uow, cluster, "the cluster service that ran its nodes exited"
+            )
 
 
 async def release_all(context: ServiceContext) -> None:
@@ -124,13 +126,21 @@ async def release_all(context: ServiceContext) -> None:
             for cluster_id in owned:
                 cluster = await repo.get(cluster_id, for_update=True)
                 if cluster is not None:
-                    await _abandon(context, uow, cluster, "the cluster service stopped")
+                    await abandon_cluster(context, uow, cluster, "the cluster service stopped")
     finally:
         await asyncio.to_thread(runtime.manager.stop_all, runtime.settings.node_stop_grace_s)
 
 
-async def _abandon(context: ServiceContext, uow: UnitOfWork, cluster: Cluster, reason: str) -> None:
-    await stop_cluster(context, uow, cluster, status="failed", error=reason)
+async def abandon_cluster(
+    context: ServiceContext,
+    uow: UnitOfWork,
+    cluster: Cluster,
+    reason: str,
+    *,
+    status: str = "failed",
+) -> None:
+    """Stop a cluster's nodes and fail the workflow running on it, in its current phase."""
+    await stop_cluster(context, uow, cluster, status=status, error=reason)
     if cluster.workflow_id is None:
         return
     workflows = WorkflowRepository(uow.session, cluster.tenant_id)
