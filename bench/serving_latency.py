@@ -26,7 +26,7 @@ from shared.ml.checkpoint import save_model
 from shared.ml.data import load_splits
 from shared.ml.predictor import Predictor
 from shared.ml.training import TrainConfig, train_classifier
-from tests.infrastructure import free_port
+from shared.processes import free_port
 
 
 def percentile(samples: list[float], q: float) -> float:

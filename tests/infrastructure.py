@@ -4,9 +4,12 @@ when a Docker engine answers, otherwise the embedded servers the local stack use
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 from collections.abc import Iterator
+
+from shared.processes import free_port
+
+__all__ = ["free_port", "start_test_nats", "start_test_postgres"]
 
 
 def docker_available() -> bool:
@@ -61,10 +64,3 @@ def start_test_nats() -> Iterator[str]:
         yield str(record.url)
     finally:
         supervisor.stop_all([record])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

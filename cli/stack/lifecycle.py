@@ -17,10 +17,11 @@ from cli.stack.embedded_postgres import start_postgres
 from cli.stack.errors import StackError, StackPartlyRunning
 from cli.stack.home import NexusHome, resolve_home
 from cli.stack.ports import port_is_free
-from cli.stack.readiness import log_tail, wait_ready
+from cli.stack.readiness import wait_ready
 from cli.stack.secrets import ensure_secrets
 from cli.stack.services import SERVICES, stack_env
 from cli.stack.state import StackInfo, clear_state, load_state, save_state
+from shared.processes import log_tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA = ("nats", "postgres")

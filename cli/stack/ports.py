@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import psutil
 
+from shared.processes import port_is_free
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Servers (uvicorn, nats-server) bind with SO_REUSEADDR, so a port whose old
-        # connections linger in TIME_WAIT is free to them; only a live listener blocks.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+__all__ = ["pick_free_port", "port_is_free", "wait_for_listen", "listens_on"]
 
 
 def pick_free_port(preferred: int, host: str = "127.0.0.1", attempts: int = 100) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psutil
@@ -47,12 +46,6 @@ def serves_port(record: ProcessRecord, url: str) -> bool:
     except psutil.NoSuchProcess:
         return False
     return any(listens_on(member.pid, port) for member in family)
-
-
-def log_tail(path: str | Path | None, lines: int = 40) -> str:
-    if not path or not Path(path).exists():
-        return "(no log)"
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
 def wait_ready(

@@ -5,7 +5,6 @@ every validator answers a `ping`."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from shared.node_tasks import request_node_task
+from shared.processes import free_port
 
 PING_TIMEOUT_S = 10.0
 
@@ -24,13 +24,6 @@ class NodeAddress:
     role: str
     rank: int
     host: str
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def process_group(nodes: list[NodeAddress]) -> list[NodeAddress]:

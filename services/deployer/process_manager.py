@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import psutil
 
 from shared.artifacts import local_path
+from shared.processes import log_tail, port_is_free
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +60,6 @@ def is_model_server(pid: int, port: int) -> bool:
     return alive and SERVER_MODULE in cmdline and str(port) in cmdline
 
 
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Same option uvicorn sets: a port in TIME_WAIT counts as free, a listening one not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 class ModelProcessManager:
     def __init__(self, host: str, port_range: range, logs_dir: Path) -> None:
         self.host = host
@@ -85,12 +74,12 @@ class ModelProcessManager:
     def reserve_port(self, requested: int | None) -> int:
         """Hold `requested`, or the first free port of the range, for a server about to start."""
         if requested is not None:
-            if requested in self._reserved or not port_is_free(self.host, requested):
+            if requested in self._reserved or not port_is_free(requested, self.host):
                 raise PortUnavailable(f"port {requested} is already in use")
             self._reserved.add(requested)
             return requested
         for port in self.port_range:
-            if port not in self._reserved and port_is_free(self.host, port):
+            if port not in self._reserved and port_is_free(port, self.host):
                 self._reserved.add(port)
                 return port
         raise PortUnavailable(
@@ -203,10 +192,7 @@ class ModelProcessManager:
         await asyncio.gather(*(self.stop(d, timeout_s) for d in list(self._processes)))
 
     def log_tail(self, process: ModelProcess) -> str:
-        if process.log_path is None or not process.log_path.exists():
-            return "(no log)"
-        lines = process.log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
-        return "\n".join(lines)
+        return log_tail(process.log_path, _LOG_TAIL_LINES)
 
 
 def _terminate(process: ModelProcess, timeout_s: float) -> None:
