@@ -3,8 +3,14 @@ give them and the end of their logs when they fail."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import psutil
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -31,3 +37,48 @@ def log_tail(path: str | Path | None, lines: int = 40) -> str:
     if not path or not Path(path).exists():
         return "(no log)"
     return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def _signal_quietly(procs: Sequence[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def has_exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie: psutil's wait() never sees a zombie that is not our child vanish."""
+    try:
+        # Reap it if it is our own child, else a zombie lingers.
+        os.waitpid(proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process exited (a zombie counts as exited); return the survivors."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while alive:
+        alive = [proc for proc in alive if not has_exited(proc)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return alive
+
+
+def terminate(
+    procs: Sequence[psutil.Process], timeout: float, sigs: Sequence[int] | None = None
+) -> None:
+    """Send each process its stop signal (SIGTERM unless given), wait up to `timeout`, then
+    SIGKILL what is left."""
+    for proc, sig in zip(procs, sigs or [signal.SIGTERM] * len(procs), strict=True):
+        _signal_quietly([proc], sig)
+    survivors = wait_gone(procs, timeout)
+    _signal_quietly(survivors, signal.SIGKILL)
+    wait_gone(survivors, 2.0)

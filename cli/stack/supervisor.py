@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+
+from shared.processes import terminate
 
 # create_time is derived from boot time + start ticks; the same process always yields the
 # same float, so a small tolerance only absorbs rounding, never a different process.
@@ -126,47 +127,6 @@ def _targets(record: ProcessRecord, leader: psutil.Process | None) -> list[psuti
     return list(targets.values())
 
 
-def _signal_all(procs: Sequence[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
-def _has_exited(proc: psutil.Process) -> bool:
-    try:
-        # Reap it if it is our own child (tests spawn directly), else a zombie lingers.
-        os.waitpid(proc.pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
-    """Wait until every process exited (a zombie counts as exited); return the survivors."""
-    deadline = time.monotonic() + timeout
-    alive = list(procs)
-    while alive:
-        alive = [proc for proc in alive if not _has_exited(proc)]
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    return alive
-
-
-def _terminate(procs: Sequence[psutil.Process], sigs: Sequence[int], timeout: float) -> None:
-    """Send each process its signal, wait up to `timeout`, SIGKILL what is left."""
-    for proc, sig in zip(procs, sigs, strict=True):
-        _signal_all([proc], sig)
-    survivors = _wait_gone(procs, timeout)
-    _signal_all(survivors, signal.SIGKILL)
-    _wait_gone(survivors, 2.0)
-
-
 def stop_all(records: Sequence[ProcessRecord], timeout: float = 10.0) -> list[str]:
     """Stop the recorded processes, their groups and descendants; return the names stopped.
 
@@ -187,9 +147,9 @@ def stop_all(records: Sequence[ProcessRecord], timeout: float = 10.0) -> list[st
         for proc in targets:
             if leader is None or proc.pid != leader.pid:
                 followers.setdefault(proc.pid, proc)
-    _terminate([proc for _, proc in leaders], [rec.stop_signal for rec, _ in leaders], timeout)
+    terminate([proc for _, proc in leaders], timeout, [rec.stop_signal for rec, _ in leaders])
     rest = list(followers.values())
-    _terminate(rest, [signal.SIGTERM] * len(rest), timeout)
+    terminate(rest, timeout)
     return stopped
 
 

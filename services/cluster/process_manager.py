@@ -18,6 +18,8 @@ from pathlib import Path
 import psutil
 from opentelemetry import propagate
 
+from shared.processes import terminate
+
 logger = logging.getLogger(__name__)
 
 # The repository root, so `-m services.cluster.node` resolves however the service was started.
@@ -177,12 +179,9 @@ def _stop_foreign(node_id: str, pid: int, grace_s: float) -> None:
         process = psutil.Process(pid)
         if node_id not in process.cmdline():
             return  # the pid now belongs to something else
-        process.terminate()
-        process.wait(timeout=grace_s)
-    except psutil.TimeoutExpired:
-        process.kill()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return
+    terminate([process], grace_s)
 
 
 def node_environment(overrides: dict[str, str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ import httpx
 import psutil
 
 from shared.artifacts import local_path
-from shared.processes import log_tail, port_is_free
+from shared.processes import log_tail, port_is_free, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -207,24 +207,6 @@ def _terminate(process: ModelProcess, timeout_s: float) -> None:
                 process.popen.wait(5)
         return
     try:
-        adopted = psutil.Process(process.pid)
-        adopted.terminate()
-        if not _gone(adopted, timeout_s):
-            adopted.kill()
-            _gone(adopted, 5)
+        terminate([psutil.Process(process.pid)], timeout_s)
     except psutil.NoSuchProcess:
         pass
-
-
-def _gone(process: psutil.Process, timeout_s: float) -> bool:
-    # Not psutil's wait(): for a process that is not our child it waits for the pid to
-    # vanish, and a zombie (exited, not yet reaped by its parent) never does.
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
