@@ -127,3 +127,17 @@ def test_a_bad_task_reports_a_failed_finish(tmp_path, one_thread, change, messag
     assert not context.finished.succeeded
     assert message in (context.finished.error or "")
     assert str(context.finished.job_id) == payload["job_id"]
+
+
+# Measured before the services were reshaped: a refactor of the training path must keep
+# every epoch's loss to the last bit for a fixed seed (digits, seed 42, 3 epochs, lr 0.01).
+PINNED_LOSSES = [
+    ("0x1.54ddc40000000p-3", "0x1.5ff5240000000p-2"),
+    ("0x1.394fbe0000000p-4", "0x1.25fbb80000000p-2"),
+    ("0x1.794ba00000000p-5", "0x1.2124fc0000000p-2"),
+]
+
+
+def test_fixed_seed_losses_are_bit_identical_to_the_pinned_run(trained_run: TrainedRun) -> None:
+    losses = [(p.train_loss, p.val_loss) for p in trained_run.context.progress]
+    assert [(float.fromhex(t), float.fromhex(v)) for t, v in PINNED_LOSSES] == losses
