@@ -7,14 +7,14 @@ service's router on it, then start it.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from faststream import AckPolicy
-from faststream.exceptions import HandlerException, NackMessage
+from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.annotations import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.js.api import (
@@ -28,11 +28,14 @@ from nats.js.api import (
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
-from shared.events import Event, subject_of
+from shared.contracts import Event, subject_of
 from shared.subjects import NODE_HEARTBEAT_SUBJECT, NODE_TASK_SUBJECT, STREAM_NAME
 
 __all__ = ["NODE_HEARTBEAT_SUBJECT", "NODE_TASK_SUBJECT", "STREAM_NAME"]
+
+EventT = TypeVar("EventT", bound=Event)
 
 # Events are the workflow's audit trail; keep a week of them, bounded in size.
 STREAM_CONFIG = StreamConfig(
@@ -103,15 +106,18 @@ RETRY_DELAY_S = 5.0
 
 def durable_subscriber(
     router: NatsRouter | NatsBroker,
-    event_type: type[Event],
+    event_type: type[EventT],
     consumer: str,
     *,
     subject: str | None = None,
     timeout: float = 5.0,
-) -> Callable[[Callable[..., Any]], Any]:
-    """A durable pull consumer on the NEXUS stream. The handler acks after its commit; an
-    exception naks with a delay so JetStream redelivers later (handlers are idempotent on
-    event_id)."""
+) -> Callable[[Callable[[EventT], Awaitable[None]]], Any]:
+    """A durable pull consumer of `event_type` on the NEXUS stream.
+
+    The message is parsed here: one that is not a valid `event_type` (not JSON, a missing
+    field, a spec that does not validate) is rejected once and never redelivered, since no
+    retry can make it valid. The handler acks after its commit; an exception naks with a
+    delay so JetStream redelivers later (handlers are idempotent on event_id)."""
     subscriber = router.subscriber(
         subject or event_type.subject,
         stream=NEXUS_STREAM,
@@ -125,20 +131,32 @@ def durable_subscriber(
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
 
-    def register(handler: Callable[..., Any]) -> Any:
-        @functools.wraps(handler)
-        async def retry_later_on_error(*args: Any, **kwargs: Any) -> Any:
+    def register(handler: Callable[[EventT], Awaitable[None]]) -> Any:
+        log = logging.getLogger(handler.__module__)
+
+        async def parse_then_handle(message: NatsMessage) -> None:
             try:
-                return await handler(*args, **kwargs)
+                event = event_type.model_validate_json(message.body)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                    for e in exc.errors()[:5]
+                )
+                log.warning(
+                    "%s rejected a malformed %s: %s", consumer, event_type.__name__, problems
+                )
+                raise RejectMessage from exc
+            try:
+                await handler(event)
             except HandlerException:
                 raise
             except Exception as exc:
-                logging.getLogger(handler.__module__).exception(
-                    "%s failed; redelivery in %.0fs", consumer, RETRY_DELAY_S
-                )
+                log.exception("%s failed; redelivery in %.0fs", consumer, RETRY_DELAY_S)
                 raise NackMessage(delay=RETRY_DELAY_S) from exc
 
-        return subscriber(retry_later_on_error)
+        parse_then_handle.__name__ = handler.__name__
+        parse_then_handle.__qualname__ = handler.__qualname__
+        return subscriber(parse_then_handle)
 
     return register
 

@@ -11,11 +11,24 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import propagate
-from sqlalchemy import JSON, Column, DateTime, MetaData, String, Table, delete, select, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -25,7 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import Uuid
 
-from shared.events import Event, subject_of
+from shared.contracts import Event, subject_of
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +101,7 @@ class UnitOfWork:
         self._processed = metadata.tables[f"{metadata.schema}.processed_events"]
         self._publish = publish
         self._pending: list[tuple[uuid.UUID, str, dict[str, Any], dict[str, str]]] = []
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
         self.session: AsyncSession
 
     async def __aenter__(self) -> UnitOfWork:
@@ -101,10 +115,25 @@ class UnitOfWork:
             else:
                 await self.session.rollback()
                 self._pending.clear()
+                self._after_commit.clear()
         finally:
             await self.session.close()
         if exc_type is None:
+            await self._run_after_commit()
             await self._publish_pending()
+
+    def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` once the unit has committed (never on rollback): side effects that
+        are not the database, such as stopping processes, never run while a lock is held."""
+        self._after_commit.append(action)
+
+    async def _run_after_commit(self) -> None:
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            try:
+                await action()
+            except Exception:
+                logger.exception("an action after commit failed")
 
     async def emit(self, event: Event) -> None:
         headers: dict[str, str] = {}
@@ -174,3 +203,29 @@ async def relay_outbox(
         if rows:
             await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
     return len(rows)
+
+
+@dataclass(frozen=True)
+class SystemScope:
+    """Every tenant's rows, asked for by name: the service's own duties (supervision,
+    start-up recovery) and event handlers that take the tenant from the row they find and
+    compare it with the event's."""
+
+
+SYSTEM = SystemScope()
+# What a repository is bound to: one tenant's id, or SYSTEM.
+Scope = str | SystemScope
+
+
+def in_scope(tenant_column: ColumnElement[str], scope: Scope) -> ColumnElement[bool]:
+    """The WHERE clause that keeps a query inside `scope`."""
+    if isinstance(check_scope(scope), SystemScope):
+        return true()
+    return tenant_column == scope
+
+
+def check_scope(scope: Scope) -> Scope:
+    """`scope` itself, once it is known not to be an empty tenant id."""
+    if not isinstance(scope, SystemScope) and not scope:
+        raise ValueError("a repository is bound to a tenant id or to SYSTEM, never to ''")
+    return scope

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from opentelemetry import propagate
 
-from shared.events import Event, NodeInfo
+from shared.contracts import Event, NodeInfo
 from shared.subjects import NODE_TASK_SUBJECT
+
+if TYPE_CHECKING:  # the node process imports this module without FastAPI or the broker
+    from shared.service_app import AnyContext
 
 # kind -> "module:function" run as handler(payload, context); imported lazily by the node so
 # torch is loaded once per node process and never in a web process.
@@ -42,8 +45,16 @@ class TaskContext(Protocol):
 TaskHandler = Callable[[dict[str, Any], TaskContext], None]
 
 
-class NodeUnreachable(Exception):
+class TaskNotStarted(Exception):
+    """A node task did not start: the node did not answer, or answered that it will not."""
+
+
+class NodeUnreachable(TaskNotStarted):
     """The node did not answer a task request, or answered with something else than a reply."""
+
+
+class TaskRefused(TaskNotStarted):
+    """The node answered and refused the task (busy, shutting down, a bad payload)."""
 
 
 async def request_node_task(
@@ -69,4 +80,23 @@ async def request_node_task(
         raise NodeUnreachable(f"node {node_id} sent a reply that is not JSON") from exc
     if not isinstance(answer, dict) or "accepted" not in answer:
         raise NodeUnreachable(f"node {node_id} sent a reply without 'accepted'")
+    return answer
+
+
+async def send_node_task(
+    context: AnyContext, node_id: str, task_id: str, kind: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Hand a task to a node and return its acceptance; raises `TaskNotStarted` (the node did
+    not answer within `node_task_accept_timeout_s`, or refused) otherwise."""
+    answer = await request_node_task(
+        context.broker.connection,
+        node_id,
+        task_id,
+        kind,
+        payload,
+        context.settings.node_task_accept_timeout_s,
+    )
+    if answer.get("accepted") is not True:
+        reason = answer.get("error")
+        raise TaskRefused(f"node {node_id} refused the task" + (f": {reason}" if reason else ""))
     return answer

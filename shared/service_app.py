@@ -1,8 +1,8 @@
 """Builds a Nexus service: one FastAPI app whose lifespan owns the database engine, the NATS
 broker, the HTTP client and the telemetry, with health, metrics and the error envelope.
 
-A service supplies its routers, and optionally a factory for its NATS event router and
-start-up/shut-down hooks; everything shared is wired here once.
+A service supplies its routers and, optionally, its NATS handlers, a factory for its typed
+process state, and start-up/shut-down hooks; everything shared is wired here once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -27,7 +27,6 @@ from shared.bus import create_broker, ensure_stream, publisher_for, set_consumer
 from shared.db import UnitOfWork, create_engine, make_sessionmaker, ping, relay_outbox
 from shared.errors import install_error_handlers
 from shared.health import health_router, install_http_metrics
-from shared.memory_client import MemoryClient
 from shared.security import TokenVerifier, remote_verifier
 from shared.settings import ServiceSettings
 from shared.telemetry import (
@@ -42,12 +41,20 @@ logger = logging.getLogger(__name__)
 OUTBOX_RELAY_INTERVAL_S = 10.0
 
 
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+StateT = TypeVar("StateT")
+
+
 @dataclass
-class ServiceContext:
-    """Everything a service's handlers share, created in the lifespan."""
+class ServiceContext(Generic[SettingsT, StateT]):
+    """Everything a service's routes and handlers share, created in the lifespan.
+
+    `settings` is the service's own settings class and `state` what its `state_factory`
+    built (its process state: node processes, model servers); each service names the pair
+    once, e.g. `ClusterContext = ServiceContext[ClusterSettings, ClusterState]`."""
 
     name: str
-    settings: ServiceSettings
+    settings: SettingsT
     metadata: MetaData
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -57,28 +64,20 @@ class ServiceContext:
     tracer_provider: TracerProvider
     metrics_registry: CollectorRegistry
     # Checks bearer tokens for HTTP requests and for events that carry one.
-    token_verifier: TokenVerifier | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    token_verifier: TokenVerifier = field(init=False)
+    state: StateT = field(init=False)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.sessionmaker, self.metadata, publisher_for(self.broker))
 
-    @property
-    def memory(self) -> MemoryClient:
-        return MemoryClient(
-            self.settings.memory_url, self.settings.internal_token_value(), self.http
-        )
+
+AnyContext = ServiceContext[Any, Any]
+ContextHook = Callable[[AnyContext], Awaitable[None]]
 
 
-ContextHook = Callable[[ServiceContext], Awaitable[None]]
-
-
-def get_context(request: Request) -> ServiceContext:
-    context: ServiceContext = request.app.state.context
+def get_context(request: Request) -> AnyContext:
+    context: AnyContext = request.app.state.context
     return context
-
-
-ContextDep = Annotated[ServiceContext, Depends(get_context)]
 
 
 async def _unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
@@ -95,16 +94,19 @@ UnitOfWorkDep = Annotated[UnitOfWork, Depends(_unit_of_work, scope="function")]
 
 def create_service_app(
     name: str,
-    settings: ServiceSettings,
+    settings: SettingsT,
     metadata: MetaData,
     routers: list[APIRouter],
     *,
     description: str,
-    event_router: Callable[[ServiceContext], NatsRouter] | None = None,
-    on_startup: ContextHook | None = None,
-    on_shutdown: ContextHook | None = None,
-    token_verifier: Callable[[ServiceContext], TokenVerifier] | None = None,
+    handlers: Callable[[ServiceContext[SettingsT, StateT]], NatsRouter] | None = None,
+    state_factory: Callable[[ServiceContext[SettingsT, StateT]], StateT] | None = None,
+    on_startup: Callable[[ServiceContext[SettingsT, StateT]], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[ServiceContext[SettingsT, StateT]], Awaitable[None]] | None = None,
+    token_verifier: Callable[[ServiceContext[SettingsT, StateT]], TokenVerifier] | None = None,
 ) -> FastAPI:
+    """The app of one service. `handlers` builds its NATS consumers (handlers.py),
+    `state_factory` its typed process state (state.py); both get the context."""
     configure_logging(settings.log_level)
     metrics_registry = CollectorRegistry()
     provider = create_tracer_provider(name, settings.otlp_endpoint)
@@ -113,7 +115,7 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         broker = create_broker(settings.nats_url, name, provider, metrics_registry)
-        context = ServiceContext(
+        context: ServiceContext[SettingsT, StateT] = ServiceContext(
             name=name,
             settings=settings,
             metadata=metadata,
@@ -126,16 +128,19 @@ def create_service_app(
             metrics_registry=metrics_registry,
         )
         instrument_clients(context.http, engine, provider)
-        app.state.context = context
         context.token_verifier = (
             token_verifier(context)
             if token_verifier
             else remote_verifier(settings.auth_url, settings.internal_token_or_none())
         )
+        # Before the broker starts: a handler may run as soon as it does.
+        if state_factory is not None:
+            context.state = state_factory(context)
+        app.state.context = context
         app.state.token_verifier = context.token_verifier
-        if event_router is not None:
+        if handlers is not None:
             set_consumer_prefix(settings.consumer_prefix)
-            broker.include_router(event_router(context))
+            broker.include_router(handlers(context))
         await broker.connect()
         await ensure_stream(broker)
         await broker.start()
@@ -180,7 +185,7 @@ def create_service_app(
     return app
 
 
-async def _relay_forever(context: ServiceContext) -> None:
+async def _relay_forever(context: AnyContext) -> None:
     publish = publisher_for(context.broker)
     while True:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -95,6 +95,11 @@ class NexusSettings(BaseSettings):
             raise ValueError("NEXUS_INTERNAL_TOKEN must be set to a real secret in production")
         return self
 
+    @classmethod
+    def from_env(cls) -> Self:
+        """Read every field from `NEXUS_*` variables (the required URLs have no defaults)."""
+        return cls()  # type: ignore[call-arg]
+
     def internal_token_or_none(self) -> str | None:
         return self.internal_token.get_secret_value() if self.internal_token else None
 
@@ -115,6 +120,8 @@ class ServiceSettings(NexusSettings):
     host: str = "127.0.0.1"
     # Each service overrides `port` with its own default and `NEXUS_<SERVICE>_PORT` alias.
     port: int = Field(default=0, ge=0, le=65535)
+    # How long a node has to accept (not finish) a task before its dispatch counts as failed.
+    node_task_accept_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("database_url")
     @classmethod

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # Kept in step with shared.ml.data.BUNDLED_DATASETS (a test checks); duplicated so that
 # validating a spec does not import the ML stack into every web process.
 BUNDLED_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+# The shares of a dataset held out for validation and test (seeded by training.seed); the
+# trainer, the validator node and the generated scripts all split with these.
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
 
 
 class _Strict(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Request, Response, status
+from fastapi import APIRouter, Depends, Form, Response, status
 
 from services.auth.models import User
 from services.auth.schemas import (
@@ -21,6 +21,7 @@ from services.auth.schemas import (
     UserOut,
 )
 from services.auth.service import AuthComponents, AuthService
+from services.auth.state import AuthContextDep
 from services.auth.tokens import TokenPair
 from shared.security import CurrentPrincipal
 from shared.service_app import UnitOfWorkDep
@@ -31,9 +32,8 @@ jwks_router = APIRouter(tags=["auth"])
 JWKS_MAX_AGE_S = 60
 
 
-def get_components(request: Request) -> AuthComponents:
-    components: AuthComponents = request.app.state.auth
-    return components
+def get_components(context: AuthContextDep) -> AuthComponents:
+    return context.state
 
 
 ComponentsDep = Annotated[AuthComponents, Depends(get_components)]

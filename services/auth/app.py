@@ -9,13 +9,14 @@ from services.auth.models import Base
 from services.auth.passwords import Passwords
 from services.auth.service import AuthComponents, AuthService
 from services.auth.settings import AuthSettings
+from services.auth.state import AuthContext
 from services.auth.tokens import TokenIssuer
 from shared.security import Principal, TokenVerifier
-from shared.service_app import ServiceContext, create_service_app
+from shared.service_app import create_service_app
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
-    settings = settings or AuthSettings()  # type: ignore[call-arg]
+    settings = settings or AuthSettings.from_env()
     # Loaded (or generated) now, so a missing production key stops the service before it serves.
     signing_key = load_or_create_signing_key(settings)
     components = AuthComponents(
@@ -28,7 +29,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         passwords=Passwords(),
     )
 
-    def local_verifier(context: ServiceContext) -> TokenVerifier:
+    def local_verifier(context: AuthContext) -> TokenVerifier:
         """Auth checks tokens against its own key and API keys against its own table, instead
         of calling itself over HTTP like every other service does."""
 
@@ -44,8 +45,8 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             own_jwks, check_api_key, settings.internal_token_or_none(), api_key_cache_seconds=0
         )
 
-    async def warm_up(_: ServiceContext) -> None:
-        await components.passwords.prepare()
+    async def warm_up(context: AuthContext) -> None:
+        await context.state.passwords.prepare()
 
     app = create_service_app(
         "auth",
@@ -54,7 +55,9 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         [router, jwks_router],
         description="Accounts, EdDSA-signed JWTs (published as JWKS), refresh rotation, API keys.",
         token_verifier=local_verifier,
+        state_factory=lambda _: components,
         on_startup=warm_up,
     )
+    # Tests and tools read the signing key before the app has started.
     app.state.auth = components
     return app

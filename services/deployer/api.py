@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from services.deployer.events import deployer_of
 from services.deployer.models import Deployment
 from services.deployer.process_manager import PortUnavailable
 from services.deployer.repository import DeployerRepository
 from services.deployer.schemas import DeploymentCreate, DeploymentOut, DeploymentStatus, ModelOut
+from services.deployer.state import DeployerContextDep
 from shared.errors import Conflict, NexusError, NotFound
 from shared.security import CurrentPrincipal
-from shared.service_app import ContextDep, UnitOfWorkDep
+from shared.service_app import UnitOfWorkDep
 
 router = APIRouter(tags=["deployer"])
 
@@ -50,11 +50,11 @@ async def get_model(
 
 @router.post("/deployments", response_model=DeploymentOut, status_code=status.HTTP_201_CREATED)
 async def create_deployment(
-    body: DeploymentCreate, context: ContextDep, principal: CurrentPrincipal
+    body: DeploymentCreate, context: DeployerContextDep, principal: CurrentPrincipal
 ) -> DeploymentOut:
     """Serve a registered model (again): start, check, then retire the name's previous one."""
     try:
-        outcome = await deployer_of(context).deploy(
+        outcome = await context.state.deployer.deploy(
             principal.tenant_id, body.model_id, port=body.port
         )
     except PortUnavailable as exc:
@@ -95,15 +95,15 @@ async def get_deployment(
 
 @router.post("/deployments/{deployment_id}/rollback", response_model=DeploymentOut)
 async def rollback_deployment(
-    deployment_id: uuid.UUID, context: ContextDep, principal: CurrentPrincipal
+    deployment_id: uuid.UUID, context: DeployerContextDep, principal: CurrentPrincipal
 ) -> DeploymentOut:
     """Stop this deployment and serve the one it replaced again, on the same port."""
-    return _out(await deployer_of(context).rollback(principal.tenant_id, deployment_id))
+    return _out(await context.state.deployer.rollback(principal.tenant_id, deployment_id))
 
 
 @router.delete("/deployments/{deployment_id}", response_model=DeploymentOut)
 async def stop_deployment(
-    deployment_id: uuid.UUID, context: ContextDep, principal: CurrentPrincipal
+    deployment_id: uuid.UUID, context: DeployerContextDep, principal: CurrentPrincipal
 ) -> DeploymentOut:
     """Stop a running deployment (its record is kept, with status `stopped`)."""
-    return _out(await deployer_of(context).stop(principal.tenant_id, deployment_id))
+    return _out(await context.state.deployer.stop(principal.tenant_id, deployment_id))

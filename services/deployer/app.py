@@ -7,50 +7,25 @@ when free) and marks rollouts that a stop cut short as failed. Set
 NEXUS_RESTORE_ON_STARTUP=false to leave them down.
 """
 
-import asyncio
-import contextlib
-import logging
-
 from fastapi import FastAPI
 
+from services.deployer import state
 from services.deployer.api import router
-from services.deployer.events import create_event_router, deployer_of
+from services.deployer.handlers import create_handlers
 from services.deployer.models import Base
 from services.deployer.settings import DeployerSettings
-from shared.service_app import ServiceContext, create_service_app
-
-logger = logging.getLogger(__name__)
-
-RESTORE_TASK_KEY = "restore_task"
-
-
-async def _on_startup(context: ServiceContext) -> None:
-    deployer = deployer_of(context)
-    if deployer.settings.restore_on_startup:
-        # In the background: restarting servers takes seconds each and must not hold up
-        # readiness or the event consumers.
-        context.extras[RESTORE_TASK_KEY] = asyncio.create_task(
-            deployer.restore(), name="deployer-restore"
-        )
-
-
-async def _on_shutdown(context: ServiceContext) -> None:
-    task = context.extras.pop(RESTORE_TASK_KEY, None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    await deployer_of(context).close()
+from shared.service_app import create_service_app
 
 
 def create_app(settings: DeployerSettings | None = None) -> FastAPI:
     return create_service_app(
         "deployer",
-        settings or DeployerSettings(),  # type: ignore[call-arg]
+        settings or DeployerSettings.from_env(),
         Base.metadata,
         [router],
         description="Phase 5: registers validated models, serves them, and rolls them back.",
-        event_router=create_event_router,
-        on_startup=_on_startup,
-        on_shutdown=_on_shutdown,
+        handlers=create_handlers,
+        state_factory=state.create_state,
+        on_startup=state.start,
+        on_shutdown=state.stop,
     )

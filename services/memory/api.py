@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
@@ -16,9 +15,11 @@ from services.memory.schemas import (
     MemoryListOut,
     MemoryPut,
 )
+from services.memory.service import key_problem, value_problem
+from services.memory.state import MemoryContextDep
 from shared.errors import NexusError, NotFound, Unprocessable
 from shared.security import CurrentPrincipal
-from shared.service_app import ContextDep, UnitOfWorkDep
+from shared.service_app import UnitOfWorkDep
 
 router = APIRouter(prefix="/memory", tags=["memory"])
 
@@ -35,8 +36,9 @@ RepositoryDep = Annotated[MemoryRepository, Depends(_repository)]
 
 
 def _check_key(key: str) -> None:
-    if ".." in key.split("/") or "//" in key or key.endswith("/"):
-        raise Unprocessable([{"field": "key", "message": "empty or '..' path segment"}])
+    problem = key_problem(key)
+    if problem is not None:
+        raise Unprocessable([{"field": "key", "message": problem}])
 
 
 @router.put("/{namespace}/{key:path}", response_model=MemoryEntryOut)
@@ -44,16 +46,14 @@ async def put_value(
     namespace: Namespace,
     key: Key,
     body: MemoryPut,
-    context: ContextDep,
+    context: MemoryContextDep,
     repository: RepositoryDep,
 ) -> MemoryEntryOut:
     """Store a JSON value under a key; each put makes a new version."""
     _check_key(key)
-    limit = context.settings.max_value_bytes  # type: ignore[attr-defined]
-    if len(json.dumps(body.value)) > limit:
-        raise NexusError(
-            f"value is larger than {limit} bytes", error="payload_too_large", status_code=413
-        )
+    problem = value_problem(body.value, context.settings.max_value_bytes)
+    if problem is not None:
+        raise NexusError(problem, error="payload_too_large", status_code=413)
     entry = await repository.put(namespace, key, body.value)
     return MemoryEntryOut.model_validate(entry, from_attributes=True)
 

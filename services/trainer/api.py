@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from services.trainer.models import FINISHED_STATUSES, TrainingJob
-from services.trainer.node_dispatch import NodeUnreachable, send_task
 from services.trainer.repository import TrainerRepository
 from services.trainer.schemas import (
     CancelOut,
@@ -22,10 +21,12 @@ from services.trainer.schemas import (
     JobOut,
     JobStatus,
 )
+from services.trainer.state import TrainerContextDep
 from shared.errors import Conflict, NotFound
-from shared.events import PhaseFailed
+from shared.node_tasks import TaskNotStarted, send_node_task
+from shared.phases import fail_phase
 from shared.security import CurrentPrincipal
-from shared.service_app import ContextDep, UnitOfWorkDep
+from shared.service_app import UnitOfWorkDep
 
 router = APIRouter(tags=["trainer"])
 
@@ -83,7 +84,7 @@ async def job_metrics(
 
 @router.post("/jobs/{job_id}/cancel", response_model=CancelOut)
 async def cancel_job(
-    job_id: JobId, uow: UnitOfWorkDep, principal: CurrentPrincipal, context: ContextDep
+    job_id: JobId, uow: UnitOfWorkDep, principal: CurrentPrincipal, context: TrainerContextDep
 ) -> CancelOut:
     """Cancel a queued or running job: the worker stops after its current epoch."""
     repository = _repository(uow, principal)
@@ -95,21 +96,19 @@ async def cancel_job(
         try:
             # Naming the task makes a node that has moved on to another one refuse instead.
             payload = {"task_id": str(job.id)}
-            reply = await send_task(context, job.node_id, str(job.id), "cancel", payload)
-            notified = reply.get("accepted") is True
-            detail = f"node {job.node_id} {'stops' if notified else 'refused'}: {reply}"
-        except NodeUnreachable as exc:
+            reply = await send_node_task(context, job.node_id, str(job.id), "cancel", payload)
+            notified, detail = True, f"node {job.node_id} stops: {reply}"
+        except TaskNotStarted as exc:
             detail = str(exc)
     # Cancelled either way: a node that cannot be reached is not training for us any more.
     await repository.finish_job(job, "cancelled", error=f"cancelled by request; {detail}")
-    await uow.emit(
-        PhaseFailed(
-            phase=3,
-            reason="the training job was cancelled",
-            details={"job_id": str(job.id), "node_notified": notified},
-            workflow_id=job.workflow_id,
-            tenant_id=job.tenant_id,
-        )
+    await fail_phase(
+        uow,
+        3,
+        job.workflow_id,
+        job.tenant_id,
+        "the training job was cancelled",
+        {"job_id": str(job.id), "node_notified": notified},
     )
     return CancelOut(job=_out(job), node_notified=notified, detail=detail)
 

@@ -1,7 +1,7 @@
 from fastapi import FastAPI
 
 from services.trainer.api import router
-from services.trainer.events import create_event_router
+from services.trainer.handlers import create_handlers
 from services.trainer.models import Base
 from services.trainer.settings import TrainerSettings
 from shared.service_app import create_service_app
@@ -10,12 +10,13 @@ from shared.service_app import create_service_app
 def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     return create_service_app(
         "trainer",
-        settings or TrainerSettings(),  # type: ignore[call-arg]
+        settings or TrainerSettings.from_env(),
         Base.metadata,
         [router],
         description=(
-            "Designs each workflow's network (phase 2) and trains it on a worker node "
-            "(phase 3): training jobs, per-epoch metrics, checkpoints and the bundled datasets."
+            "Phase 2 (configure: gates the cluster, designs the network) and phase 3 (trains "
+            "it on a worker node): training jobs, per-epoch metrics, checkpoints and the "
+            "bundled datasets."
         ),
-        event_router=create_event_router,
+        handlers=create_handlers,
     )

@@ -13,14 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.trainer.task_payload import TrainTaskPayload, checkpoint_url
-from shared.events import TrainingFinished, TrainingProgress
-from shared.ml.data import TEST_FRACTION, VAL_FRACTION
+from shared.contracts import EpochReport, TrainingFinished, TrainingProgress, TrainResult, TrainTask
 from shared.node_tasks import TaskContext
+from shared.spec import TEST_FRACTION, VAL_FRACTION
 
 logger = logging.getLogger(__name__)
-
-# load_splits' defaults, recorded in the model so validation rebuilds the same test split.
 
 
 class TrainingCancelled(Exception):
@@ -32,23 +29,20 @@ class RunRecord:
     """What a run has produced so far, reported even when it ends early."""
 
     checkpoints: list[str] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochReport] = field(default_factory=list)
 
-    def partial(self, seconds: float, **extra: Any) -> dict[str, Any]:
-        return {
-            "checkpoints": self.checkpoints,
-            "history": self.history,
-            "seconds": seconds,
-            **extra,
-        }
+    def partial(self, seconds: float, *, cancelled: bool = False) -> TrainResult:
+        return TrainResult(
+            checkpoints=self.checkpoints, history=self.history, seconds=seconds, cancelled=cancelled
+        )
 
 
 def run_training(payload: dict[str, Any], context: TaskContext) -> None:
     started = time.perf_counter()
-    job: TrainTaskPayload | None = None
+    job: TrainTask | None = None
     record = RunRecord()
     try:
-        job = TrainTaskPayload.model_validate(payload)
+        job = TrainTask.model_validate(payload)
         result = _train(job, context, record)
     except TrainingCancelled as cancelled:
         seconds = time.perf_counter() - started
@@ -64,7 +58,7 @@ def run_training(payload: dict[str, Any], context: TaskContext) -> None:
     _finish(context, payload, job, succeeded=True, result=result)
 
 
-def _train(job: TrainTaskPayload, context: TaskContext, record: RunRecord) -> dict[str, Any]:
+def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResult:
     # Imported here: a node loads torch once, on its first task, and web processes never do.
     import torch
 
@@ -98,13 +92,14 @@ def _train(job: TrainTaskPayload, context: TaskContext, record: RunRecord) -> di
     checkpoints = record.checkpoints
 
     def on_epoch(metrics: EpochMetrics) -> None:
-        record.history.append(metrics.to_dict())
+        report = EpochReport.model_validate(metrics.to_dict())
+        record.history.append(report)
         context.publish(
             TrainingProgress(
                 workflow_id=job.workflow_id,
                 tenant_id=job.tenant_id,
                 job_id=job.job_id,
-                **metrics.to_dict(),
+                **report.model_dump(),
             )
         )
         # Checked after publishing so the last finished epoch is still reported, and
@@ -114,7 +109,7 @@ def _train(job: TrainTaskPayload, context: TaskContext, record: RunRecord) -> di
             raise TrainingCancelled(f"cancelled after epoch {metrics.epoch}")
 
     def on_checkpoint(checkpoint: TrainingCheckpoint) -> None:
-        url = checkpoint_url(job.artifacts.checkpoints, checkpoint.epoch)
+        url = job.artifacts.checkpoint(checkpoint.epoch)
         save_checkpoint(url, checkpoint)
         checkpoints.append(url)
 
@@ -154,22 +149,22 @@ def _train(job: TrainTaskPayload, context: TaskContext, record: RunRecord) -> di
             "train_config": config.model_dump(mode="json"),
         },
     )
-    return {
-        "model_uri": job.artifacts.models,
-        "checkpoints": checkpoints,
-        "history": [m.to_dict() for m in result.history],
-        "final": final,
+    return TrainResult(
+        model_uri=job.artifacts.models,
+        checkpoints=checkpoints,
+        history=[EpochReport.model_validate(m.to_dict()) for m in result.history],
+        final=EpochReport.model_validate(final),
         **summary,
-    }
+    )
 
 
 def _finish(
     context: TaskContext,
     payload: dict[str, Any],
-    job: TrainTaskPayload | None,
+    job: TrainTask | None,
     *,
     succeeded: bool,
-    result: dict[str, Any],
+    result: TrainResult,
     error: str | None = None,
 ) -> None:
     # An invalid payload still names its job when it can, so the service can close it.

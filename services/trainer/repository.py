@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.trainer.models import ArchitectureRecord, TrainingEpoch, TrainingJob
+from shared.db import Scope, check_scope, in_scope
 
 
 def _now() -> datetime:
@@ -18,18 +19,21 @@ def _now() -> datetime:
 
 
 class TrainerRepository:
-    """Rows of one tenant, or of any tenant when `tenant_id` is None (event handlers, which
-    trust the tenant recorded on the row rather than the message)."""
+    """Rows of one tenant, or of every tenant for SYSTEM (event handlers, which trust the
+    tenant recorded on the row rather than the message)."""
 
-    def __init__(self, session: AsyncSession, tenant_id: str | None) -> None:
+    def __init__(self, session: AsyncSession, scope: Scope) -> None:
         self._session = session
-        self._tenant = tenant_id
+        self._scope = check_scope(scope)
+
+    def _tenant(self) -> str:
+        assert isinstance(self._scope, str), "rows are created for one tenant"
+        return self._scope
 
     # --- architectures ----------------------------------------------------------------------
     async def save_architecture(
         self,
         workflow_id: uuid.UUID,
-        tenant_id: str,
         dataset: str,
         architecture: dict[str, Any],
         parameter_count: int,
@@ -45,7 +49,7 @@ class TrainerRepository:
         # One architecture per workflow: a re-sent nodes-ready event redesigns it in place.
         await self._session.execute(
             pg_insert(ArchitectureRecord)
-            .values(id=uuid.uuid4(), workflow_id=workflow_id, tenant_id=tenant_id, **values)
+            .values(id=uuid.uuid4(), workflow_id=workflow_id, tenant_id=self._tenant(), **values)
             .on_conflict_do_update(index_elements=["workflow_id"], set_=values)
         )
 
@@ -54,7 +58,6 @@ class TrainerRepository:
         self,
         job_id: uuid.UUID,
         workflow_id: uuid.UUID,
-        tenant_id: str,
         cluster_id: uuid.UUID,
         node_id: str | None,
         config: dict[str, Any],
@@ -62,7 +65,7 @@ class TrainerRepository:
         job = TrainingJob(
             id=job_id,
             workflow_id=workflow_id,
-            tenant_id=tenant_id,
+            tenant_id=self._tenant(),
             cluster_id=cluster_id,
             node_id=node_id,
             status="queued",
@@ -75,17 +78,18 @@ class TrainerRepository:
         return job
 
     async def get_job(self, job_id: uuid.UUID, *, for_update: bool = False) -> TrainingJob | None:
-        job = await self._session.get(TrainingJob, job_id, with_for_update=for_update)
-        if job is None or (self._tenant is not None and job.tenant_id != self._tenant):
-            return None
+        stmt = select(TrainingJob).where(
+            TrainingJob.id == job_id, in_scope(TrainingJob.tenant_id, self._scope)
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        job: TrainingJob | None = await self._session.scalar(stmt)
         return job
 
     async def list_jobs(
         self, workflow_id: uuid.UUID | None, status: str | None, limit: int
     ) -> list[TrainingJob]:
-        stmt = select(TrainingJob)
-        if self._tenant is not None:
-            stmt = stmt.where(TrainingJob.tenant_id == self._tenant)
+        stmt = select(TrainingJob).where(in_scope(TrainingJob.tenant_id, self._scope))
         if workflow_id is not None:
             stmt = stmt.where(TrainingJob.workflow_id == workflow_id)
         if status is not None:

@@ -9,15 +9,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
-from services.validator.dispatch import ClusterUnreachable, NodeUnavailable, find_validator
 from services.validator.models import OPEN_STATUSES, Validation
 from services.validator.repository import ValidationRepository
 from services.validator.schemas import ValidationCreate, ValidationListOut, ValidationOut
-from services.validator.service import launch
+from services.validator.service import validate
+from services.validator.service.nodes import ClusterUnreachable, NodeUnavailable, find_validator
+from services.validator.state import ValidatorContext, ValidatorContextDep
 from shared.errors import Conflict, NotFound, Unavailable, Unprocessable
 from shared.ml.files import MODEL_METADATA
 from shared.security import CurrentPrincipal
-from shared.service_app import ContextDep, ServiceContext, UnitOfWorkDep
+from shared.service_app import UnitOfWorkDep
 
 router = APIRouter(prefix="/validations", tags=["validations"])
 
@@ -31,10 +32,11 @@ def _out(validation: Validation) -> ValidationOut:
 
 @router.post("", response_model=ValidationOut, status_code=202)
 async def request_validation(
-    body: ValidationCreate, context: ContextDep, principal: CurrentPrincipal
+    body: ValidationCreate, context: ValidatorContextDep, principal: CurrentPrincipal
 ) -> ValidationOut:
     """Re-validate a workflow's trained model on its cluster's validator node."""
     tenant = principal.tenant_id
+    # Committed before the task goes out, so the node's report finds the row.
     async with context.unit_of_work() as uow:
         repository = ValidationRepository(uow.session, tenant)
         phase_run = await repository.latest_for_workflow(body.workflow_id)
@@ -42,18 +44,16 @@ async def request_validation(
             raise NotFound(f"workflow {body.workflow_id} has no validation to re-run")
         if await repository.open_for_workflow(body.workflow_id) is not None:
             raise Conflict(f"workflow {body.workflow_id} already has a validation in progress")
-    model_uri = phase_run.model_uri
-    if body.model_uri is not None:
-        model_uri = await _owned_model(context, tenant, body.workflow_id, body.model_uri)
-    try:
-        node = await find_validator(context, tenant, phase_run.cluster_id)
-    except ClusterUnreachable as exc:
-        raise Unavailable(str(exc)) from exc
-    except NodeUnavailable as exc:
-        raise Conflict(str(exc)) from exc
-    async with context.unit_of_work() as uow:
-        validation = await ValidationRepository(uow.session, tenant).create(
-            tenant_id=tenant,
+        model_uri = phase_run.model_uri
+        if body.model_uri is not None:
+            model_uri = await _owned_model(context, tenant, body.workflow_id, body.model_uri)
+        try:
+            node = await find_validator(context, tenant, phase_run.cluster_id)
+        except ClusterUnreachable as exc:
+            raise Unavailable(str(exc)) from exc
+        except NodeUnavailable as exc:
+            raise Conflict(str(exc)) from exc
+        validation = await repository.create(
             workflow_id=body.workflow_id,
             cluster_id=phase_run.cluster_id,
             trigger="manual",
@@ -61,17 +61,18 @@ async def request_validation(
             spec=phase_run.spec,
             gates=phase_run.gates,
         )
-    error = await launch(context, validation, node=node)
+    node_id, error = await validate.send_validate_task(context, validation, node)
+    async with context.unit_of_work() as uow:
+        await validate.record_dispatch(uow, validation.id, node_id, error)
+        started = await ValidationRepository(uow.session, tenant).get(validation.id)
     if error is not None:
         raise Unavailable(f"validation {validation.id} could not start: {error}")
-    async with context.unit_of_work() as uow:
-        started = await ValidationRepository(uow.session, tenant).get(validation.id)
     assert started is not None, "the validation was committed above"
     return _out(started)
 
 
 async def _owned_model(
-    context: ServiceContext, tenant: str, workflow_id: uuid.UUID, model_uri: str
+    context: ValidatorContext, tenant: str, workflow_id: uuid.UUID, model_uri: str
 ) -> str:
     # Only a model inside the tenant's own workflow artifacts may be loaded by a node.
     prefix = context.artifacts.workflow_url(tenant, workflow_id) + "/"
@@ -127,7 +128,7 @@ async def get_report(
     validation_id: ValidationId,
     uow: UnitOfWorkDep,
     principal: CurrentPrincipal,
-    context: ContextDep,
+    context: ValidatorContextDep,
 ) -> PlainTextResponse:
     """The validation's performance report, as markdown."""
     validation = await _get(uow, principal, validation_id)

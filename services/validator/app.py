@@ -1,7 +1,7 @@
 from fastapi import FastAPI
 
 from services.validator.api import router
-from services.validator.events import create_event_router
+from services.validator.handlers import create_handlers
 from services.validator.models import Base
 from services.validator.settings import ValidatorSettings
 from shared.service_app import create_service_app
@@ -10,7 +10,7 @@ from shared.service_app import create_service_app
 def create_app(settings: ValidatorSettings | None = None) -> FastAPI:
     return create_service_app(
         "validator",
-        settings or ValidatorSettings(),  # type: ignore[call-arg]
+        settings or ValidatorSettings.from_env(),
         Base.metadata,
         [router],
         description=(
@@ -18,5 +18,5 @@ def create_app(settings: ValidatorSettings | None = None) -> FastAPI:
             "latency, overfitting, test suite, sharded inference), applies the quality "
             "gates and writes the performance report."
         ),
-        event_router=create_event_router,
+        handlers=create_handlers,
     )

@@ -10,20 +10,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.validator.models import OPEN_STATUSES, Validation
+from shared.db import Scope, check_scope, in_scope
 
 
 class ValidationRepository:
-    """Validations of one tenant; `tenant_id=None` is for event handlers, which act for the
-    tenant named in the event and check it themselves."""
+    """Validations of one tenant, or of every tenant for SYSTEM (event handlers, which
+    compare the tenant on the row with the event's)."""
 
-    def __init__(self, session: AsyncSession, tenant_id: str | None) -> None:
+    def __init__(self, session: AsyncSession, scope: Scope) -> None:
         self._session = session
-        self._tenant = tenant_id
+        self._scope = check_scope(scope)
 
     async def create(
         self,
         *,
-        tenant_id: str,
         workflow_id: uuid.UUID,
         cluster_id: uuid.UUID | None,
         trigger: str,
@@ -33,7 +33,7 @@ class ValidationRepository:
     ) -> Validation:
         validation = Validation(
             id=uuid.uuid4(),
-            tenant_id=tenant_id,
+            tenant_id=self._tenant(),
             workflow_id=workflow_id,
             cluster_id=cluster_id,
             trigger=trigger,
@@ -49,17 +49,22 @@ class ValidationRepository:
         return validation
 
     async def get(self, validation_id: uuid.UUID, *, for_update: bool = False) -> Validation | None:
-        validation = await self._session.get(
-            Validation, validation_id, with_for_update=for_update or None
+        stmt = select(Validation).where(
+            Validation.id == validation_id, in_scope(Validation.tenant_id, self._scope)
         )
-        if validation is None or (self._tenant and validation.tenant_id != self._tenant):
-            return None
+        if for_update:
+            stmt = stmt.with_for_update()
+        validation: Validation | None = await self._session.scalar(stmt)
         return validation
+
+    def _tenant(self) -> str:
+        assert isinstance(self._scope, str), "validations are created for one tenant"
+        return self._scope
 
     async def list(
         self, workflow_id: uuid.UUID | None, status: str | None, limit: int
     ) -> list[Validation]:
-        stmt = select(Validation).where(Validation.tenant_id == self._tenant)
+        stmt = select(Validation).where(in_scope(Validation.tenant_id, self._scope))
         if workflow_id is not None:
             stmt = stmt.where(Validation.workflow_id == workflow_id)
         if status is not None:
@@ -74,7 +79,7 @@ class ValidationRepository:
         return await self._session.scalar(
             select(Validation)
             .where(
-                Validation.tenant_id == self._tenant,
+                in_scope(Validation.tenant_id, self._scope),
                 Validation.workflow_id == workflow_id,
                 Validation.trigger == "phase",
             )
@@ -86,7 +91,7 @@ class ValidationRepository:
         return await self._session.scalar(
             select(Validation)
             .where(
-                Validation.tenant_id == self._tenant,
+                in_scope(Validation.tenant_id, self._scope),
                 Validation.workflow_id == workflow_id,
                 Validation.status.in_(OPEN_STATUSES),
             )

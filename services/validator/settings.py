@@ -7,8 +7,6 @@ class ValidatorSettings(ServiceSettings):
     port: int = Field(
         default=SERVICE_PORTS["validator"], validation_alias=AliasChoices("NEXUS_VALIDATOR_PORT")
     )
-    # How long a validator node has to answer a task request with {"accepted": true}.
-    task_accept_timeout_s: float = Field(default=10.0, gt=0, le=120)
     # Chunks the test set is split into for the sharded-inference consistency check.
     inference_shards: int = Field(default=4, ge=2, le=64)
     # Timed single-row forward passes behind the latency percentiles.

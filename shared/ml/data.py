@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.spec import TEST_FRACTION, VAL_FRACTION
+
 # scikit-learn ships these inside its wheel, so nothing is ever downloaded. It is imported
 # only when data is loaded: a model server that merely normalizes rows starts seconds sooner.
 _LOADERS: dict[str, str] = {
@@ -104,12 +106,8 @@ def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     return x, y, tuple(str(c) for c in bunch.target_names)
 
 
-# The split every phase uses: training, validation and the served model's smoke test must
-# all see the same held-out rows for a seed.
-VAL_FRACTION = 0.15
-TEST_FRACTION = 0.15
-
-
+# The split every phase uses (VAL_FRACTION and TEST_FRACTION, from shared.spec): training,
+# validation and the served model's smoke test must all see the same held-out rows for a seed.
 def load_splits(
     name: str,
     *,

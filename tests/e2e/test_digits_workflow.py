@@ -18,7 +18,7 @@ import yaml
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.events import WorkflowRequested
+from shared.contracts import WorkflowRequested
 from shared.ml.data import load_splits
 from shared.settings import normalize_database_url
 from tests.e2e.otlp_receiver import OtlpReceiver

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from shared.bus import create_broker, durable_subscriber, ensure_stream, publish_event
-from shared.events import Event, Phase1Completed
+from shared.contracts import Event, Phase1Completed
 
 
 class ProbeEvent(Event):
@@ -93,7 +93,7 @@ async def test_a_failing_handler_gets_the_event_again_later(
 
 
 def test_a_diverged_epoch_survives_the_trip_as_json() -> None:
-    from shared.events import TrainingProgress
+    from shared.contracts import TrainingProgress
 
     nan = float("nan")
     event = TrainingProgress(

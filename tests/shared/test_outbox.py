@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from services.memory.models import Base, MemoryEntry
 from shared.db import UnitOfWork, create_engine, make_sessionmaker, relay_outbox
-from shared.events import PhaseFailed
+from shared.contracts import PhaseFailed
 
 OUTBOX = Base.metadata.tables["memory.outbox"]
 

@@ -13,7 +13,7 @@ import sys
 import uuid
 
 from services.cluster.node.runtime import NodeIdentity, NodeRuntime
-from shared.events import NodeInfo
+from shared.contracts import NodeInfo
 from shared.settings import NexusSettings
 from shared.telemetry import configure_logging, create_tracer_provider
 
@@ -34,7 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    settings = NexusSettings()  # type: ignore[call-arg]
+    settings = NexusSettings.from_env()
     configure_logging(settings.log_level)
     provider = create_tracer_provider("node", settings.otlp_endpoint)
     info = NodeInfo(

@@ -34,7 +34,7 @@ from services.cluster.node.task_context import (
     load_handler,
     run_in_daemon_thread,
 )
-from shared.events import Event, NodeInfo, NodeRegistered, subject_of
+from shared.contracts import Event, NodeInfo, NodeRegistered, subject_of
 from shared.subjects import (
     HEARTBEAT_INTERVAL_S,
     NODE_HEARTBEAT_SUBJECT,

@@ -15,7 +15,7 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import Event, NodeInfo
+from shared.contracts import Event, NodeInfo
 from shared.node_tasks import TASK_HANDLERS, TaskHandler
 
 PUBLISH_TIMEOUT_S = 30.0

@@ -22,7 +22,7 @@ from services.cluster.settings import ClusterSettings
 from services.cluster.workflow_repository import WorkflowRepository
 from services.cluster.workflow_status import complete_phase
 from shared.bus import STREAM_NAME
-from shared.events import Event, subject_of
+from shared.contracts import Event, subject_of
 from tests.support import running
 
 

@@ -21,7 +21,7 @@ from opentelemetry import propagate
 
 from services.cluster.node.task_context import NodeTaskContext
 from services.cluster.process_manager import PROJECT_ROOT
-from shared.events import Event, NodeInfo, TrainingFinished
+from shared.contracts import Event, NodeInfo, TrainingFinished
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -15,7 +15,7 @@ import psutil
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from shared.events import PhaseFailed
+from shared.contracts import PhaseFailed
 from tests.services.cluster.conftest import publish, wait_until
 from tests.support import as_service
 

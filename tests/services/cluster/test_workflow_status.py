@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from shared.events import (
+from shared.contracts import (
     Phase2Completed,
     Phase3Completed,
     Phase4Passed,

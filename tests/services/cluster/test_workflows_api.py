@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client
 
-from shared.events import WorkflowRequested
+from shared.contracts import WorkflowRequested
 from tests.services.cluster.conftest import (
     count_workflows,
     handled,
@@ -223,7 +223,7 @@ async def test_requested_event_with_a_bad_spec_records_why(
 async def test_events_stream_sends_the_workflow_until_it_finishes(
     app: FastAPI, client: httpx.AsyncClient, nc: Client, internal_token: str, tenant_id: str
 ) -> None:
-    from shared.events import PhaseFailed
+    from shared.contracts import PhaseFailed
 
     headers = as_service(internal_token, tenant_id)
     workflow_id = await seed_workflow(app, tenant_id)

@@ -22,7 +22,7 @@ from services.deployer.phase5 import handle_phase4_passed
 from services.deployer.repository import DeployerRepository
 from shared.artifacts import local_path
 from shared.bus import publish_event
-from shared.events import Phase4Passed
+from shared.contracts import Phase4Passed
 from tests.infrastructure import free_port
 from tests.services.deployer.conftest import SEED, DeployerHarness
 

@@ -15,7 +15,7 @@ import pytest
 from services.trainer.node_task import run_training
 from services.trainer.task_payload import TrainArtifacts, TrainTaskPayload
 from shared.artifacts import ArtifactStore
-from shared.events import Event, NodeInfo, TrainingFinished, TrainingProgress
+from shared.contracts import Event, NodeInfo, TrainingFinished, TrainingProgress
 from shared.spec import WorkflowSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

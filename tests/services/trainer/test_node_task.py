@@ -7,7 +7,7 @@ import pytest
 
 from services.trainer.node_task import run_training
 from shared.artifacts import ArtifactStore, local_path
-from shared.events import Event
+from shared.contracts import Event
 from tests.services.trainer.conftest import (
     CollectingContext,
     TrainedRun,

@@ -16,7 +16,7 @@ import pytest
 from services.trainer.app import create_app
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
-from shared.events import ClusterNodesReady, Event, NodeInfo, Phase2Completed
+from shared.contracts import ClusterNodesReady, Event, NodeInfo, Phase2Completed
 from tests.services.trainer.conftest import digits_spec, node
 from tests.services.trainer.worker_node import InProcessWorkerNode
 from tests.support import as_service, running

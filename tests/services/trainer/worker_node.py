@@ -15,7 +15,7 @@ from typing import Any
 import nats
 
 from services.trainer.node_task import run_training
-from shared.events import Event, NodeInfo, subject_of
+from shared.contracts import Event, NodeInfo, subject_of
 
 
 class InProcessWorkerNode:

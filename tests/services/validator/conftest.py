@@ -17,7 +17,7 @@ import torch
 from services.validator.app import create_app
 from services.validator.settings import ValidatorSettings
 from shared.artifacts import ArtifactStore
-from shared.events import ValidationFinished
+from shared.contracts import ValidationFinished
 from shared.ml.architecture import design_architecture
 from shared.ml.checkpoint import save_model
 from shared.ml.data import load_splits

@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from shared.bus import NODE_TASK_SUBJECT, STREAM_NAME
-from shared.events import Event, NodeInfo, subject_of
+from shared.contracts import Event, NodeInfo, subject_of
 from shared.node_tasks import TASK_HANDLERS, TaskHandler
 
 

@@ -17,7 +17,7 @@ import pytest
 from services.validator.events import PHASE3_CONSUMER
 from shared.artifacts import ArtifactStore
 from shared.bus import STREAM_NAME, consumer_name, publish_event
-from shared.events import NodeInfo, Phase3Completed
+from shared.contracts import NodeInfo, Phase3Completed
 from tests.services.validator.conftest import DIGITS_SPEC, install_model
 from tests.services.validator.support import (
     EventWatcher,

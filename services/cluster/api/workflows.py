@@ -1,0 +1,138 @@
+"""HTTP routes for workflows: submit one (phase 1 runs in the request), follow its status,
+stream its changes, and download its generated project."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from services.cluster.repository import WorkflowRepository
+from services.cluster.schemas import WorkflowOut
+from services.cluster.service.bundle import build_bundle
+from services.cluster.service.setup import set_up_workflow
+from services.cluster.service.status import TERMINAL, workflow_out
+from services.cluster.state import ClusterContext, ClusterContextDep
+from shared.errors import NotFound
+from shared.security import CurrentPrincipal
+from shared.service_app import UnitOfWorkDep
+from shared.spec import WorkflowSpec
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+WorkflowId = Annotated[uuid.UUID, Path(description="The workflow's id.")]
+SSE_POLL_INTERVAL_S = 0.5
+SSE_KEEPALIVE_S = 15.0
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=WorkflowOut)
+async def submit_workflow(
+    spec: WorkflowSpec, uow: UnitOfWorkDep, principal: CurrentPrincipal, context: ClusterContextDep
+) -> WorkflowOut:
+    """Submit a workflow spec: phase 1 (setup) runs now, the other phases follow by events."""
+    workflow, phases = await set_up_workflow(
+        uow, context.artifacts, principal.tenant_id, spec, uuid.uuid4()
+    )
+    return workflow_out(workflow, list(phases.values()))
+
+
+@router.get("", response_model=list[WorkflowOut])
+async def list_workflows(
+    uow: UnitOfWorkDep,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[WorkflowOut]:
+    """The caller's workflows, newest first."""
+    repo = WorkflowRepository(uow.session, principal.tenant_id)
+    workflows = await repo.newest(limit)
+    phases = await repo.phases([w.id for w in workflows])
+    return [workflow_out(w, phases[w.id]) for w in workflows]
+
+
+@router.get("/{workflow_id}", response_model=WorkflowOut)
+async def get_workflow(
+    workflow_id: WorkflowId, uow: UnitOfWorkDep, principal: CurrentPrincipal
+) -> WorkflowOut:
+    """A workflow's status, phases, training progress and result."""
+    repo = WorkflowRepository(uow.session, principal.tenant_id)
+    workflow = await repo.get(workflow_id)
+    if workflow is None:
+        raise NotFound(f"no workflow {workflow_id}")
+    return workflow_out(workflow, (await repo.phases([workflow_id]))[workflow_id])
+
+
+async def _snapshot(
+    context: ClusterContext, tenant_id: str, workflow_id: uuid.UUID
+) -> WorkflowOut | None:
+    # A short session per poll: a long-lived stream must not hold a transaction open.
+    async with context.sessionmaker() as session:
+        repo = WorkflowRepository(session, tenant_id)
+        workflow = await repo.get(workflow_id)
+        if workflow is None:
+            return None
+        return workflow_out(workflow, (await repo.phases([workflow_id]))[workflow_id])
+
+
+@router.get("/{workflow_id}/events", response_class=StreamingResponse)
+async def workflow_events(
+    workflow_id: WorkflowId,
+    request: Request,
+    principal: CurrentPrincipal,
+    context: ClusterContextDep,
+) -> StreamingResponse:
+    """Server-Sent Events: the workflow's JSON each time it changes, until it finishes."""
+    first = await _snapshot(context, principal.tenant_id, workflow_id)
+    if first is None:
+        raise NotFound(f"no workflow {workflow_id}")
+
+    async def stream() -> AsyncIterator[str]:
+        current: WorkflowOut | None = first
+        sent, quiet_since = "", time.monotonic()
+        while current is not None:
+            text = current.model_dump_json()
+            if text != sent:
+                yield f"event: workflow\ndata: {text}\n\n"
+                sent, quiet_since = text, time.monotonic()
+            elif time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
+                yield ": keep-alive\n\n"  # proxies drop silent connections
+                quiet_since = time.monotonic()
+            if current.status in TERMINAL or await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_INTERVAL_S)
+            current = await _snapshot(context, principal.tenant_id, workflow_id)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+@router.get(
+    "/{workflow_id}/bundle",
+    response_class=Response,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+async def workflow_bundle(
+    workflow_id: WorkflowId,
+    uow: UnitOfWorkDep,
+    principal: CurrentPrincipal,
+    context: ClusterContextDep,
+) -> Response:
+    """The workflow's generated project (configs, scripts, model, report) as a tar.gz."""
+    workflow = await WorkflowRepository(uow.session, principal.tenant_id).get(workflow_id)
+    if workflow is None:
+        raise NotFound(f"no workflow {workflow_id}")
+    data = await asyncio.to_thread(
+        build_bundle, context.artifacts, principal.tenant_id, workflow_id
+    )
+    if data is None:
+        raise NotFound(f"workflow {workflow_id} has no generated files")
+    filename = f"{workflow.name}-{str(workflow_id)[:8]}.tar.gz"
+    return Response(
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -1,0 +1,78 @@
+"""The cluster service's background tasks. Like the NATS handlers, each opens and owns its
+transactions and calls the domain code in `service/`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from services.cluster.service import nodes, supervision
+from services.cluster.service.topology import verify_topology
+from services.cluster.state import ClusterContext
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_FLUSH_INTERVAL_S = 1.0
+
+
+async def start(context: ClusterContext) -> None:
+    """At start-up: recover from a dead predecessor, then start the loops."""
+    async with context.unit_of_work() as uow:
+        await supervision.recover_orphans(context, uow)
+    context.state.spawn(flush_heartbeats_forever(context), name="cluster-heartbeats")
+    context.state.spawn(watch_forever(context), name="cluster-watchdog")
+
+
+async def stop(context: ClusterContext) -> None:
+    """On shutdown: stop every node this process started; their workflows cannot go on."""
+    state = context.state
+    await state.cancel_tasks()
+    try:
+        async with context.unit_of_work() as uow:
+            await supervision.abandon_owned(context, uow)
+    finally:
+        await asyncio.to_thread(state.manager.stop_all, context.settings.node_stop_grace_s)
+
+
+async def flush_heartbeats_forever(context: ClusterContext) -> None:
+    state = context.state
+    while True:
+        await asyncio.sleep(HEARTBEAT_FLUSH_INTERVAL_S)
+        beats, state.heartbeats = state.heartbeats, {}
+        if not beats:
+            continue
+        try:
+            async with context.unit_of_work() as uow:
+                await supervision.record_heartbeats(uow, beats)
+        except Exception:
+            logger.exception("could not record %d heartbeats", len(beats))
+
+
+async def watch_forever(context: ClusterContext) -> None:
+    while True:
+        await asyncio.sleep(supervision.WATCHDOG_INTERVAL_S)
+        try:
+            async with context.unit_of_work() as uow:
+                await supervision.watch_once(context, uow)
+        except Exception:
+            logger.exception("cluster watchdog pass failed")
+
+
+async def verify_cluster(context: ClusterContext, cluster_id: uuid.UUID) -> None:
+    """Check a fully registered cluster's topology (no transaction is open while the nodes
+    rendezvous), then record how it came up."""
+    state = context.state
+    try:
+        async with context.unit_of_work() as uow:
+            members = await nodes.topology_members(context, uow, cluster_id)
+        if members is None:
+            return
+        topology = await verify_topology(
+            context.broker.connection, members, context.settings.topology_timeout_s
+        )
+        async with context.unit_of_work() as uow:
+            await nodes.conclude_start(context, uow, cluster_id, topology)
+    finally:
+        state.verifying.discard(cluster_id)
+        state.starting.pop(cluster_id, None)

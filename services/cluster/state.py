@@ -1,0 +1,81 @@
+"""The cluster service's process state, built by the lifespan: the node processes it started,
+heartbeats waiting to be written, topology checks in flight, and its background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends
+
+from services.cluster.process_manager import NodeProcessManager, node_environment
+from services.cluster.settings import ClusterSettings
+from shared.service_app import ServiceContext, get_context
+
+logger = logging.getLogger(__name__)
+
+
+def owner_id() -> str:
+    """Identifies this service process; node processes die with it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class ClusterState:
+    manager: NodeProcessManager
+    owner: str = field(default_factory=owner_id)
+    # node id -> when its latest heartbeat arrived; flushed to Postgres about once a second.
+    heartbeats: dict[str, datetime] = field(default_factory=dict)
+    # cluster id -> monotonic time its nodes were started (for the registration deadline).
+    starting: dict[uuid.UUID, float] = field(default_factory=dict)
+    verifying: set[uuid.UUID] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run in the background; the reference is kept so the task is not collected."""
+        task = asyncio.create_task(coroutine, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def nodes_started(self, cluster_id: uuid.UUID) -> None:
+        self.starting[cluster_id] = time.monotonic()
+
+    async def cancel_tasks(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def create_state(context: ServiceContext[ClusterSettings, ClusterState]) -> ClusterState:
+    settings = context.settings
+    env = node_environment(
+        {
+            "NEXUS_NATS_URL": settings.nats_url,
+            "NEXUS_ARTIFACTS": settings.artifacts,
+            "NEXUS_HOME": str(settings.home),
+            "NEXUS_ENV": settings.env,
+            "NEXUS_LOG_LEVEL": settings.log_level,
+            **({"NEXUS_OTLP_ENDPOINT": settings.otlp_endpoint} if settings.otlp_endpoint else {}),
+        }
+    )
+    manager = NodeProcessManager(settings.home / "logs" / "nodes", env, settings.node_host)
+    return ClusterState(manager=manager)
+
+
+ClusterContext = ServiceContext[ClusterSettings, ClusterState]
+# What a route of this service declares to get the context.
+ClusterContextDep = Annotated[ClusterContext, Depends(get_context)]

@@ -1,0 +1,33 @@
+"""NATS handlers of the deployer: phase 4 passed -> phase 5 (deploy). The registration is
+one phase step; the rollout that follows owns its own short transactions (a model server
+starts between them)."""
+
+from __future__ import annotations
+
+import uuid
+
+from faststream.nats import NatsRouter
+
+from services.deployer.service.deploy import register_model, roll_out
+from services.deployer.state import DeployerContext
+from shared.bus import durable_subscriber
+from shared.contracts import Phase4Passed
+from shared.db import UnitOfWork
+from shared.phases import run_phase_step
+
+DEPLOY = "deployer-phase4-passed"
+
+
+def create_handlers(context: DeployerContext) -> NatsRouter:
+    router = NatsRouter()
+
+    @durable_subscriber(router, Phase4Passed, DEPLOY)
+    async def on_phase4_passed(event: Phase4Passed) -> None:
+        async def step(uow: UnitOfWork) -> uuid.UUID:
+            return await register_model(context, uow, event)
+
+        model_id = await run_phase_step(context, event, DEPLOY, 5, step)
+        if model_id is not None:
+            await roll_out(context, context.state.deployer, event, model_id)
+
+    return router

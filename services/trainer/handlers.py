@@ -1,0 +1,68 @@
+"""NATS handlers of the trainer: phase 2 from the cluster's start, phase 3 from phase 2's
+completion, and the worker's progress and end. Each owns its transaction (through the
+shared phase runner) and calls `service/`."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsRouter
+
+from services.trainer.service import outcome, train
+from services.trainer.service.configure import configure_workflow
+from services.trainer.state import TrainerContext
+from shared.bus import durable_subscriber
+from shared.contracts import (
+    ClusterStarted,
+    Phase2Completed,
+    TrainingFinished,
+    TrainingProgress,
+    TrainTask,
+)
+from shared.db import UnitOfWork
+from shared.phases import run_phase_step
+
+CONFIGURE = "trainer-configure"
+TRAIN = "trainer-train"
+PROGRESS = "trainer-progress"
+FINISHED = "trainer-finished"
+
+
+def create_handlers(context: TrainerContext) -> NatsRouter:
+    router = NatsRouter()
+
+    @durable_subscriber(router, ClusterStarted, CONFIGURE)
+    async def on_cluster_started(event: ClusterStarted) -> None:
+        async def step(uow: UnitOfWork) -> None:
+            await configure_workflow(context.artifacts, uow, event)
+
+        await run_phase_step(context, event, CONFIGURE, 2, step)
+
+    @durable_subscriber(router, Phase2Completed, TRAIN)
+    async def on_phase2_completed(event: Phase2Completed) -> None:
+        async def step(uow: UnitOfWork) -> tuple[TrainTask, str]:
+            return await train.create_job(context, uow, event)
+
+        created = await run_phase_step(context, event, TRAIN, 3, step)
+        if created is None:
+            return
+        task, node_id = created
+        error = await train.send_train_task(context, task, node_id)
+        async with context.unit_of_work() as uow:
+            await train.record_dispatch(uow, task, node_id, error)
+
+    @durable_subscriber(router, TrainingProgress, PROGRESS)
+    async def on_training_progress(event: TrainingProgress) -> None:
+        async with context.unit_of_work() as uow:
+            if await uow.first_time(PROGRESS, event.event_id):
+                await outcome.record_progress(uow, event)
+
+    @durable_subscriber(router, TrainingFinished, FINISHED)
+    async def on_training_finished(event: TrainingFinished) -> None:
+        async def step(uow: UnitOfWork) -> None:
+            await outcome.finish_training(context, uow, event)
+
+        async def record_failure(uow: UnitOfWork, reason: str) -> None:
+            await outcome.record_failure(uow, event, reason)
+
+        await run_phase_step(context, event, FINISHED, 3, step, record_failure)
+
+    return router

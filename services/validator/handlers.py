@@ -1,0 +1,43 @@
+"""NATS handlers of the validator: phase 3's completion starts phase 4's validation; the
+validator node's report concludes it. Each owns its transaction and calls `service/`."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsRouter
+
+from services.validator.models import Validation
+from services.validator.service import validate
+from services.validator.service.conclude import conclude
+from services.validator.state import ValidatorContext
+from shared.bus import durable_subscriber
+from shared.contracts import Phase3Completed, ValidationFinished
+from shared.db import UnitOfWork
+from shared.phases import run_phase_step
+
+START = "validator-phase3"
+RESULTS = "validator-results"
+
+
+def create_handlers(context: ValidatorContext) -> NatsRouter:
+    router = NatsRouter()
+
+    @durable_subscriber(router, Phase3Completed, START)
+    async def on_phase3_completed(event: Phase3Completed) -> None:
+        async def step(uow: UnitOfWork) -> Validation:
+            return await validate.create_for_phase(uow, event)
+
+        validation = await run_phase_step(context, event, START, validate.PHASE, step)
+        if validation is None:
+            return
+        # Committed: the node's report will find the row, however fast it comes.
+        node_id, error = await validate.send_validate_task(context, validation)
+        async with context.unit_of_work() as uow:
+            await validate.record_dispatch(uow, validation.id, node_id, error)
+
+    @durable_subscriber(router, ValidationFinished, RESULTS)
+    async def on_validation_finished(event: ValidationFinished) -> None:
+        async with context.unit_of_work() as uow:
+            if await uow.first_time(RESULTS, event.event_id):
+                await conclude(context, uow, event)
+
+    return router

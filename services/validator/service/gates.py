@@ -1,0 +1,94 @@
+"""Phase 4 quality gates: measured validation results against the workflow's thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shared.contracts import ValidationResult
+from shared.spec import GatesSpec
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    name: str
+    description: str
+    passed: bool
+    value: float | str
+    threshold: float | str
+    comparison: str  # how value is compared with threshold, for the report
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def phase4_gates(gates: dict[str, Any]) -> dict[str, float]:
+    """The thresholds phase 4 applies, out of the spec's gates (defaults filled in)."""
+    spec = GatesSpec(**gates)
+    return {
+        "min_accuracy": spec.min_accuracy,
+        "max_p99_latency_ms": spec.max_p99_latency_ms,
+        "max_train_val_gap": spec.max_train_val_gap,
+    }
+
+
+def apply_gates(gates: dict[str, Any], result: ValidationResult) -> list[GateOutcome]:
+    """Every gate with its verdict; `result` is what the validator node measured."""
+    thresholds = phase4_gates(gates)
+    accuracy = result.test.accuracy
+    p99 = result.latency.p99_ms
+    gap = result.train_val_gap
+    checks = result.test_suite
+    failed_checks = [check.name for check in checks if not check.passed]
+    return [
+        GateOutcome(
+            name="min_accuracy",
+            description="test accuracy",
+            passed=accuracy >= thresholds["min_accuracy"],
+            value=accuracy,
+            threshold=thresholds["min_accuracy"],
+            comparison=">=",
+        ),
+        GateOutcome(
+            name="max_p99_latency_ms",
+            description="p99 single-row latency (ms)",
+            passed=p99 < thresholds["max_p99_latency_ms"],
+            value=p99,
+            threshold=thresholds["max_p99_latency_ms"],
+            comparison="<",
+        ),
+        GateOutcome(
+            name="max_train_val_gap",
+            description="train minus validation accuracy",
+            passed=gap < thresholds["max_train_val_gap"],
+            value=gap,
+            threshold=thresholds["max_train_val_gap"],
+            comparison="<",
+        ),
+        GateOutcome(
+            name="test_suite",
+            description="model test suite",
+            # An empty suite proves nothing, so it cannot pass the gate.
+            passed=bool(checks) and not failed_checks,
+            value=f"{len(checks) - len(failed_checks)}/{len(checks)} passed"
+            + (f"; failed: {', '.join(failed_checks)}" if failed_checks else ""),
+            threshold="all checks pass",
+            comparison="==",
+        ),
+    ]
+
+
+def failed_gate_names(outcomes: list[GateOutcome]) -> list[str]:
+    return [outcome.name for outcome in outcomes if not outcome.passed]
+
+
+def failure_reason(outcomes: list[GateOutcome]) -> str:
+    """A one-line reason naming each failed gate with its value and threshold."""
+    parts = [_failure(o) for o in outcomes if not o.passed]
+    return "quality gates failed: " + ", ".join(parts)
+
+
+def _failure(outcome: GateOutcome) -> str:
+    if isinstance(outcome.value, str):
+        return f"{outcome.name} ({outcome.value})"
+    return f"{outcome.name} ({outcome.value:.4g} not {outcome.comparison} {outcome.threshold:.4g})"

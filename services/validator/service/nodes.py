@@ -1,0 +1,70 @@
+"""Finding a cluster's validator node, as the cluster service reports its nodes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from shared.security import internal_headers
+from shared.service_app import AnyContext
+
+logger = logging.getLogger(__name__)
+
+# Nodes the cluster reports in these states will not answer a task; any other state is
+# tried, and the task request itself is the real liveness check.
+_GONE_STATUSES = frozenset({"stopped", "failed", "lost", "released", "terminated"})
+
+
+class NodeUnavailable(Exception):
+    """No validator node could take the task; the message says why."""
+
+
+class ClusterUnreachable(NodeUnavailable):
+    """The cluster service could not say which nodes exist (worth retrying later)."""
+
+
+@dataclass(frozen=True)
+class ValidatorNode:
+    node_id: str
+    rank: int
+
+
+def pick_validator(nodes: list[ValidatorNode]) -> ValidatorNode | None:
+    return min(nodes, key=lambda n: (n.rank, n.node_id), default=None)
+
+
+async def validators_from_cluster(
+    context: AnyContext, tenant_id: str, cluster_id: uuid.UUID
+) -> list[ValidatorNode]:
+    """The cluster's live validator nodes, as the cluster service reports them now."""
+    url = f"{context.settings.cluster_url.rstrip('/')}/clusters/{cluster_id}"
+    headers = internal_headers(context.settings.internal_token_value(), tenant_id)
+    try:
+        response = await context.http.get(url, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise ClusterUnreachable(f"cluster service unreachable at {url}: {exc!r}") from exc
+    if response.status_code == 404:
+        raise NodeUnavailable(f"cluster {cluster_id} not found")
+    if response.status_code != 200:
+        raise ClusterUnreachable(f"cluster service answered {response.status_code} for {url}")
+    nodes: list[dict[str, Any]] = response.json().get("nodes", [])
+    return [
+        ValidatorNode(str(n["id"]), int(n.get("rank", 0)))
+        for n in nodes
+        if n.get("role") == "validator" and n.get("status") not in _GONE_STATUSES
+    ]
+
+
+async def find_validator(
+    context: AnyContext, tenant_id: str, cluster_id: uuid.UUID | None
+) -> ValidatorNode:
+    if cluster_id is None:
+        raise NodeUnavailable("the validation names no cluster to run on")
+    node = pick_validator(await validators_from_cluster(context, tenant_id, cluster_id))
+    if node is None:
+        raise NodeUnavailable(f"cluster {cluster_id} has no running validator node")
+    return node

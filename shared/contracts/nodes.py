@@ -1,0 +1,43 @@
+"""Events about a cluster's node processes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+from shared.contracts.base import Event
+from shared.spec import WorkflowSpec
+
+NodeRole = Literal["worker", "parameter_server", "validator"]
+
+
+class NodeInfo(BaseModel):
+    node_id: str
+    role: NodeRole
+    rank: int
+    pid: int
+    host: str
+
+
+class NodeRegistered(Event):
+    """A node process is up and serves tasks on `nodes.{node_id}.task`. For a standalone
+    cluster (one not started for a workflow) workflow_id carries the cluster's id."""
+
+    subject: ClassVar[str] = "nexus.node.registered"
+    cluster_id: uuid.UUID
+    node: NodeInfo
+
+
+class ClusterStarted(Event):
+    """How a workflow's cluster came up: its registered nodes and the measured topology, or
+    the error that kept it from coming up. A fact of the cluster service; the trainer, phase
+    2's owner, applies the phase-2 gate to it."""
+
+    subject: ClassVar[str] = "nexus.cluster.started"
+    cluster_id: uuid.UUID
+    spec: WorkflowSpec
+    nodes: list[NodeInfo]
+    topology: dict[str, Any] | None = None
+    error: str | None = None
