@@ -47,3 +47,22 @@ async def serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def memory_keys(
+    memory_url: str,
+    headers: dict[str, str],
+    workflow_id: object,
+    expected: set[str] | frozenset[str],
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """A workflow's `neural/*` keys once all of `expected` are stored: the memory service
+    stores them from events, moments after the phase that wrote them committed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=memory_url, headers=headers) as client:
+        while True:
+            listed = await client.get(f"/memory/{workflow_id}", params={"prefix": "neural/"})
+            values = {entry["key"]: entry["value"] for entry in listed.json()["entries"]}
+            if expected <= set(values) or asyncio.get_running_loop().time() > deadline:
+                return values
+            await asyncio.sleep(0.1)

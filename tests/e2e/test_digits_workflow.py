@@ -22,6 +22,7 @@ from shared.contracts import WorkflowRequested
 from shared.ml.data import load_splits
 from shared.settings import normalize_database_url
 from tests.e2e.otlp_receiver import OtlpReceiver
+from tests.support import memory_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -115,10 +116,8 @@ async def test_digits_workflow_from_request_to_served_model(
     assert finished == sorted(finished), "phases completed out of order"
 
     headers = {"Authorization": f"Bearer {user_token}"}
-    async with httpx.AsyncClient(base_url=stack.url("memory"), headers=headers) as memory:
-        for key in MEMORY_KEYS:
-            response = await memory.get(f"/memory/{workflow_id}/{key}")
-            assert response.status_code == 200, f"{key}: {response.text}"
+    stored = await memory_keys(stack.url("memory"), headers, workflow_id, set(MEMORY_KEYS))
+    assert not set(MEMORY_KEYS) - set(stored), f"missing keys: {set(MEMORY_KEYS) - set(stored)}"
 
     tenant = (await _me(stack, user_token))["tenant_id"]
     project = Path(stack.artifacts.removeprefix("file://")) / tenant / workflow_id

@@ -52,7 +52,10 @@ async def test_event_round_trip_keeps_fields_and_trace_context(nats_url: str) ->
 
 def test_events_serialize_to_json_and_back() -> None:
     event = Phase1Completed(
-        workflow_id=uuid.uuid4(), tenant_id="t", cluster_id=uuid.uuid4(), spec={"name": "x"}
+        workflow_id=uuid.uuid4(),
+        tenant_id="t",
+        cluster_id=uuid.uuid4(),
+        spec={"name": "x", "dataset": "iris"},
     )
     again = Phase1Completed.model_validate_json(event.model_dump_json())
     assert again == event

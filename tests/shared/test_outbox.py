@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.memory.models import Base, MemoryEntry
-from shared.db import UnitOfWork, create_engine, make_sessionmaker, relay_outbox
 from shared.contracts import PhaseFailed
+from shared.db import UnitOfWork, create_engine, make_sessionmaker, relay_outbox
 
 OUTBOX = Base.metadata.tables["memory.outbox"]
 

@@ -18,9 +18,9 @@ from nats.js.api import DeliverPolicy
 from sqlalchemy import select
 
 from services.cluster.app import create_app
+from services.cluster.repository import WorkflowRepository
+from services.cluster.service.status import record_phase_completed
 from services.cluster.settings import ClusterSettings
-from services.cluster.workflow_repository import WorkflowRepository
-from services.cluster.workflow_status import complete_phase
 from shared.bus import STREAM_NAME
 from shared.contracts import Event, subject_of
 from tests.support import running
@@ -102,10 +102,10 @@ async def seed_workflow(app: FastAPI, tenant_id: str, *, phase1_done: bool = Tru
     async with app.state.context.unit_of_work() as uow:
         spec = {"name": "seeded", "dataset": "iris"}
         workflow, phases = await WorkflowRepository(uow.session, tenant_id).create(
-            workflow_id, "seeded", spec
+            workflow_id, tenant_id, "seeded", spec
         )
         if phase1_done:
-            complete_phase(workflow, phases, 1, {"seeded": True})
+            record_phase_completed(workflow, phases, 1, {"seeded": True})
     return workflow_id
 
 

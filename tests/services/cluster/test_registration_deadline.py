@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import psutil
+from services.cluster.runtime import runtime_of
 
 from services.cluster.app import create_app
-from services.cluster.runtime import runtime_of
 from services.cluster.settings import ClusterSettings
 from tests.services.cluster.conftest import wait_until
 from tests.support import as_service, running

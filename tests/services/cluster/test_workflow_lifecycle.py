@@ -17,7 +17,7 @@ from nats.aio.client import Client
 
 from shared.contracts import PhaseFailed
 from tests.services.cluster.conftest import publish, wait_until
-from tests.support import as_service
+from tests.support import as_service, memory_keys
 
 SPEC = {"name": "iris-nodes", "dataset": "iris", "training": {"epochs": 3}}
 # Four node processes start and three of them import torch: allow for a busy machine.
@@ -34,7 +34,7 @@ async def test_submit_sets_up_the_workflow_and_its_nodes_come_up_connected(
     tenant_id: str,
 ) -> None:
     headers = as_service(internal_token, tenant_id)
-    ready_events = await watch("nexus.cluster.nodes_ready")
+    ready_events = await watch("nexus.cluster.started")
     phase1_events = await watch("nexus.phase1.completed")
 
     response = await client.post("/workflows", json=SPEC, headers=headers)
@@ -55,9 +55,7 @@ async def test_submit_sets_up_the_workflow_and_its_nodes_come_up_connected(
     assert phase1["spec"]["dataset"] == "iris"
 
     # Phase 1's memory keys, in the memory service.
-    async with httpx.AsyncClient(base_url=memory_url, headers=headers) as memory:
-        keys = (await memory.get(f"/memory/{workflow_id}", params={"prefix": "neural/"})).json()
-    values = {e["key"]: e["value"] for e in keys["entries"]}
+    values = await memory_keys(memory_url, headers, workflow_id, {"neural/phase1-complete"})
     assert values["neural/cluster-id"] == cluster_id
     assert values["neural/config"]["training"]["epochs"] == 3
     assert values["neural/phase1-complete"]["files"] == [
@@ -103,10 +101,10 @@ async def test_submit_sets_up_the_workflow_and_its_nodes_come_up_connected(
     reply = await nc.request(f"nodes.{validator['id']}.task", json.dumps(body).encode(), timeout=5)
     assert json.loads(reply.data)["node"]["pid"] == validator["pid"]
 
-    async with httpx.AsyncClient(base_url=memory_url, headers=headers) as memory:
-        deployed = (await memory.get(f"/memory/{workflow_id}/neural/nodes-deployed")).json()
-    assert deployed["value"]["topology"]["connected"] is True
-    assert len(deployed["value"]["nodes"]) == 4
+    values = await memory_keys(memory_url, headers, workflow_id, {"neural/nodes-deployed"})
+    deployed = values["neural/nodes-deployed"]
+    assert deployed["topology"]["connected"] is True
+    assert len(deployed["nodes"]) == 4
 
     # The workflow fails later on: its nodes are released (SIGTERM) and their processes end.
     await publish(

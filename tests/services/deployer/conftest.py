@@ -14,10 +14,9 @@ import pytest
 from fastapi import FastAPI
 
 from services.deployer.app import create_app
-from services.deployer.events import deployer_of
 from services.deployer.models import RegisteredModel
 from services.deployer.repository import DeployerRepository
-from services.deployer.rollout import Deployer
+from services.deployer.service.rollout import Deployer
 from services.deployer.settings import DeployerSettings
 from shared.service_app import ServiceContext
 from shared.spec import WorkflowSpec
@@ -83,7 +82,7 @@ class DeployerHarness:
 
     @property
     def deployer(self) -> Deployer:
-        return deployer_of(self.context)
+        return self.context.state.deployer
 
     def headers(self, tenant_id: str) -> dict[str, str]:
         return as_service(self.internal_token, tenant_id)

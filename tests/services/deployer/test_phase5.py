@@ -17,14 +17,15 @@ from typing import Any
 import httpx
 import nats
 import pytest
-
 from services.deployer.phase5 import handle_phase4_passed
+
 from services.deployer.repository import DeployerRepository
 from shared.artifacts import local_path
 from shared.bus import publish_event
 from shared.contracts import Phase4Passed
 from tests.infrastructure import free_port
 from tests.services.deployer.conftest import SEED, DeployerHarness
+from tests.support import memory_keys
 
 pytestmark = pytest.mark.usefixtures("stop_tenant_deployments")
 
@@ -93,8 +94,9 @@ async def test_phase4_passed_serves_the_model_and_completes_phase5(
     served_url = completed["served_url"]
     async with httpx.AsyncClient(trust_env=False) as client:
         assert (await client.get(f"{served_url}/healthz")).status_code == 200
-    memory = context.memory
-    values = {key: await memory.get(tenant_id, str(workflow_id), key) for key in PHASE5_KEYS}
+    values = await memory_keys(
+        harness.memory_url, harness.headers(tenant_id), workflow_id, set(PHASE5_KEYS)
+    )
     assert values["neural/deployment-ready"]["url"] == served_url
     assert values["neural/deployment-ready"]["model_id"] == completed["model_id"]
     assert values["neural/deployment-ready"]["version"] == 1

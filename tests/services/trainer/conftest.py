@@ -13,9 +13,15 @@ from typing import Any
 import pytest
 
 from services.trainer.node_task import run_training
-from services.trainer.task_payload import TrainArtifacts, TrainTaskPayload
 from shared.artifacts import ArtifactStore
-from shared.contracts import Event, NodeInfo, TrainingFinished, TrainingProgress
+from shared.contracts import (
+    Event,
+    NodeInfo,
+    TrainArtifacts,
+    TrainingFinished,
+    TrainingProgress,
+    TrainTask,
+)
 from shared.spec import WorkflowSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -68,7 +74,7 @@ def train_payload(store: ArtifactStore, spec: WorkflowSpec, tenant_id: str = "t-
     shape = describe_dataset(spec.dataset)
     workflow_id = uuid.uuid4()
     architecture = design_architecture(shape["features"], shape["classes"])
-    payload = TrainTaskPayload(
+    payload = TrainTask(
         job_id=uuid.uuid4(),
         workflow_id=workflow_id,
         tenant_id=tenant_id,

@@ -21,7 +21,7 @@ from tests.support import as_service, running
 
 @pytest.fixture
 async def app(service_env: dict[str, str]) -> AsyncIterator[FastAPI]:
-    application = create_app(TrainerSettings(task_request_timeout_s=1))  # type: ignore[call-arg]
+    application = create_app(TrainerSettings(node_task_accept_timeout_s=1))  # type: ignore[call-arg]
     async with running(application) as client:
         application.state.test_client = client
         yield application
@@ -42,7 +42,6 @@ async def make_job(
         job = await repository.create_job(
             uuid.uuid4(),
             uuid.uuid4(),
-            tenant_id,
             uuid.uuid4(),
             node_id or f"absent-{uuid.uuid4().hex[:8]}",
             config={"spec": digits_spec().model_dump(mode="json")},

@@ -30,7 +30,7 @@ def test_progress_is_published_for_every_epoch_then_one_finished_event(
     finished = context.finished
     assert finished.succeeded, finished.error
     assert finished.node_id == context.node.node_id
-    result = finished.result
+    result = finished.result.model_dump()
     assert [m["epoch"] for m in result["history"]] == [1, 2, 3]
     assert result["final"] == result["history"][-1]
     assert result["final"]["val_accuracy"] == pytest.approx(progress[-1].val_accuracy)
@@ -41,7 +41,7 @@ def test_progress_is_published_for_every_epoch_then_one_finished_event(
 def test_checkpoints_every_n_epochs_and_after_the_last(trained_run: TrainedRun) -> None:
     from shared.ml.checkpoint import load_checkpoint
 
-    result = trained_run.context.finished.result
+    result = trained_run.context.finished.result.model_dump()
     checkpoints = result["checkpoints"]
     assert [c.rsplit("/", 1)[1] for c in checkpoints] == ["epoch-0002", "epoch-0003"]
     assert all(c.startswith(trained_run.payload["artifacts"]["checkpoints"]) for c in checkpoints)
@@ -54,7 +54,7 @@ def test_final_model_loads_and_predicts(trained_run: TrainedRun) -> None:
     from shared.ml.data import load_splits
     from shared.ml.predictor import Predictor
 
-    model_uri = trained_run.context.finished.result["model_uri"]
+    model_uri = trained_run.context.finished.result.model_uri
     assert model_uri == trained_run.payload["artifacts"]["models"]
     predictor = Predictor.from_path(local_path(model_uri))
     metadata = predictor.loaded.metadata
@@ -86,7 +86,7 @@ def test_cancel_stops_after_the_current_epoch(tmp_path, one_thread) -> None:
     assert [p.epoch for p in context.progress] == [1, 2]
     assert not context.finished.succeeded
     assert "cancelled after epoch 2" in (context.finished.error or "")
-    result = context.finished.result
+    result = context.finished.result.model_dump()
     assert result["cancelled"] is True and [m["epoch"] for m in result["history"]] == [1, 2]
     assert [c.rsplit("/", 1)[1] for c in result["checkpoints"]] == ["epoch-0002"]
     models = f"{store.root_url}/t-test/{context.finished.workflow_id}/neural/models"
@@ -99,7 +99,7 @@ def test_early_convergence_still_leaves_a_final_checkpoint(tmp_path, one_thread)
     spec = digits_spec(epochs=40, patience=1, checkpoint_every=100)
     run_training(train_payload(store, spec), context)
 
-    result = context.finished.result
+    result = context.finished.result.model_dump()
     assert context.finished.succeeded and result["converged"] is True
     assert result["epochs_run"] < 40  # stopped at the first converged epoch
     assert result["converged_epoch"] == result["epochs_run"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.design import design_network
-from services.trainer.project_files import write_backup_script, write_design_files
+from services.trainer.service.design import design_network
+from services.trainer.service.project_files import write_backup_script, write_design_files
 from shared.artifacts import ArtifactStore, local_path
 from shared.spec import WorkflowSpec
 from tests.services.trainer.conftest import REPO_ROOT, TrainedRun

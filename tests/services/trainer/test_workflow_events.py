@@ -16,18 +16,20 @@ import pytest
 from services.trainer.app import create_app
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
-from shared.contracts import ClusterNodesReady, Event, NodeInfo, Phase2Completed
+from shared.contracts import ClusterStarted, Event, NodeInfo, Phase2Completed
 from tests.services.trainer.conftest import digits_spec, node
 from tests.services.trainer.worker_node import InProcessWorkerNode
-from tests.support import as_service, running
+from tests.support import as_service, memory_keys, running
 
+# The topology the cluster service measures for a cluster that came up.
+CONNECTED = {"connected": True, "backend": "gloo", "world_size": 3, "checks": []}
 # Other consumers of the shared stream may be working through a backlog first.
 EVENT_TIMEOUT_S = 90
 
 
 @pytest.fixture(scope="module")
 async def trainer(memory_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = TrainerSettings(memory_url=memory_url, task_request_timeout_s=2)  # type: ignore[call-arg]
+    settings = TrainerSettings(memory_url=memory_url, node_task_accept_timeout_s=2)  # type: ignore[call-arg]
     async with running(create_app(settings)) as client:
         yield client
 
@@ -92,12 +94,13 @@ async def test_nodes_ready_leads_to_a_trained_model_and_phase3_completed(
     async with InProcessWorkerNode(service_env["NEXUS_NATS_URL"], worker, store.root_url):
         await publish(
             service_env["NEXUS_NATS_URL"],
-            ClusterNodesReady(
+            ClusterStarted(
                 workflow_id=workflow_id,
                 tenant_id=tenant_id,
                 cluster_id=cluster_id,
                 nodes=cluster_nodes(worker),
-                spec=spec.model_dump(mode="json"),
+                topology=CONNECTED,
+                spec=spec,
             ),
         )
         subject, phase2 = await watch(workflow_id, "nexus.phase2.completed", "nexus.phase2.failed")
@@ -106,7 +109,6 @@ async def test_nodes_ready_leads_to_a_trained_model_and_phase3_completed(
         subject, phase3 = await watch(workflow_id, "nexus.phase3.completed", "nexus.phase3.failed")
     assert subject == "nexus.phase3.completed", phase3
     assert phase3["cluster_id"] == str(cluster_id) and phase3["spec"]["dataset"] == "digits"
-    assert [n["role"] for n in phase3["nodes"]] == [n.role for n in cluster_nodes(worker)]
     metrics = phase3["metrics"]
     assert metrics["converged"] is True and metrics["val_accuracy"] > 0.8
     progress = [
@@ -123,7 +125,8 @@ async def test_nodes_ready_leads_to_a_trained_model_and_phase3_completed(
     epochs = (await trainer.get(f"/jobs/{job['id']}/metrics", headers=headers)).json()["epochs"]
     assert len(epochs) == metrics["epochs_run"]
 
-    memory = await _memory(memory_url, workflow_id, headers)
+    wanted = {"neural/training-metrics", "neural/phase2-complete", "neural/phase3-complete"}
+    memory = await memory_keys(memory_url, headers, workflow_id, wanted)
     assert memory["neural/training-job-id"] == job["id"]
     assert memory["neural/architecture"]["parameter_count"] > 0
     assert memory["neural/training-script"]["uri"].endswith("neural/scripts/train.py")
@@ -142,10 +145,11 @@ async def test_nodes_ready_leads_to_a_trained_model_and_phase3_completed(
 
 
 @pytest.mark.parametrize(
-    ("nodes", "spec_change", "reason"),
+    ("nodes", "error", "reason"),
     [
-        (3, {}, "3 nodes ready; the gate requires 4"),
-        (4, {"dataset": "mnist"}, "the workflow spec is invalid"),
+        (3, None, "3 nodes ready; the gate requires 4"),
+        (4, "topology not connected: n-1: refused", "topology not connected: n-1: refused"),
+        (0, "only 2 of 4 nodes registered in time", "only 2 of 4 nodes registered in time"),
     ],
 )
 async def test_phase2_gate_failures_are_reported(
@@ -154,19 +158,20 @@ async def test_phase2_gate_failures_are_reported(
     service_env: dict[str, str],
     tenant_id: str,
     nodes: int,
-    spec_change: dict[str, Any],
+    error: str | None,
     reason: str,
 ) -> None:
     workflow_id = uuid.uuid4()
-    spec = {**digits_spec().model_dump(mode="json"), **spec_change}
     await publish(
         service_env["NEXUS_NATS_URL"],
-        ClusterNodesReady(
+        ClusterStarted(
             workflow_id=workflow_id,
             tenant_id=tenant_id,
             cluster_id=uuid.uuid4(),
             nodes=cluster_nodes(node())[:nodes],
-            spec=spec,
+            topology=None if error else CONNECTED,
+            error=error,
+            spec=digits_spec(),
         ),
     )
     subject, event = await watch(workflow_id, "nexus.phase2.completed", "nexus.phase2.failed")
@@ -224,7 +229,7 @@ def _phase2_completed(
         cluster_id=uuid.uuid4(),
         nodes=cluster_nodes(worker),
         architecture=architecture,
-        spec=(spec or digits_spec()).model_dump(mode="json"),
+        spec=spec or digits_spec(),
     )
 
 
@@ -235,11 +240,3 @@ async def _job_of(
     listed = await trainer.get("/jobs", params={"workflow_id": str(workflow_id)}, headers=headers)
     (job,) = listed.json()["jobs"]
     return job  # type: ignore[no-any-return]
-
-
-async def _memory(
-    memory_url: str, workflow_id: uuid.UUID, headers: dict[str, str]
-) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=memory_url, headers=headers) as client:
-        listed = await client.get(f"/memory/{workflow_id}", params={"prefix": "neural/"})
-    return {entry["key"]: entry["value"] for entry in listed.json()["entries"]}

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.validator.dispatch import ClusterUnreachable, find_validator
 from services.validator.repository import ValidationRepository
+from services.validator.service.nodes import ClusterUnreachable, find_validator
 from tests.services.validator.conftest import DIGITS_SPEC
 from tests.support import as_service
 

@@ -14,7 +14,7 @@ import httpx
 import nats
 import pytest
 
-from services.validator.events import PHASE3_CONSUMER
+from services.validator.handlers import START as PHASE3_CONSUMER
 from shared.artifacts import ArtifactStore
 from shared.bus import STREAM_NAME, consumer_name, publish_event
 from shared.contracts import NodeInfo, Phase3Completed
@@ -24,7 +24,7 @@ from tests.services.validator.support import (
     InProcessValidatorNode,
     validator_node_info,
 )
-from tests.support import as_service
+from tests.support import as_service, memory_keys
 
 PHASE4_SUBJECTS = ["nexus.phase4.passed", "nexus.phase4.failed"]
 
@@ -49,9 +49,13 @@ def phase3_completed(
 
 
 async def memory_value(memory_url: str, token: str, tenant: str, wf: uuid.UUID, key: str) -> Any:
-    async with httpx.AsyncClient(base_url=memory_url) as client:
-        response = await client.get(f"/memory/{wf}/{key}", headers=as_service(token, tenant))
-    return response.json()["value"] if response.status_code == 200 else None
+    """The key's value once the memory service has stored it from phase 4's event; None when
+    it was not written (phase 4 writes all its keys in one event, so once `neural/validation`
+    is there, a key still missing was not written)."""
+    values = await memory_keys(
+        memory_url, as_service(token, tenant), wf, {key, "neural/validation"}
+    )
+    return values.get(key)
 
 
 async def wait_for_status(
@@ -176,16 +180,12 @@ async def test_an_impossible_gate_fails_phase4_naming_it(
         f"/validations/{outcome['details']['validation_id']}/report", headers=headers
     )
     assert "**Outcome: FAILED**" in report.text
-    assert (
-        await memory_value(
-            memory_url, internal_token, tenant_id, workflow_id, "neural/phase4-complete"
-        )
-        is None
-    )
     stored = await memory_value(
         memory_url, internal_token, tenant_id, workflow_id, "neural/validation"
     )
     assert stored["passed"] is False
+    values = await memory_keys(memory_url, headers, workflow_id, {"neural/validation"}, timeout=5)
+    assert "neural/phase4-complete" not in values
 
 
 async def test_no_answering_validator_node_fails_phase4(

@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from services.validator.gates import apply_gates, failed_gate_names, failure_reason, phase4_gates
+from services.validator.service.gates import (
+    apply_gates,
+    failed_gate_names,
+    failure_reason,
+    phase4_gates,
+)
 
 GATES = {"min_accuracy": 0.9, "max_p99_latency_ms": 10.0, "max_train_val_gap": 0.05}
 

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from services.validator.conclude import render_project_files
-from services.validator.gates import apply_gates
 from services.validator.models import Validation
-from services.validator.report import CONFIG_PATH, REPORT_PATH, SCRIPT_PATH, manual_report_path
+from services.validator.service.conclude import render_project_files
+from services.validator.service.gates import apply_gates
+from shared.project_layout import ProjectFile, manual_report_path
 from tests.services.validator.conftest import DIGITS_SPEC, MeasuredValidation
+
+REPORT_PATH = ProjectFile.REPORT
+SCRIPT_PATH = ProjectFile.VALIDATION_SCRIPT
+CONFIG_PATH = ProjectFile.VALIDATION_CONFIG
 
 GATES = {"min_accuracy": 0.85, "max_p99_latency_ms": 100.0, "max_train_val_gap": 0.05}
 
