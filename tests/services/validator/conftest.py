@@ -22,7 +22,11 @@ from shared.ml.architecture import design_architecture
 from shared.ml.checkpoint import save_model
 from shared.ml.data import load_splits
 from shared.ml.training import TrainConfig, train_classifier
-from tests.services.validator.support import RecordingContext, cluster_directory_app
+from tests.services.validator.support import (
+    CLUSTER_DIRECTORY,
+    RecordingContext,
+    cluster_directory_app,
+)
 from tests.support import running, serving
 
 # The spec's default seed: validation rebuilds the split with the seed training used.
@@ -107,7 +111,7 @@ def install_model(
 @pytest.fixture(scope="session")
 def clusters() -> dict[str, list[dict[str, Any]]]:
     """cluster id -> its nodes, as the cluster directory reports them (tests add to it)."""
-    return {}
+    return CLUSTER_DIRECTORY
 
 
 @pytest.fixture(scope="session")

@@ -133,6 +133,10 @@ class EventWatcher:
         return self.received[0]
 
 
+# cluster id -> its nodes, as the fake cluster service reports them.
+CLUSTER_DIRECTORY: dict[str, list[dict[str, Any]]] = {}
+
+
 def cluster_directory_app(clusters: dict[str, list[dict[str, Any]]]) -> Any:
     """Answers `GET /clusters/{id}` in the cluster service's response shape, from `clusters`.
 

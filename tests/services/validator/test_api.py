@@ -21,9 +21,8 @@ async def store_phase_validation(
     """A phase 4 validation row as the event flow leaves it."""
     workflow_id = uuid.uuid4()
     async with context.unit_of_work() as uow:
-        repository = ValidationRepository(uow.session, None)
+        repository = ValidationRepository(uow.session, tenant_id)
         validation = await repository.create(
-            tenant_id=tenant_id,
             workflow_id=workflow_id,
             cluster_id=cluster_id or uuid.uuid4(),
             trigger="phase",

@@ -20,6 +20,7 @@ from shared.bus import STREAM_NAME, consumer_name, publish_event
 from shared.contracts import NodeInfo, Phase3Completed
 from tests.services.validator.conftest import DIGITS_SPEC, install_model
 from tests.services.validator.support import (
+    CLUSTER_DIRECTORY,
     EventWatcher,
     InProcessValidatorNode,
     validator_node_info,
@@ -36,6 +37,11 @@ def phase3_completed(
     nodes: list[NodeInfo],
     spec: dict[str, Any] | None = None,
 ) -> Phase3Completed:
+    """Phase 3's event for a new cluster whose `nodes` the cluster service reports."""
+    cluster_id = uuid.uuid4()
+    CLUSTER_DIRECTORY[str(cluster_id)] = [
+        {"id": n.node_id, "role": n.role, "rank": n.rank, "status": "registered"} for n in nodes
+    ]
     return Phase3Completed(
         workflow_id=workflow_id,
         tenant_id=tenant_id,
@@ -43,8 +49,7 @@ def phase3_completed(
         model_uri=model_uri,
         metrics={},
         spec=spec or DIGITS_SPEC,
-        cluster_id=uuid.uuid4(),
-        nodes=nodes,
+        cluster_id=cluster_id,
     )
 
 
@@ -251,17 +256,27 @@ async def test_a_redelivered_phase3_event_starts_one_validation(
 
 
 @pytest.mark.parametrize("spec", [{"dataset": "digits"}, {**DIGITS_SPEC, "dataset": "mnist"}])
-async def test_an_invalid_spec_fails_phase4_without_dispatching(
+async def test_an_event_with_an_invalid_spec_is_rejected_and_the_next_one_handled(
     validator: tuple[httpx.AsyncClient, Any],
     nats_url: str,
+    internal_token: str,
     tenant_id: str,
     spec: dict[str, Any],
 ) -> None:
-    _, context = validator
-    workflow_id = uuid.uuid4()
-    event = phase3_completed(tenant_id, workflow_id, "file:///m", [validator_node_info()], spec)
-    async with EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher:
-        await publish_event(context.broker, event)
-        subject, outcome = await watcher.first()
+    client, context = validator
+    forged_id, next_id = uuid.uuid4(), uuid.uuid4()
+    good = phase3_completed(tenant_id, forged_id, "file:///m", [validator_node_info()])
+    forged = {**good.model_dump(mode="json"), "spec": spec}
+    await context.broker.publish(forged, good.subject, stream="NEXUS", timeout=10)
+    # The next event is handled: the malformed one was rejected, not redelivered in a loop.
+    following = phase3_completed(tenant_id, next_id, "file:///nowhere", [])
+    async with EventWatcher(nats_url, next_id, PHASE4_SUBJECTS) as watcher:
+        await publish_event(context.broker, following)
+        subject, _ = await watcher.first()
     assert subject == "nexus.phase4.failed"
-    assert outcome["reason"].startswith("invalid workflow spec")
+    listed = await client.get(
+        "/validations",
+        params={"workflow_id": str(forged_id)},
+        headers=as_service(internal_token, tenant_id),
+    )
+    assert listed.json()["validations"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from services.validator.service.gates import (
     apply_gates,
@@ -12,22 +13,32 @@ from services.validator.service.gates import (
     failure_reason,
     phase4_gates,
 )
+from shared.contracts import ValidationResult
 
 GATES = {"min_accuracy": 0.9, "max_p99_latency_ms": 10.0, "max_train_val_gap": 0.05}
 
 
 def result(
     accuracy: float = 0.95, p99: float = 1.0, gap: float = 0.01, checks: list[bool] | None = None
-) -> dict[str, Any]:
-    return {
-        "test": {"accuracy": accuracy},
-        "latency": {"p99_ms": p99},
-        "train_val_gap": gap,
-        "test_suite": [
-            {"name": f"check_{i}", "passed": ok, "detail": ""}
-            for i, ok in enumerate(checks if checks is not None else [True, True])
-        ],
-    }
+) -> ValidationResult:
+    """A measured result with the figures the gates read; the others are placeholders."""
+    return ValidationResult.model_validate(
+        {
+            "dataset": {},
+            "model": {},
+            "test": {"accuracy": accuracy, "loss": 0.1, "macro_f1": accuracy},
+            "train_accuracy": 0.99,
+            "val_accuracy": 0.99 - gap,
+            "train_val_gap": gap,
+            "latency": {"p50_ms": p99, "p95_ms": p99, "p99_ms": p99, "mean_ms": p99, "repeats": 1},
+            "throughput": {"batch_size": 1, "rows_per_second": 1.0},
+            "distributed_inference": {},
+            "test_suite": [
+                {"name": f"check_{i}", "passed": ok, "detail": ""}
+                for i, ok in enumerate(checks if checks is not None else [True, True])
+            ],
+        }
+    )
 
 
 def test_a_good_result_passes_every_gate() -> None:
@@ -89,5 +100,5 @@ def test_missing_gates_take_the_platform_defaults() -> None:
 
 
 def test_a_result_missing_figures_is_refused() -> None:
-    with pytest.raises(KeyError):
-        apply_gates(GATES, {"test": {"accuracy": 0.9}})
+    with pytest.raises(ValidationError, match="latency"):
+        ValidationResult.model_validate({"test": {"accuracy": 0.9}})

@@ -46,7 +46,7 @@ def project(tmp_path: Path, digits_model: Path, measured: MeasuredValidation) ->
     """A generated project as phase 4 leaves it: models/ from phase 3, files from phase 4."""
     result = measured.event.result
     files = render_project_files(
-        validation(), result, apply_gates(GATES, result), datetime.now(UTC)
+        validation(), result.model_dump(mode="json"), apply_gates(GATES, result), datetime.now(UTC)
     )
     assert set(files) == {REPORT_PATH, SCRIPT_PATH, CONFIG_PATH}
     for path, text in files.items():
@@ -88,7 +88,10 @@ def test_a_failed_gate_is_marked_in_the_report(measured: MeasuredValidation) -> 
     result = measured.event.result
     strict = {**GATES, "min_accuracy": 0.999}
     files = render_project_files(
-        validation("manual"), result, apply_gates(strict, result), datetime.now(UTC)
+        validation("manual"),
+        result.model_dump(mode="json"),
+        apply_gates(strict, result),
+        datetime.now(UTC),
     )
     (path,) = files  # a manual re-run writes only its own report
     assert path.startswith("neural/reports/validations/") and path.endswith(".md")
