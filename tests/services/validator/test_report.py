@@ -71,8 +71,8 @@ def test_report_holds_the_measured_figures(project: Path, measured: MeasuredVali
     result = measured.event.result
     text = (project / "reports/performance-report.md").read_text()
     assert "**Outcome: PASSED** (4/4 gates pass)" in text
-    assert f"| test | {result['test']['accuracy']:.4f} |" in text
-    assert f"{result['latency']['p99_ms']:.4f}" in text
+    assert f"| test | {result.test.accuracy:.4f} |" in text
+    assert f"{result.latency.p99_ms:.4f}" in text
     assert "MLP 64 → 128 → 64 → 10 (relu, dropout 0.0)" in text
     assert "`digits` (split seed 42)" in text
     for section in ("Per-class metrics", "Confusion matrix", "Throughput", "Test suite"):
@@ -109,8 +109,8 @@ def test_validation_script_rechecks_the_model_and_passes(
     rechecked = json.loads(completed.stdout)
     result = measured.event.result
     # The same split and weights give the same accuracy as the validator node measured.
-    assert rechecked["test_accuracy"] == result["test"]["accuracy"]
-    assert rechecked["train_val_gap"] == pytest.approx(result["train_val_gap"])
+    assert rechecked["test_accuracy"] == result.test.accuracy
+    assert rechecked["train_val_gap"] == pytest.approx(result.train_val_gap)
     assert rechecked["passed"] and all(c["passed"] for c in rechecked["checks"])
 
 
