@@ -21,6 +21,9 @@ from shared.contracts import (
 from tests.services.cluster.conftest import handled, publish, seed_workflow, wait_until
 from tests.support import as_service
 
+# A valid spec: the events carry the one phase 1 validated.
+SPEC = {"name": "status-test", "dataset": "iris"}
+
 
 async def _wait_for(
     client: httpx.AsyncClient, headers: dict[str, str], workflow_id: uuid.UUID, check: Any
@@ -57,7 +60,7 @@ async def test_phase2_completed_closes_phase_2_and_starts_training(
         cluster_id=uuid.uuid4(),
         nodes=[],
         architecture={"hidden": [32]},
-        spec={},
+        spec=SPEC,
     )
     await publish(nc, event)
     await wait_until(lambda: handled(app, event.event_id), timeout=20)
@@ -113,7 +116,7 @@ async def test_phase3_completed_keeps_the_final_figures_but_not_histories(
         job_id=uuid.uuid4(),
         model_uri="file:///m",
         metrics={"val_accuracy": 0.95, "history": [1, 2, 3]},
-        spec={},
+        spec=SPEC,
         cluster_id=uuid.uuid4(),
     )
     await publish(nc, event)
@@ -137,7 +140,7 @@ async def test_phase4_passed_records_test_accuracy_and_the_report(
         validation_id=uuid.uuid4(),
         model_uri="file:///m",
         metrics={"test_accuracy": 0.9712, "p99_latency_ms": 1.5},
-        spec={},
+        spec=SPEC,
     )
     await publish(nc, event)
     await wait_until(lambda: handled(app, event.event_id), timeout=20)
