@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.types import Uuid
 
 from shared.contracts import Event, subject_of
@@ -217,7 +218,7 @@ SYSTEM = SystemScope()
 Scope = str | SystemScope
 
 
-def in_scope(tenant_column: ColumnElement[str], scope: Scope) -> ColumnElement[bool]:
+def in_scope(tenant_column: QueryableAttribute[str], scope: Scope) -> ColumnElement[bool]:
     """The WHERE clause that keeps a query inside `scope`."""
     if isinstance(check_scope(scope), SystemScope):
         return true()

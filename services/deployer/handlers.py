@@ -23,11 +23,17 @@ def create_handlers(context: DeployerContext) -> NatsRouter:
 
     @durable_subscriber(router, Phase4Passed, DEPLOY)
     async def on_phase4_passed(event: Phase4Passed) -> None:
-        async def step(uow: UnitOfWork) -> uuid.UUID:
-            return await register_model(context, uow, event)
-
-        model_id = await run_phase_step(context, event, DEPLOY, 5, step)
-        if model_id is not None:
-            await roll_out(context, context.state.deployer, event, model_id)
+        await deploy_validated_model(context, event)
 
     return router
+
+
+async def deploy_validated_model(context: DeployerContext, event: Phase4Passed) -> None:
+    """Phase 5 for one event, once: register the model (a redelivery stops here), serve it."""
+
+    async def step(uow: UnitOfWork) -> uuid.UUID:
+        return await register_model(context, uow, event)
+
+    model_id = await run_phase_step(context, event, DEPLOY, 5, step)
+    if model_id is not None:
+        await roll_out(context, context.state.deployer, event, model_id)

@@ -123,7 +123,7 @@ def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResu
     if not checkpoints or not checkpoints[-1].endswith(f"epoch-{result.final.epoch:04d}"):
         on_checkpoint(trainer.checkpoint())
     final = result.final.to_dict()
-    summary = {
+    summary: dict[str, Any] = {
         "converged": result.converged,
         "convergence_reason": result.convergence_reason,
         "converged_epoch": result.converged_epoch,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from services.deployer.smoke import HeldOutRows, held_out_rows
 
 from services.deployer.process_manager import SOURCE_ROOT
+from services.deployer.service.smoke import HeldOutRows, held_out_rows
 from tests.infrastructure import free_port
 from tests.services.deployer.conftest import SEED
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from services.deployer.phase5 import handle_phase4_passed
 
+from services.deployer.handlers import deploy_validated_model
 from services.deployer.repository import DeployerRepository
 from shared.artifacts import local_path
 from shared.bus import publish_event
@@ -124,7 +124,7 @@ async def test_phase4_passed_serves_the_model_and_completes_phase5(
     await assert_deploy_script_serves(deploy_script, example, project / "deploy.log")
 
     # A redelivered event is recognised and deploys nothing twice.
-    await handle_phase4_passed(context, harness.deployer, event)
+    await deploy_validated_model(context, event)
     async with context.unit_of_work() as uow:
         models = await DeployerRepository(uow.session, tenant_id).list_models(None, 10)
     assert len(models) == 1
@@ -167,13 +167,19 @@ async def test_a_model_that_is_not_there_fails_phase5_with_the_reason(
     assert failed["phase"] == 5 and "no model.safetensors" in failed["reason"]
 
 
-async def test_an_invalid_spec_fails_phase5_naming_the_field(
-    harness: DeployerHarness, tenant_id: str, outcomes: Phase5Outcomes, digits_model_dir: Path
+async def test_an_event_with_an_invalid_spec_is_rejected_and_deploys_nothing(
+    harness: DeployerHarness, tenant_id: str, outcomes: Phase5Outcomes, tmp_path: Path
 ) -> None:
-    event = phase4_passed(tenant_id, digits_model_dir.as_uri())
-    event = event.model_copy(update={"spec": {**event.spec, "dataset": "imagenet"}})
-    arrived = outcomes.expect(event.workflow_id)
-    await publish_event(harness.context.broker, event)
-    subject, failed = await asyncio.wait_for(arrived, 60)
+    context = harness.context
+    forged = phase4_passed(tenant_id, (tmp_path / "m").as_uri()).model_dump(mode="json")
+    forged["spec"] = {**forged["spec"], "dataset": "imagenet"}
+    await context.broker.publish(forged, Phase4Passed.subject, stream="NEXUS", timeout=10)
+    # The next event is handled: the malformed one was rejected, not redelivered in a loop.
+    following = phase4_passed(tenant_id, (tmp_path / "nothing-here").as_uri())
+    arrived = outcomes.expect(following.workflow_id)
+    await publish_event(context.broker, following)
+    subject, _ = await asyncio.wait_for(arrived, 60)
     assert subject == "nexus.phase5.failed"
-    assert "invalid workflow spec" in failed["reason"] and "dataset" in failed["reason"]
+    async with context.unit_of_work() as uow:
+        models = await DeployerRepository(uow.session, tenant_id).list_models(None, 10)
+    assert models == []
