@@ -118,6 +118,11 @@ async def test_submit_sets_up_the_workflow_and_its_nodes_come_up_connected(
 
     stopped = await wait_until(released, timeout=30)
     assert all(n["status"] == "stopped" for n in stopped["nodes"])
-    assert not any(psutil.pid_exists(pid) for pid in pids)
+
+    # The processes are stopped right after that commit (SIGTERM, then a grace period).
+    async def ended() -> bool | None:
+        return not any(psutil.pid_exists(pid) for pid in pids) or None
+
+    assert await wait_until(ended, timeout=15)
     final = (await client.get(f"/workflows/{workflow_id}", headers=headers)).json()
     assert final["status"] == "failed"
