@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from services.cluster.repository import WorkflowRepository
 from services.cluster.schemas import WorkflowOut
-from services.cluster.service.bundle import build_bundle
+from services.cluster.service.project_archive import build_bundle
 from services.cluster.service.setup import set_up_workflow
 from services.cluster.service.status import TERMINAL, workflow_out
 from services.cluster.state import ClusterContext, ClusterContextDep

@@ -8,8 +8,8 @@ import time
 import uuid
 
 from shared.artifacts import ArtifactStore
+from shared.project_layout import PROJECT_FOLDER
 
-PROJECT_FOLDER = "neural"
 
 
 def build_bundle(store: ArtifactStore, tenant_id: str, workflow_id: uuid.UUID) -> bytes | None:
