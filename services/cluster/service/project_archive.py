@@ -11,7 +11,6 @@ from shared.artifacts import ArtifactStore
 from shared.project_layout import PROJECT_FOLDER
 
 
-
 def build_bundle(store: ArtifactStore, tenant_id: str, workflow_id: uuid.UUID) -> bytes | None:
     """The workflow's `neural/` folder as a gzipped tarball, or None when it has no files.
     Blocking (reads every file): run it in a thread."""
