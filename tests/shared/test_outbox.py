@@ -103,3 +103,28 @@ async def test_first_time_detects_redelivery(sessionmaker) -> None:  # type: ign
         assert await uow.first_time("test-consumer", event_id)
     async with UnitOfWork(sessionmaker, Base.metadata, None) as uow:
         assert not await uow.first_time("test-consumer", event_id)
+
+
+async def test_after_commit_actions_run_once_committed_and_never_on_rollback(
+    sessionmaker, tenant_id: str
+) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[str, int]] = []
+
+    async def stored_rows() -> None:
+        async with sessionmaker() as session:
+            count = await session.scalar(
+                select(func.count()).where(MemoryEntry.tenant_id == tenant_id)
+            )
+        seen.append(("after commit", int(count or 0)))
+
+    async with UnitOfWork(sessionmaker, Base.metadata, Recorder()) as uow:
+        uow.session.add(_entry(tenant_id))
+        uow.after_commit(stored_rows)
+        assert seen == []  # not while the transaction is open
+    assert seen == [("after commit", 1)]  # the action sees the committed row
+
+    with pytest.raises(RuntimeError):
+        async with UnitOfWork(sessionmaker, Base.metadata, Recorder()) as uow:
+            uow.after_commit(stored_rows)
+            raise RuntimeError("the step failed")
+    assert seen == [("after commit", 1)]  # dropped with the rollback
