@@ -8,12 +8,13 @@ import uuid
 
 from faststream.nats import NatsRouter
 
-from services.deployer.service.deploy import register_model, roll_out
+from services.deployer.process_manager import PortUnavailable
+from services.deployer.service.deploy import Phase5Announcer, register_model
 from services.deployer.state import DeployerContext
 from shared.bus import durable_subscriber
 from shared.contracts import Phase4Passed
 from shared.db import UnitOfWork
-from shared.phases import run_phase_step
+from shared.phases import fail_phase, run_phase_step
 
 DEPLOY = "deployer-phase4-passed"
 
@@ -35,5 +36,12 @@ async def deploy_validated_model(context: DeployerContext, event: Phase4Passed) 
         return await register_model(context, uow, event)
 
     model_id = await run_phase_step(context, event, DEPLOY, 5, step)
-    if model_id is not None:
-        await roll_out(context, context.state.deployer, event, model_id)
+    if model_id is None:
+        return
+    # The rollout reports phase 5's outcome with the announcer's files, keys and events.
+    announcer = Phase5Announcer(context, event)
+    try:
+        await context.state.deployer.deploy(event.tenant_id, model_id, announcer=announcer)
+    except PortUnavailable as exc:
+        async with context.unit_of_work() as uow:
+            await fail_phase(uow, 5, event.workflow_id, event.tenant_id, str(exc))

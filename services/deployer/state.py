@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
-from services.deployer.service.rollout import Deployer
+from services.deployer.rollout import Deployer
 from services.deployer.settings import DeployerSettings
 from shared.service_app import ServiceContext, get_context
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from services.deployer.model_server.schemas import ENDPOINTS, MAX_ROWS
 from services.deployer.models import Deployment, RegisteredModel
-from services.deployer.process_manager import PortUnavailable
 from services.deployer.repository import DeployerRepository
 from services.deployer.service.bundle import (
     DEPLOY_SCRIPT,
@@ -22,11 +21,10 @@ from services.deployer.service.bundle import (
     docker_name,
     write_bundle,
 )
-from services.deployer.service.rollout import Deployer
 from shared.contracts import MemoryWritten, Phase4Passed, Phase5Completed, PhaseFailed
 from shared.db import UnitOfWork
 from shared.ml.files import MODEL_FILES
-from shared.phases import PhaseError, fail_phase, phase_failed
+from shared.phases import PhaseError, phase_failed
 from shared.project_layout import MemoryKey
 from shared.service_app import AnyContext
 
@@ -163,15 +161,3 @@ async def register_model(context: AnyContext, uow: UnitOfWork, event: Phase4Pass
     )
     logger.info("registered %s v%d for workflow %s", model.name, model.version, event.workflow_id)
     return model.id
-
-
-async def roll_out(
-    context: AnyContext, deployer: Deployer, event: Phase4Passed, model_id: uuid.UUID
-) -> None:
-    """Serve the registered model; the rollout reports phase 5's outcome."""
-    announcer = Phase5Announcer(context, event)
-    try:
-        await deployer.deploy(event.tenant_id, model_id, announcer=announcer)
-    except PortUnavailable as exc:
-        async with context.unit_of_work() as uow:
-            await fail_phase(uow, 5, event.workflow_id, event.tenant_id, str(exc))

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from services.deployer.app import create_app
 from services.deployer.models import RegisteredModel
 from services.deployer.repository import DeployerRepository
-from services.deployer.service.rollout import Deployer
+from services.deployer.rollout import Deployer
 from services.deployer.settings import DeployerSettings
 from shared.service_app import ServiceContext
 from shared.spec import WorkflowSpec

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from services.deployer.repository import DeployerRepository
-from services.deployer.service.rollout import Deployer
+from services.deployer.rollout import Deployer
 from services.deployer.service.smoke import held_out_rows
 from tests.infrastructure import free_port
 from tests.services.deployer.conftest import SEED, DeployerHarness, deployer_settings

@@ -1,4 +1,7 @@
-"""Rolling out, rolling back, stopping and restoring model servers.
+"""Rolling out, rolling back, stopping and restoring model servers: the deployer's second
+boundary besides its routes and handlers. It owns its transactions, several short ones per
+rollout, because a model server starts between them and each state must be visible while it
+does; the domain pieces it uses (registration, bundle, smoke test) live in `service/`.
 
 Every change to the deployments of one model name runs under a lock per (tenant, name), so a
 phase 5 rollout, an API redeploy and a rollback never interleave. Slow work (starting a
