@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.deployer.models import Deployment, RegisteredModel
+from shared.db import Scope, in_scope
 
 
 def _now() -> datetime:
@@ -140,16 +141,18 @@ class DeployerRepository:
 
 
 async def deployments_to_restore(
-    session: AsyncSession, tenant_id: str | None
+    session: AsyncSession, scope: Scope
 ) -> list[tuple[Deployment, RegisteredModel]]:
-    """Deployments that were live (or mid-rollout) when the deployer last stopped."""
+    """Deployments that were live (or mid-rollout) when the deployer last stopped: of one
+    tenant, or of all for SYSTEM (the deployer's start-up)."""
     stmt = (
         select(Deployment, RegisteredModel)
         .join(RegisteredModel, RegisteredModel.id == Deployment.model_id)
-        .where(Deployment.status.in_(("starting", "running")))
+        .where(
+            Deployment.status.in_(("starting", "running")),
+            in_scope(Deployment.tenant_id, scope),
+        )
         .order_by(Deployment.created_at)
     )
-    if tenant_id is not None:
-        stmt = stmt.where(Deployment.tenant_id == tenant_id)
     rows = (await session.execute(stmt)).all()
     return [(row[0], row[1]) for row in rows]

@@ -30,6 +30,7 @@ from services.deployer.repository import DeployerRepository, deployments_to_rest
 from services.deployer.service.smoke import SmokeTestFailed, held_out_rows, smoke_test
 from services.deployer.settings import DeployerSettings
 from shared.contracts import Event
+from shared.db import SYSTEM, Scope
 from shared.errors import Conflict, NexusError, NotFound
 from shared.service_app import AnyContext
 from shared.spec import WorkflowSpec
@@ -305,12 +306,12 @@ class Deployer:
             return self.processes.reserve_port(None)
 
     # --- start-up -----------------------------------------------------------------------------
-    async def restore(self, tenant_id: str | None = None) -> dict[str, str]:
+    async def restore(self, scope: Scope = SYSTEM) -> dict[str, str]:
         """Bring back what was live when the deployer last stopped: adopt a server still
         running, restart one that is gone, and mark rollouts cut short as failed.
         Returns each deployment's fate (`adopted`, `restarted`, `failed`, `interrupted`)."""
         async with self.context.sessionmaker() as session:
-            rows = await deployments_to_restore(session, tenant_id)
+            rows = await deployments_to_restore(session, scope)
         fates: dict[str, str] = {}
         for deployment, model in rows:
             async with self._lock(deployment.tenant_id, model.name):

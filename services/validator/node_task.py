@@ -39,14 +39,19 @@ def run_validation(payload: dict[str, Any], context: TaskContext) -> None:
         context.publish(_finished(task, context, succeeded=False, error="cancelled"))
         return
     try:
-        result = measure_model(task)
+        # Typed here, on the node: a result missing a figure is this task's failure, reported
+        # as such, rather than a message the validator service would have to reject.
+        measured = ValidationResult.model_validate(
+            {
+                **measure_model(task),
+                "node_id": context.node.node_id,
+                "seconds": time.perf_counter() - started,
+            }
+        )
     except Exception as exc:
         logger.exception("validation %s failed", task.validation_id)
         event = _finished(task, context, succeeded=False, error=_describe(exc))
     else:
-        result["node_id"] = context.node.node_id
-        result["seconds"] = time.perf_counter() - started
-        measured = ValidationResult.model_validate(result)
         event = _finished(task, context, succeeded=True, result=measured)
     context.publish(event)
 
