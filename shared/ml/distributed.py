@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,8 +58,10 @@ def shard_order(
     num_rows: int, *, seed: int, rank: int, world_size: int
 ) -> Callable[[int], list[int]]:
     """The epoch -> row order of this rank's shard, for `Trainer(epoch_sampler=...)`."""
-    sampler = DistributedSampler(
-        range(num_rows), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    # The sampler only needs the row count; a range stands in for the dataset.
+    rows: Any = range(num_rows)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        rows, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
     )
 
     def order(epoch: int) -> list[int]:
