@@ -134,6 +134,7 @@ class Trainer:
         on_epoch: EpochCallback | None = None,
         on_checkpoint: CheckpointHook | None = None,
         epoch_sampler: EpochSampler | None = None,
+        apply_gradients: Callable[[], None] | None = None,
     ) -> None:
         self.model = model
         self.architecture = architecture
@@ -142,6 +143,9 @@ class Trainer:
         self._on_epoch = on_epoch
         self._on_checkpoint = on_checkpoint
         self._epoch_sampler = epoch_sampler or self._shuffled_rows
+        # What a step does with the gradients: this process's optimizer, or (a parameter
+        # server's worker) push them and pull the new weights.
+        self._apply_gradients = apply_gradients or self.optimizer.step
         self._x_train = torch.from_numpy(splits.x_train)
         self._y_train = torch.from_numpy(splits.y_train)
         self._x_val = torch.from_numpy(splits.x_val)
@@ -166,7 +170,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.model(self._x_train[batch]), self._y_train[batch])
             loss.backward()
-            self.optimizer.step()
+            self._apply_gradients()
 
     def _run_epoch(self, epoch: int) -> EpochMetrics:
         started = time.perf_counter()

@@ -1,5 +1,6 @@
-"""DDP over real gloo process groups (two local ranks): with per-rank batch b it takes the
-same steps as one process with batch 2·b over the same permutation."""
+"""DDP and the synchronous parameter server over real gloo process groups (local ranks):
+with two workers and per-rank batch b, both take the same steps as one process with batch 2·b
+over the same permutation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from torch.nn.parallel import DistributedDataParallel
 from shared.ml.architecture import Architecture, build_model, design_architecture
 from shared.ml.data import DatasetSplits
 from shared.ml.distributed import process_group, shard_order, whole_order
+from shared.ml.parameter_server import (
+    push_gradients_pull_weights,
+    serve_parameters,
+    steps_per_epoch,
+)
 from shared.ml.training import TrainConfig, Trainer, seed_everything
 from shared.processes import free_port
 
@@ -42,6 +48,48 @@ def _rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: 
             torch.save(model.module.state_dict(), out)
 
 
+def _ps_rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: Path) -> None:
+    """Rank 0 is the parameter server; ranks 1..WORLD_SIZE are the workers."""
+    torch.set_num_threads(1)
+    with process_group("127.0.0.1", port, rank, WORLD_SIZE + 1, timeout_s=30, backend="gloo"):
+        seed_everything(CONFIG.seed)
+        model = build_model(arch)
+        if rank == 0:
+            steps = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
+            serve_parameters(model, CONFIG, workers=WORLD_SIZE, steps=steps, server_rank=0)
+            torch.save(model.state_dict(), out)
+            return
+        order = shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=rank - 1, world_size=WORLD_SIZE)
+        Trainer(
+            model,
+            arch,
+            splits,
+            CONFIG,
+            epoch_sampler=order,
+            apply_gradients=lambda: push_gradients_pull_weights(model, server_rank=0),
+        ).fit()
+
+
+def _single_process_weights(splits: DatasetSplits, arch: Architecture) -> dict[str, torch.Tensor]:
+    seed_everything(CONFIG.seed)
+    single = build_model(arch)
+    config = CONFIG.model_copy(update={"batch_size": WORLD_SIZE * PER_RANK_BATCH})
+    order = whole_order(TRAIN_ROWS, seed=CONFIG.seed)
+    Trainer(single, arch, splits, config, epoch_sampler=order).fit()
+    weights = single.state_dict()
+    # The run did move the weights: no comparison below is of two untouched models.
+    seed_everything(CONFIG.seed)
+    untouched = build_model(arch).state_dict()
+    assert any(not torch.equal(untouched[n], t) for n, t in weights.items())
+    return weights
+
+
+def _assert_same_weights(expected: dict[str, torch.Tensor], path: Path) -> None:
+    trained = torch.load(path, weights_only=True)
+    for name, tensor in expected.items():
+        assert torch.allclose(tensor, trained[name], atol=1e-5), name
+
+
 def test_ddp_at_world_size_two_takes_the_single_process_step(
     digits: DatasetSplits, tmp_path: Path
 ) -> None:
@@ -49,16 +97,15 @@ def test_ddp_at_world_size_two_takes_the_single_process_step(
     arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
     out = tmp_path / "ddp.pt"
     mp.spawn(_rank, args=(free_port("127.0.0.1"), splits, arch, out), nprocs=WORLD_SIZE)
+    _assert_same_weights(_single_process_weights(splits, arch), out)
 
-    seed_everything(CONFIG.seed)
-    single = build_model(arch)
-    config = CONFIG.model_copy(update={"batch_size": WORLD_SIZE * PER_RANK_BATCH})
-    Trainer(single, arch, splits, config, epoch_sampler=whole_order(TRAIN_ROWS, seed=3)).fit()
 
-    ddp_weights = torch.load(out, weights_only=True)
-    for name, tensor in single.state_dict().items():
-        assert torch.allclose(tensor, ddp_weights[name], atol=1e-5), name
-    # The runs did move the weights: the comparison is not of two untouched models.
-    seed_everything(CONFIG.seed)
-    untouched = build_model(arch).state_dict()
-    assert any(not torch.equal(untouched[n], t) for n, t in single.state_dict().items())
+def test_synchronous_parameter_server_takes_the_ddp_step(
+    digits: DatasetSplits, tmp_path: Path
+) -> None:
+    splits = _trimmed(digits)
+    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
+    out = tmp_path / "ps.pt"
+    port = free_port("127.0.0.1")
+    mp.spawn(_ps_rank, args=(port, splits, arch, out), nprocs=WORLD_SIZE + 1)
+    _assert_same_weights(_single_process_weights(splits, arch), out)
