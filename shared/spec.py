@@ -48,11 +48,25 @@ class TrainingSpec(_Strict):
     epochs: int = Field(default=30, ge=1, le=1000)
     batch_size: int = Field(default=64, ge=1, le=65536)
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr_schedule: Literal["constant", "step", "cosine", "plateau"] = "constant"
+    warmup_epochs: int = Field(default=0, ge=0, le=1000, description="linear warm-up first")
+    lr_step_epochs: int = Field(default=10, ge=1, le=1000, description="step: epochs per decay")
+    lr_gamma: float = Field(default=0.1, gt=0.0, lt=1.0, description="step/plateau: factor")
+    lr_patience: int = Field(default=2, ge=1, le=1000, description="plateau: epochs to wait")
+    grad_clip_norm: float | None = Field(default=None, gt=0.0, le=1e6)
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     checkpoint_every: int = Field(default=5, ge=1, le=1000)
     patience: int = Field(default=5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _warm_up_within_the_run(self) -> TrainingSpec:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})"
+            )
+        return self
 
     @field_validator("strategy")
     @classmethod

@@ -88,6 +88,12 @@ def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResu
         seed=t.seed,
         checkpoint_every=t.checkpoint_every,
         patience=t.patience,
+        lr_schedule=t.lr_schedule,
+        warmup_epochs=t.warmup_epochs,
+        lr_step_epochs=t.lr_step_epochs,
+        lr_gamma=t.lr_gamma,
+        lr_patience=t.lr_patience,
+        grad_clip_norm=t.grad_clip_norm,
     )
     checkpoints = record.checkpoints
 

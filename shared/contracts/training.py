@@ -28,6 +28,9 @@ class EpochReport(BaseModel):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    samples_per_second: float | None = None
 
 
 class TrainingProgress(EpochReport, Event):

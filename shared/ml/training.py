@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
 from shared.ml.architecture import Architecture, build_model
 from shared.ml.checkpoint import TrainingCheckpoint, unwrap_model, weights_of
 from shared.ml.convergence import ConvergenceMonitor
 from shared.ml.data import DatasetSplits
 from shared.ml.evaluate import loss_and_accuracy
+from shared.ml.schedule import LearningRateSchedule
 
 # Settings a resumed run may change; any other difference would silently alter the run.
 _RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every"})
@@ -43,10 +45,16 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=20, ge=1, le=1000)
     batch_size: int = Field(default=64, ge=1, le=65536)
     learning_rate: float = Field(default=1e-3, gt=0, le=10)
-    optimizer: Literal["adam", "sgd", "adamw"] = "adam"
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="used by sgd only")
+    optimizer: Literal["adam", "sgd", "adamw", "rmsprop"] = "adam"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="used by sgd and rmsprop")
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     seed: int = Field(default=42, ge=0, lt=2**32)
+    lr_schedule: Literal["constant", "step", "cosine", "plateau"] = "constant"
+    warmup_epochs: int = Field(default=0, ge=0, le=1000, description="linear warm-up first")
+    lr_step_epochs: int = Field(default=10, ge=1, le=1000, description="step: epochs per decay")
+    lr_gamma: float = Field(default=0.1, gt=0, lt=1, description="step/plateau: decay factor")
+    lr_patience: int = Field(default=2, ge=1, le=1000, description="plateau: epochs to wait")
+    grad_clip_norm: float | None = Field(default=None, gt=0, description="max gradient norm")
     checkpoint_every: int = Field(default=0, ge=0, description="epochs; 0 never checkpoints")
     early_stopping: bool = Field(default=True, description="stop at the first converged epoch")
     patience: int = Field(default=5, ge=1, le=1000)
@@ -60,6 +68,13 @@ class TrainConfig(BaseModel):
     def build_optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
             return torch.optim.SGD(
+                parameters,
+                lr=self.learning_rate,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
+        if self.optimizer == "rmsprop":
+            return torch.optim.RMSprop(
                 parameters,
                 lr=self.learning_rate,
                 momentum=self.momentum,
@@ -85,6 +100,12 @@ class EpochMetrics:
     val_loss: float
     val_accuracy: float
     seconds: float
+
+    # How the epoch trained: the rate it used, its mean gradient norm (before clipping), its
+    # training throughput. Absent from checkpoints written before they were measured.
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    samples_per_second: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +167,7 @@ class Trainer:
         # What a step does with the gradients: this process's optimizer, or (a parameter
         # server's worker) push them and pull the new weights.
         self._apply_gradients = apply_gradients or self.optimizer.step
+        self._schedule = LearningRateSchedule(config)
         self._x_train = torch.from_numpy(splits.x_train)
         self._y_train = torch.from_numpy(splits.y_train)
         self._x_val = torch.from_numpy(splits.x_val)
@@ -155,6 +177,7 @@ class Trainer:
         )
         self._history: list[EpochMetrics] = []
         self._epoch = 0
+        self._rows_seen = 0
 
     def _shuffled_rows(self, epoch: int) -> torch.Tensor:
         # The order depends only on (seed, epoch), like DistributedSampler, so a resumed run
@@ -162,19 +185,32 @@ class Trainer:
         generator = torch.Generator().manual_seed((self.config.seed << 16) + epoch)
         return torch.randperm(len(self._x_train), generator=generator)
 
-    def train_epoch(self, epoch: int) -> None:
-        """One pass over this process's training rows, in mini-batches."""
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this process's training rows, in mini-batches, at the epoch's
+        learning rate; returns the mean gradient norm (measured before any clipping)."""
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._schedule.rate(epoch)
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
         rows = torch.as_tensor(self._epoch_sampler(epoch), dtype=torch.int64)
+        norms = []
         for batch in rows.split(self.config.batch_size):
             self.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.model(self._x_train[batch]), self._y_train[batch])
             loss.backward()
+            grads = [p.grad for p in parameters if p.grad is not None]
+            norm = get_total_norm(grads)
+            if self.config.grad_clip_norm is not None:
+                clip_grads_with_norm_(parameters, self.config.grad_clip_norm, norm)
+            norms.append(float(norm))
             self._apply_gradients()
+        self._rows_seen = len(rows)
+        return sum(norms) / len(norms) if norms else 0.0
 
     def _run_epoch(self, epoch: int) -> EpochMetrics:
         started = time.perf_counter()
-        self.train_epoch(epoch)
+        grad_norm = self.train_epoch(epoch)
+        train_seconds = time.perf_counter() - started
         # Train metrics come from a clean eval-mode pass, not the running batch average, so
         # train and validation numbers are measured alike and their gap is real overfitting.
         train_loss, train_accuracy = loss_and_accuracy(self.model, self._x_train, self._y_train)
@@ -187,6 +223,9 @@ class Trainer:
             val_loss=val_loss,
             val_accuracy=val_accuracy,
             seconds=time.perf_counter() - started,
+            learning_rate=self.optimizer.param_groups[0]["lr"],
+            grad_norm=grad_norm,
+            samples_per_second=self._rows_seen / train_seconds if train_seconds > 0 else None,
         )
 
     def _finished(self) -> bool:
@@ -208,6 +247,7 @@ class Trainer:
             self._monitor.update(
                 metrics.epoch, metrics.train_loss, metrics.train_accuracy, metrics.val_loss
             )
+            self._schedule.observe(metrics.val_loss)
             every = self.config.checkpoint_every
             # Callbacks run on a forked RNG so whatever they do cannot change the training.
             with torch.random.fork_rng(devices=[]):
@@ -230,6 +270,7 @@ class Trainer:
             progress={
                 "history": [m.to_dict() for m in self._history],
                 "convergence": self._monitor.state_dict(),
+                "lr_schedule": self._schedule.state_dict(),
             },
         )
 
@@ -252,6 +293,7 @@ class Trainer:
         torch.set_rng_state(checkpoint.rng_state)
         self._history = [EpochMetrics(**m) for m in checkpoint.progress["history"]]
         self._monitor.load_state_dict(checkpoint.progress["convergence"])
+        self._schedule.load_state_dict(checkpoint.progress.get("lr_schedule", {}))
         self._epoch = checkpoint.epoch
 
     def _result(self, seconds: float) -> TrainResult:

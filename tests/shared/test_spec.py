@@ -38,6 +38,9 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
         ({"model": {"hidden_layers": [5000]}}, "between 1 and 4096"),
         ({"name": "has spaces"}, "String should match pattern"),
         ({"surprise": 1}, "Extra inputs are not permitted"),
+        ({"training": {"epochs": 5, "warmup_epochs": 5}}, r"must be fewer than epochs \(5\)"),
+        ({"training": {"lr_schedule": "exponential"}}, "Input should be 'constant'"),
+        ({"training": {"grad_clip_norm": 0}}, "greater than 0"),
     ],
 )
 def test_bad_specs_are_refused_with_a_reason(changes: dict[str, Any], message: str) -> None:

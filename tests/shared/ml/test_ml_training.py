@@ -133,7 +133,8 @@ def test_trainer_uses_the_epoch_sampler(digits: DatasetSplits) -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"epochs": 0}, {"epochs": 1001}, {"optimizer": "rmsprop"}, {"batch_size": 0}]
+    "change",
+    [{"epochs": 0}, {"epochs": 1001}, {"optimizer": "lbfgs"}, {"batch_size": 0}, {"lr_gamma": 1.0}],
 )
 def test_train_config_rejects_bad_values(change: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
