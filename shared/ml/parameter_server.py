@@ -48,3 +48,89 @@ def serve_parameters(
         optimizer.zero_grad(set_to_none=True)
         for parameter in parameters:
             dist.broadcast(parameter.data, src=server_rank)
+
+
+# --- asynchronous: stale-synchronous parallel ---------------------------------------------
+# Messages are flat float32 tensors on point-to-point ops: a worker sends
+# [clock, version it computed on, *gradients] and receives [version, *weights].
+_HEADER = 2
+
+
+def _flat_size(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class AsyncWorkerStep:
+    """A worker's step under a bounded-staleness parameter server: push this step's
+    gradients, then take whatever weights the server sends back (it answers once they are at
+    most `max_staleness` versions behind this worker's next step)."""
+
+    def __init__(self, model: nn.Module, server_rank: int) -> None:
+        self._model = model
+        self._server = server_rank
+        self._clock = 0
+        self._version = 0  # of the weights this worker holds
+        self._reply = torch.empty(_HEADER + _flat_size(model))
+
+    def __call__(self) -> None:
+        grads = [p.grad.reshape(-1) for p in self._model.parameters() if p.grad is not None]
+        header = torch.tensor([float(self._clock), float(self._version)])
+        dist.send(torch.cat([header, *grads]), dst=self._server)
+        dist.recv(self._reply, src=self._server)
+        self._version = int(self._reply[0].item())
+        torch.nn.utils.vector_to_parameters(self._reply[_HEADER:], self._model.parameters())
+        self._clock += 1
+
+
+def serve_parameters_async(
+    model: nn.Module,
+    config: TrainConfig,
+    *,
+    workers: list[int],
+    steps: int,
+    max_staleness: int,
+) -> list[tuple[int, int, int]]:
+    """The server of `steps` clocks of stale-synchronous training. The gradients of one
+    clock are averaged into one optimizer step once every worker has sent its own (version
+    c+1 is clock c's step); a worker that sent clock c gets weights back only once the
+    server is at version c+1-max_staleness or later, so no worker runs more than
+    `max_staleness` versions ahead of the slowest. With 0 this is the synchronous step.
+    Returns the version log: (worker rank, clock, version its gradient was computed on)."""
+    optimizer = config.build_optimizer(model.parameters())
+    parameters = list(model.parameters())
+    size = _flat_size(model)
+    inbox = torch.empty(_HEADER + size)
+    pending: dict[int, list[torch.Tensor]] = {}
+    waiting: dict[int, int] = {}  # worker rank -> the version it needs before it goes on
+    log: list[tuple[int, int, int]] = []
+    last_clock: dict[int, int] = {}
+    version = 0
+    done = 0  # workers that have sent their last clock and been answered
+    while done < len(workers):
+        sender = dist.recv(inbox)
+        clock, computed_on = int(inbox[0].item()), int(inbox[1].item())
+        log.append((sender, clock, computed_on))
+        last_clock[sender] = clock
+        pending.setdefault(clock, []).append(inbox[_HEADER:].clone())
+        waiting[sender] = clock + 1 - max_staleness
+        # Apply every clock whose gradients are all in, in order.
+        while len(pending.get(version, [])) == len(workers):
+            averaged = torch.stack(pending.pop(version)).mean(dim=0)
+            offset = 0
+            for parameter in parameters:
+                count = parameter.numel()
+                parameter.grad = averaged[offset : offset + count].view_as(parameter).clone()
+                offset += count
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            version += 1
+        for rank, needed in list(waiting.items()):
+            # The last clock's answer waits for every step, so each worker ends on the
+            # server's final weights.
+            final = last_clock[rank] == steps - 1
+            if version >= (steps if final else needed):
+                weights = torch.nn.utils.parameters_to_vector(parameters).detach()
+                dist.send(torch.cat([torch.tensor([float(version), 0.0]), weights]), dst=rank)
+                del waiting[rank]
+                done += final
+    return log

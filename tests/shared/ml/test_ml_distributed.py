@@ -15,8 +15,10 @@ from shared.ml.architecture import Architecture, build_model, design_architectur
 from shared.ml.data import DatasetSplits
 from shared.ml.distributed import process_group, shard_order, whole_order
 from shared.ml.parameter_server import (
+    AsyncWorkerStep,
     push_gradients_pull_weights,
     serve_parameters,
+    serve_parameters_async,
     steps_per_epoch,
 )
 from shared.ml.training import TrainConfig, Trainer, seed_everything
@@ -109,3 +111,70 @@ def test_synchronous_parameter_server_takes_the_ddp_step(
     port = free_port("127.0.0.1")
     mp.spawn(_ps_rank, args=(port, splits, arch, out), nprocs=WORLD_SIZE + 1)
     _assert_same_weights(_single_process_weights(splits, arch), out)
+
+
+def _async_rank(
+    rank: int,
+    port: int,
+    splits: DatasetSplits,
+    arch: Architecture,
+    out: Path,
+    max_staleness: int,
+) -> None:
+    """Rank 0 serves with bounded staleness; ranks 1..WORLD_SIZE are the workers."""
+    torch.set_num_threads(1)
+    with process_group("127.0.0.1", port, rank, WORLD_SIZE + 1, timeout_s=60, backend="gloo"):
+        seed_everything(CONFIG.seed)
+        model = build_model(arch)
+        if rank == 0:
+            steps = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
+            log = serve_parameters_async(
+                model,
+                CONFIG,
+                workers=list(range(1, WORLD_SIZE + 1)),
+                steps=steps,
+                max_staleness=max_staleness,
+            )
+            torch.save({"weights": model.state_dict(), "log": log}, out)
+            return
+        order = shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=rank - 1, world_size=WORLD_SIZE)
+        step = AsyncWorkerStep(model, server_rank=0)
+        Trainer(model, arch, splits, CONFIG, epoch_sampler=order, apply_gradients=step).fit()
+
+
+def _run_async(splits: DatasetSplits, arch: Architecture, out: Path, max_staleness: int) -> dict:
+    port = free_port("127.0.0.1")
+    mp.spawn(_async_rank, args=(port, splits, arch, out, max_staleness), nprocs=WORLD_SIZE + 1)
+    saved: dict = torch.load(out, weights_only=True)
+    return saved
+
+
+def test_async_with_no_staleness_is_the_synchronous_step(
+    digits: DatasetSplits, tmp_path: Path
+) -> None:
+    splits = _trimmed(digits)
+    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
+    saved = _run_async(splits, arch, tmp_path / "async0.pt", max_staleness=0)
+    expected = _single_process_weights(splits, arch)
+    for name, tensor in expected.items():
+        assert torch.allclose(tensor, saved["weights"][name], atol=1e-5), name
+    assert all(clock == version for _, clock, version in saved["log"])
+
+
+def test_async_workers_never_run_past_the_staleness_bound(
+    digits: DatasetSplits, tmp_path: Path
+) -> None:
+    splits = _trimmed(digits)
+    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
+    saved = _run_async(splits, arch, tmp_path / "async2.pt", max_staleness=2)
+    log = saved["log"]
+    steps = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
+    assert sorted(clock for rank, clock, _ in log if rank == 1) == list(range(steps))
+    assert max(clock - version for _, clock, version in log) <= 2
+    # The trained weights still classify: the stale steps did not wreck the run.
+    model = build_model(arch)
+    model.load_state_dict(saved["weights"])
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(splits.x_val)).argmax(dim=1)
+    accuracy = (predicted == torch.from_numpy(splits.y_val)).float().mean().item()
+    assert accuracy > 0.85

@@ -78,7 +78,7 @@ def test_clipping_bounds_the_step(digits: DatasetSplits) -> None:
         torch.manual_seed(1)
         model = build_model(arch)
         Trainer(model, arch, digits, config).fit()
-        return [float(p.abs().sum()) for p in model.parameters()]
+        return [float(p.detach().abs().sum()) for p in model.parameters()]
 
     unclipped = weights_after(base)
     clipped = weights_after(base.model_copy(update={"grad_clip_norm": 1e-3}))
