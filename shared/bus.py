@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from shared.contracts import Event, subject_of
+from shared.errors import summarize_validation_errors
 from shared.subjects import NODE_HEARTBEAT_SUBJECT, NODE_TASK_SUBJECT, STREAM_NAME
 
 __all__ = ["NODE_HEARTBEAT_SUBJECT", "NODE_TASK_SUBJECT", "STREAM_NAME"]
@@ -138,10 +139,7 @@ def durable_subscriber(
             try:
                 event = event_type.model_validate_json(message.body)
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                    for e in exc.errors()[:5]
-                )
+                problems = summarize_validation_errors([dict(e) for e in exc.errors()])
                 log.warning(
                     "%s rejected a malformed %s: %s", consumer, event_type.__name__, problems
                 )

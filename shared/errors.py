@@ -79,6 +79,13 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, A
     return described
 
 
+def summarize_validation_errors(errors: list[dict[str, Any]], limit: int = 5) -> str:
+    """`field: message; ...` for the first `limit` errors: a one-line reason for a log or a
+    failed workflow."""
+    described = describe_validation_errors(errors[:limit])
+    return "; ".join(f"{d['field']}: {d['message']}" for d in described)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NexusError)
     async def _nexus_error(_: Request, exc: NexusError) -> JSONResponse:

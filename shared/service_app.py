@@ -72,7 +72,6 @@ class ServiceContext(Generic[SettingsT, StateT]):
 
 
 AnyContext = ServiceContext[Any, Any]
-ContextHook = Callable[[AnyContext], Awaitable[None]]
 
 
 def get_context(request: Request) -> AnyContext:

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import uuid
 
+from services.cluster.models import Cluster
+from services.cluster.process_manager import NodePlan
 from services.cluster.service import nodes, supervision
 from services.cluster.service.topology import verify_topology
 from services.cluster.state import ClusterContext
@@ -33,6 +35,14 @@ async def stop(context: ClusterContext) -> None:
             await supervision.abandon_owned(context, uow)
     finally:
         await asyncio.to_thread(state.manager.stop_all, context.settings.node_stop_grace_s)
+
+
+async def launch(context: ClusterContext, cluster: Cluster, plans: list[NodePlan]) -> None:
+    """Start the claimed nodes' processes (no transaction is open while they start), then
+    record their pids, or the cluster's failure."""
+    outcome = await nodes.start_processes(context, cluster, plans)
+    async with context.unit_of_work() as uow:
+        await nodes.record_launch(context, uow, cluster.id, outcome)
 
 
 async def flush_heartbeats_forever(context: ClusterContext) -> None:

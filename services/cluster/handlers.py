@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from faststream.nats import NatsRouter
 from pydantic import ValidationError
 
-from services.cluster.background import verify_cluster
+from services.cluster.background import launch, verify_cluster
 from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
 from services.cluster.service import nodes
@@ -38,7 +38,7 @@ from shared.contracts import (
     WorkflowRequested,
 )
 from shared.db import SYSTEM, UnitOfWork
-from shared.errors import Unauthorized, describe_validation_errors
+from shared.errors import Unauthorized, summarize_validation_errors
 from shared.project_layout import ProjectFile
 from shared.spec import WorkflowSpec
 
@@ -77,10 +77,8 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
             try:
                 spec = WorkflowSpec.model_validate(event.spec)
             except ValidationError as exc:
-                problems = describe_validation_errors([dict(e) for e in exc.errors()])
-                reason = "invalid spec: " + "; ".join(
-                    f"{p['field']}: {p['message']}" for p in problems
-                )
+                errors = [dict(e) for e in exc.errors()]
+                reason = "invalid spec: " + summarize_validation_errors(errors, limit=len(errors))
                 await record_refused_workflow(
                     uow, principal.tenant_id, event.workflow_id, event.spec, reason
                 )
@@ -105,9 +103,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                 await nodes.fail_cluster(context, uow, cluster, reason)
                 return
             plans = await nodes.claim_nodes(context, uow, cluster)
-        outcome = await nodes.start_processes(context, cluster, plans)
-        async with context.unit_of_work() as uow:
-            await nodes.record_launch(context, uow, cluster.id, outcome)
+        await launch(context, cluster, plans)
 
     @durable_subscriber(router, NodeRegistered, "cluster-node-registered")
     async def on_node_registered(event: NodeRegistered) -> None:

@@ -124,13 +124,16 @@ def serve_parameters_async(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             version += 1
+        reply: torch.Tensor | None = None  # the current weights, built once for every answer
         for rank, needed in list(waiting.items()):
             # The last clock's answer waits for every step, so each worker ends on the
             # server's final weights.
             final = last_clock[rank] == steps - 1
             if version >= (steps if final else needed):
-                weights = torch.nn.utils.parameters_to_vector(parameters).detach()
-                dist.send(torch.cat([torch.tensor([float(version), 0.0]), weights]), dst=rank)
+                if reply is None:
+                    weights = torch.nn.utils.parameters_to_vector(parameters).detach()
+                    reply = torch.cat([torch.tensor([float(version), 0.0]), weights])
+                dist.send(reply, dst=rank)
                 del waiting[rank]
                 done += final
     return log

@@ -177,7 +177,6 @@ class Trainer:
         )
         self._history: list[EpochMetrics] = []
         self._epoch = 0
-        self._rows_seen = 0
 
     def _shuffled_rows(self, epoch: int) -> torch.Tensor:
         # The order depends only on (seed, epoch), like DistributedSampler, so a resumed run
@@ -185,15 +184,16 @@ class Trainer:
         generator = torch.Generator().manual_seed((self.config.seed << 16) + epoch)
         return torch.randperm(len(self._x_train), generator=generator)
 
-    def train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over this process's training rows, in mini-batches, at the epoch's
-        learning rate; returns the mean gradient norm (measured before any clipping)."""
+        learning rate; returns the mean gradient norm (measured before any clipping) and the
+        number of rows trained on."""
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self._schedule.rate(epoch)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         rows = torch.as_tensor(self._epoch_sampler(epoch), dtype=torch.int64)
-        norms = []
+        norms: list[torch.Tensor] = []
         for batch in rows.split(self.config.batch_size):
             self.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.model(self._x_train[batch]), self._y_train[batch])
@@ -202,14 +202,15 @@ class Trainer:
             norm = get_total_norm(grads)
             if self.config.grad_clip_norm is not None:
                 clip_grads_with_norm_(parameters, self.config.grad_clip_norm, norm)
-            norms.append(float(norm))
+            norms.append(norm)
             self._apply_gradients()
-        self._rows_seen = len(rows)
-        return sum(norms) / len(norms) if norms else 0.0
+        # One read of the norms per epoch, not one device sync per step.
+        grad_norm = float(torch.stack(norms).mean()) if norms else 0.0
+        return grad_norm, len(rows)
 
     def _run_epoch(self, epoch: int) -> EpochMetrics:
         started = time.perf_counter()
-        grad_norm = self.train_epoch(epoch)
+        grad_norm, rows = self.train_epoch(epoch)
         train_seconds = time.perf_counter() - started
         # Train metrics come from a clean eval-mode pass, not the running batch average, so
         # train and validation numbers are measured alike and their gap is real overfitting.
@@ -225,7 +226,7 @@ class Trainer:
             seconds=time.perf_counter() - started,
             learning_rate=self.optimizer.param_groups[0]["lr"],
             grad_norm=grad_norm,
-            samples_per_second=self._rows_seen / train_seconds if train_seconds > 0 else None,
+            samples_per_second=rows / train_seconds if train_seconds > 0 else None,
         )
 
     def _finished(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
+from services.cluster.background import launch
 from services.cluster.models import Cluster, Node
 from services.cluster.repository import ClusterRepository
 from services.cluster.schemas import ClusterOut, NodeOut
@@ -60,17 +61,15 @@ async def create_cluster(
     layout: ClusterSpec, principal: CurrentPrincipal, context: ClusterContextDep
 ) -> ClusterOut:
     """Start a standalone cluster: node processes that register and prove their topology."""
-    # Three transactions on purpose: the rows are committed before the processes start, so
-    # their registrations find them, and no transaction is open while they start.
+    # Committed before the processes start, so their registrations find the rows.
     async with context.unit_of_work() as uow:
         repo = ClusterRepository(uow.session, principal.tenant_id)
         cluster = await repo.create(
             uuid.uuid4(), principal.tenant_id, None, layout.model_dump(mode="json")
         )
         plans = await nodes.claim_nodes(context, uow, cluster)
-    outcome = await nodes.start_processes(context, cluster, plans)
+    await launch(context, cluster, plans)
     async with context.unit_of_work() as uow:
-        await nodes.record_launch(context, uow, cluster.id, outcome)
         repo = ClusterRepository(uow.session, principal.tenant_id)
         started = await repo.get(cluster.id)
         assert started is not None, "created above"

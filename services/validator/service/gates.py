@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,6 +23,10 @@ class GateOutcome:
         return asdict(self)
 
 
+# How a measured value must compare with its threshold, by the sign the report prints.
+_COMPARE = {">=": operator.ge, "<": operator.lt}
+
+
 def phase4_gates(gates: dict[str, Any]) -> dict[str, float]:
     """The thresholds phase 4 applies, out of the spec's gates (defaults filled in)."""
     spec = GatesSpec(**gates)
@@ -35,35 +40,25 @@ def phase4_gates(gates: dict[str, Any]) -> dict[str, float]:
 def apply_gates(gates: dict[str, Any], result: ValidationResult) -> list[GateOutcome]:
     """Every gate with its verdict; `result` is what the validator node measured."""
     thresholds = phase4_gates(gates)
-    accuracy = result.test.accuracy
-    p99 = result.latency.p99_ms
-    gap = result.train_val_gap
     checks = result.test_suite
     failed_checks = [check.name for check in checks if not check.passed]
+    measured = (
+        # (gate, what it measures, the measured value, how it must compare)
+        ("min_accuracy", "test accuracy", result.test.accuracy, ">="),
+        ("max_p99_latency_ms", "p99 single-row latency (ms)", result.latency.p99_ms, "<"),
+        ("max_train_val_gap", "train minus validation accuracy", result.train_val_gap, "<"),
+    )
     return [
-        GateOutcome(
-            name="min_accuracy",
-            description="test accuracy",
-            passed=accuracy >= thresholds["min_accuracy"],
-            value=accuracy,
-            threshold=thresholds["min_accuracy"],
-            comparison=">=",
-        ),
-        GateOutcome(
-            name="max_p99_latency_ms",
-            description="p99 single-row latency (ms)",
-            passed=p99 < thresholds["max_p99_latency_ms"],
-            value=p99,
-            threshold=thresholds["max_p99_latency_ms"],
-            comparison="<",
-        ),
-        GateOutcome(
-            name="max_train_val_gap",
-            description="train minus validation accuracy",
-            passed=gap < thresholds["max_train_val_gap"],
-            value=gap,
-            threshold=thresholds["max_train_val_gap"],
-            comparison="<",
+        *(
+            GateOutcome(
+                name=name,
+                description=description,
+                passed=_COMPARE[comparison](value, thresholds[name]),
+                value=value,
+                threshold=thresholds[name],
+                comparison=comparison,
+            )
+            for name, description, value, comparison in measured
         ),
         GateOutcome(
             name="test_suite",

@@ -4,11 +4,14 @@ over the same permutation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from shared.ml.architecture import Architecture, build_model, design_architecture
@@ -39,12 +42,27 @@ def _trimmed(splits: DatasetSplits) -> DatasetSplits:
     )
 
 
-def _rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: Path) -> None:
+# Steps every worker takes, so the parameter server knows how many to serve.
+STEPS = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
+
+
+@contextlib.contextmanager
+def _joined(rank: int, port: int, world_size: int, arch: Architecture) -> Iterator[nn.Module]:
+    """In a spawned rank: one thread, the gloo group, and the seeded initial model."""
     torch.set_num_threads(1)
-    with process_group("127.0.0.1", port, rank, WORLD_SIZE, timeout_s=30, backend="gloo"):
+    with process_group("127.0.0.1", port, rank, world_size, timeout_s=60, backend="gloo"):
         seed_everything(CONFIG.seed)
-        model = DistributedDataParallel(build_model(arch))
-        order = shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=rank, world_size=WORLD_SIZE)
+        yield build_model(arch)
+
+
+def _worker_order(worker: int) -> Callable[[int], list[int]]:
+    return shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=worker, world_size=WORLD_SIZE)
+
+
+def _rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: Path) -> None:
+    with _joined(rank, port, WORLD_SIZE, arch) as plain:
+        model = DistributedDataParallel(plain)
+        order = _worker_order(rank)
         Trainer(model, arch, splits, CONFIG, epoch_sampler=order).fit()
         if rank == 0:
             torch.save(model.module.state_dict(), out)
@@ -52,16 +70,12 @@ def _rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: 
 
 def _ps_rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: Path) -> None:
     """Rank 0 is the parameter server; ranks 1..WORLD_SIZE are the workers."""
-    torch.set_num_threads(1)
-    with process_group("127.0.0.1", port, rank, WORLD_SIZE + 1, timeout_s=30, backend="gloo"):
-        seed_everything(CONFIG.seed)
-        model = build_model(arch)
+    with _joined(rank, port, WORLD_SIZE + 1, arch) as model:
         if rank == 0:
-            steps = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
-            serve_parameters(model, CONFIG, workers=WORLD_SIZE, steps=steps, server_rank=0)
+            serve_parameters(model, CONFIG, workers=WORLD_SIZE, steps=STEPS, server_rank=0)
             torch.save(model.state_dict(), out)
             return
-        order = shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=rank - 1, world_size=WORLD_SIZE)
+        order = _worker_order(rank - 1)
         Trainer(
             model,
             arch,
@@ -122,23 +136,19 @@ def _async_rank(
     max_staleness: int,
 ) -> None:
     """Rank 0 serves with bounded staleness; ranks 1..WORLD_SIZE are the workers."""
-    torch.set_num_threads(1)
-    with process_group("127.0.0.1", port, rank, WORLD_SIZE + 1, timeout_s=60, backend="gloo"):
-        seed_everything(CONFIG.seed)
-        model = build_model(arch)
+    with _joined(rank, port, WORLD_SIZE + 1, arch) as model:
         if rank == 0:
-            steps = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
             log = serve_parameters_async(
                 model,
                 CONFIG,
                 workers=list(range(1, WORLD_SIZE + 1)),
-                steps=steps,
+                steps=STEPS,
                 max_staleness=max_staleness,
             )
             torch.save({"weights": model.state_dict(), "log": log}, out)
             return
-        order = shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=rank - 1, world_size=WORLD_SIZE)
         step = AsyncWorkerStep(model, server_rank=0)
+        order = _worker_order(rank - 1)
         Trainer(model, arch, splits, CONFIG, epoch_sampler=order, apply_gradients=step).fit()
 
 
@@ -168,8 +178,7 @@ def test_async_workers_never_run_past_the_staleness_bound(
     arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
     saved = _run_async(splits, arch, tmp_path / "async2.pt", max_staleness=2)
     log = saved["log"]
-    steps = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
-    assert sorted(clock for rank, clock, _ in log if rank == 1) == list(range(steps))
+    assert sorted(clock for rank, clock, _ in log if rank == 1) == list(range(STEPS))
     assert max(clock - version for _, clock, version in log) <= 2
     # The trained weights still classify: the stale steps did not wreck the run.
     model = build_model(arch)
