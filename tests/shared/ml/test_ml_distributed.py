@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -36,10 +37,17 @@ CONFIG = TrainConfig(
 )
 
 
-def _trimmed(splits: DatasetSplits) -> DatasetSplits:
+@pytest.fixture
+def splits(digits: DatasetSplits) -> DatasetSplits:
+    """Digits with TRAIN_ROWS training rows."""
     return dataclasses.replace(
-        splits, x_train=splits.x_train[:TRAIN_ROWS], y_train=splits.y_train[:TRAIN_ROWS]
+        digits, x_train=digits.x_train[:TRAIN_ROWS], y_train=digits.y_train[:TRAIN_ROWS]
     )
+
+
+@pytest.fixture
+def arch(splits: DatasetSplits) -> Architecture:
+    return design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
 
 
 # Steps every worker takes, so the parameter server knows how many to serve.
@@ -107,20 +115,16 @@ def _assert_same_weights(expected: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def test_ddp_at_world_size_two_takes_the_single_process_step(
-    digits: DatasetSplits, tmp_path: Path
+    splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    splits = _trimmed(digits)
-    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
     out = tmp_path / "ddp.pt"
     mp.spawn(_rank, args=(free_port("127.0.0.1"), splits, arch, out), nprocs=WORLD_SIZE)
     _assert_same_weights(_single_process_weights(splits, arch), out)
 
 
 def test_synchronous_parameter_server_takes_the_ddp_step(
-    digits: DatasetSplits, tmp_path: Path
+    splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    splits = _trimmed(digits)
-    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
     out = tmp_path / "ps.pt"
     port = free_port("127.0.0.1")
     mp.spawn(_ps_rank, args=(port, splits, arch, out), nprocs=WORLD_SIZE + 1)
@@ -160,10 +164,8 @@ def _run_async(splits: DatasetSplits, arch: Architecture, out: Path, max_stalene
 
 
 def test_async_with_no_staleness_is_the_synchronous_step(
-    digits: DatasetSplits, tmp_path: Path
+    splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    splits = _trimmed(digits)
-    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
     saved = _run_async(splits, arch, tmp_path / "async0.pt", max_staleness=0)
     expected = _single_process_weights(splits, arch)
     for name, tensor in expected.items():
@@ -172,10 +174,8 @@ def test_async_with_no_staleness_is_the_synchronous_step(
 
 
 def test_async_workers_never_run_past_the_staleness_bound(
-    digits: DatasetSplits, tmp_path: Path
+    splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    splits = _trimmed(digits)
-    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
     saved = _run_async(splits, arch, tmp_path / "async2.pt", max_staleness=2)
     log = saved["log"]
     assert sorted(clock for rank, clock, _ in log if rank == 1) == list(range(STEPS))
