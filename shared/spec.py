@@ -44,9 +44,21 @@ class ModelSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    strategy: Literal["ddp", "parameter_server", "single"] = "single"
+    strategy: Literal["ddp", "parameter_server", "single"] = Field(
+        default="ddp",
+        description="single: one worker; ddp: every worker, gradients all-reduced; "
+        "parameter_server: every worker, parameters held by the parameter-server nodes",
+    )
+    ps_mode: Literal["sync", "async"] = Field(
+        default="sync",
+        description="parameter_server only. sync: one averaged step from every worker (DDP's "
+        "step); async: stale-synchronous, workers at most max_staleness versions apart",
+    )
+    max_staleness: int = Field(
+        default=0, ge=0, le=100, description="ps_mode async: versions a worker may run ahead"
+    )
     epochs: int = Field(default=30, ge=1, le=1000)
-    batch_size: int = Field(default=64, ge=1, le=65536)
+    batch_size: int = Field(default=64, ge=1, le=65536, description="per worker, per step")
     learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -68,18 +80,23 @@ class TrainingSpec(_Strict):
             )
         return self
 
-    @field_validator("strategy")
-    @classmethod
-    def _available_strategy(cls, strategy: str) -> str:
-        # Refuse at submission what the trainer cannot run yet, rather than fail in phase 2.
-        if strategy != "single":
-            raise ValueError(f"strategy {strategy!r} is not available yet; use 'single'")
-        return strategy
+    @model_validator(mode="after")
+    def _parameter_server_settings_only_for_it(self) -> TrainingSpec:
+        if self.strategy != "parameter_server" and self.ps_mode != "sync":
+            raise ValueError(
+                f"ps_mode {self.ps_mode!r} applies to strategy parameter_server, "
+                f"not {self.strategy!r}"
+            )
+        if self.max_staleness and self.ps_mode != "async":
+            raise ValueError("max_staleness applies to ps_mode 'async' only")
+        return self
 
 
 class ClusterSpec(_Strict):
     workers: int = Field(default=2, ge=1, le=16)
-    parameter_servers: int = Field(default=1, ge=1, le=4)
+    parameter_servers: int = Field(
+        default=1, ge=0, le=4, description="the parameter_server strategy shards across them"
+    )
     validators: int = Field(default=1, ge=1, le=4)
 
     @property
@@ -128,6 +145,9 @@ class WorkflowSpec(_Strict):
             raise ValueError("gates.max_train_val_gap may not exceed the platform's 0.05")
         if self.gates.min_nodes < defaults.min_nodes:
             raise ValueError("gates.min_nodes may not be below the platform's 4")
+        strategy = self.training.strategy
+        if strategy == "parameter_server" and self.cluster.parameter_servers < 1:
+            raise ValueError("strategy parameter_server needs cluster.parameter_servers >= 1")
         if self.cluster.node_count < self.gates.min_nodes:
             raise ValueError(
                 f"cluster has {self.cluster.node_count} nodes; the gates require "

@@ -38,16 +38,15 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
 
     @durable_subscriber(router, Phase2Completed, TRAIN)
     async def on_phase2_completed(event: Phase2Completed) -> None:
-        async def step(uow: UnitOfWork) -> tuple[TrainTask, str]:
+        async def step(uow: UnitOfWork) -> list[tuple[TrainTask, str]]:
             return await train.create_job(context, uow, event)
 
-        created = await run_phase_step(context, event, TRAIN, 3, step)
-        if created is None:
+        tasks = await run_phase_step(context, event, TRAIN, 3, step)
+        if tasks is None:
             return
-        task, node_id = created
-        error = await train.send_train_task(context, task, node_id)
+        error = await train.send_train_tasks(context, tasks)
         async with context.unit_of_work() as uow:
-            await train.record_dispatch(uow, task, node_id, error)
+            await train.record_dispatch(uow, tasks, error)
 
     @durable_subscriber(router, TrainingProgress, PROGRESS)
     async def on_training_progress(event: TrainingProgress) -> None:

@@ -1,21 +1,41 @@
-"""The `train` task, run inside a worker node process (see shared/node_tasks.py).
+"""The `train` task, run inside a node process (see shared/node_tasks.py): one process of
+the job, under the workflow's strategy (shared/ml/strategies.py).
 
-Trains the workflow's MLP on one worker (strategy `single`) with shared.ml, publishing a
-`TrainingProgress` event after every epoch, saving a resumable checkpoint every
-`checkpoint_every` epochs (and after the last one), and the final model as safetensors.
-The outcome always comes back as one `TrainingFinished` event, success or not.
+For `ddp` and `parameter_server` every process of the job gets this task with its rank; they
+join one process group at the cluster's rendezvous (a prefix of the coordinator's warm
+TCPStore, per job) and leave it however the task ends. The lead (the first worker) publishes
+a `TrainingProgress` event after every epoch, with every process's own figures, saves a
+resumable checkpoint every `checkpoint_every` epochs (and after the last one), and saves the
+best validation epoch's model as safetensors; it reports the result as one
+`TrainingFinished` event. Any other rank reports only a failure, so the job fails as soon as
+any of its processes does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.contracts import EpochReport, TrainingFinished, TrainingProgress, TrainResult, TrainTask
+from shared.contracts import (
+    EpochReport,
+    TrainingFinished,
+    TrainingProgress,
+    TrainResult,
+    TrainTask,
+    node_totals,
+)
 from shared.node_tasks import TaskContext
-from shared.spec import TEST_FRACTION, VAL_FRACTION
+from shared.spec import TEST_FRACTION, VAL_FRACTION, TrainingSpec
+
+if TYPE_CHECKING:
+    from shared.ml.architecture import Architecture
+    from shared.ml.data import DatasetSplits
+    from shared.ml.strategies import Placement
+    from shared.ml.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +64,8 @@ def run_training(payload: dict[str, Any], context: TaskContext) -> None:
     try:
         job = TrainTask.model_validate(payload)
         result = _train(job, context, record)
+        if result is None:
+            return  # a rank other than the lead: the lead reports the job's result
     except TrainingCancelled as cancelled:
         seconds = time.perf_counter() - started
         result = record.partial(seconds, cancelled=True)
@@ -58,14 +80,12 @@ def run_training(payload: dict[str, Any], context: TaskContext) -> None:
     _finish(context, payload, job, succeeded=True, result=result)
 
 
-def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResult:
+def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResult | None:
     # Imported here: a node loads torch once, on its first task, and web processes never do.
     import torch
 
-    from shared.ml.architecture import Architecture, build_model
-    from shared.ml.checkpoint import TrainingCheckpoint, save_checkpoint, save_model
+    from shared.ml.architecture import Architecture
     from shared.ml.data import load_splits
-    from shared.ml.training import EpochMetrics, TrainConfig, Trainer, seed_everything
 
     torch.set_num_threads(1)
     spec = job.spec
@@ -78,8 +98,146 @@ def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResu
         val_fraction=VAL_FRACTION,
         test_fraction=TEST_FRACTION,
     )
-    t = spec.training
-    config = TrainConfig(
+    with _job_group(job):
+        return _run(job, context, record, architecture, splits)
+
+
+@contextlib.contextmanager
+def _job_group(job: TrainTask) -> Iterator[None]:
+    """The job's process group (none for `single`), left however the task ends."""
+    placement = job.placement
+    if placement is None:
+        yield
+        return
+    from services.cluster.node.rendezvous import group_store
+    from shared.ml.distributed import joined_group
+
+    meet = placement.rendezvous
+    store = group_store(meet.host, meet.port, f"job-{job.job_id}", placement.timeout_s)
+    with joined_group(
+        store,
+        placement.rank,
+        placement.world_size,
+        timeout_s=placement.timeout_s,
+        backend=meet.backend,
+    ):
+        yield
+
+
+def _run(
+    job: TrainTask,
+    context: TaskContext,
+    record: RunRecord,
+    architecture: Architecture,
+    splits: DatasetSplits,
+) -> TrainResult | None:
+    from shared.ml.checkpoint import TrainingCheckpoint, save_checkpoint, save_model
+    from shared.ml.strategies import Placement, run_rank
+    from shared.ml.training import EpochMetrics
+
+    spec, t = job.spec, job.spec.training
+    config = train_config(t)
+    placement = Placement()
+    labels = [context.node.node_id]
+    if job.placement is not None:
+        placement = Placement(
+            strategy=t.strategy,
+            rank=job.placement.rank,
+            world_size=job.placement.world_size,
+            servers=job.placement.servers,
+            ps_mode=t.ps_mode,
+            max_staleness=t.max_staleness,
+        )
+        labels = job.placement.members
+    checkpoints = record.checkpoints
+
+    def on_epoch(metrics: EpochMetrics) -> None:
+        report = EpochReport.model_validate(metrics.to_dict())
+        record.history.append(report)
+        context.publish(
+            TrainingProgress(
+                workflow_id=job.workflow_id,
+                tenant_id=job.tenant_id,
+                job_id=job.job_id,
+                **report.model_dump(),
+            )
+        )
+
+    def on_checkpoint(checkpoint: TrainingCheckpoint) -> None:
+        url = job.artifacts.checkpoint(checkpoint.epoch)
+        save_checkpoint(url, checkpoint)
+        checkpoints.append(url)
+
+    run = run_rank(
+        placement,
+        splits,
+        architecture,
+        config,
+        on_epoch=on_epoch,
+        on_checkpoint=on_checkpoint,
+        labels=labels,
+        # A cancel is agreed at the end of an epoch, so every rank stops there together.
+        stop_requested=context.cancelled.is_set,
+    )
+    if not placement.is_lead:
+        return None
+    assert run.trainer is not None and run.result is not None
+    result = run.result
+    if not checkpoints or not checkpoints[-1].endswith(f"epoch-{result.final.epoch:04d}"):
+        on_checkpoint(run.trainer.checkpoint())
+    if context.cancelled.is_set():
+        # Checkpointed above, so the cancelled run can be resumed from where it stopped.
+        raise TrainingCancelled(f"cancelled after epoch {result.final.epoch}")
+    # The model kept is the best validation epoch's, not the last one trained.
+    run.model.load_state_dict(run.trainer.best_weights())
+    best = result.best
+    history = [EpochReport.model_validate(m.to_dict()) for m in result.history]
+    summary: dict[str, Any] = {
+        "converged": result.converged,
+        "convergence_reason": result.convergence_reason,
+        "converged_epoch": result.converged_epoch,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs_run": len(result.history),
+        "seconds": result.seconds,
+    }
+    nodes = node_totals(history)
+    save_model(
+        job.artifacts.models,
+        run.model,
+        architecture,
+        splits.normalization,
+        class_names=splits.class_names,
+        metrics={**{k: v for k, v in best.to_dict().items() if k != "nodes"}, **summary},
+        extra_metadata={
+            "dataset": spec.dataset,
+            "split_seed": t.seed,
+            "val_fraction": VAL_FRACTION,
+            "test_fraction": TEST_FRACTION,
+            "job_id": str(job.job_id),
+            "workflow_id": str(job.workflow_id),
+            "train_config": config.model_dump(mode="json"),
+            "strategy": _strategy_of(placement),
+            "nodes": nodes,
+        },
+    )
+    return TrainResult(
+        model_uri=job.artifacts.models,
+        checkpoints=checkpoints,
+        history=history,
+        final=EpochReport.model_validate(result.final.to_dict()),
+        kept=EpochReport.model_validate(best.to_dict()),
+        nodes=nodes,
+        **summary,
+    )
+
+
+def train_config(t: TrainingSpec) -> TrainConfig:
+    """The spec's training section as shared.ml's TrainConfig (the strategy is not in it:
+    it decides where the steps run, not what they compute)."""
+    from shared.ml.training import TrainConfig
+
+    return TrainConfig(
         epochs=t.epochs,
         batch_size=t.batch_size,
         learning_rate=t.learning_rate,
@@ -95,73 +253,17 @@ def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResu
         lr_patience=t.lr_patience,
         grad_clip_norm=t.grad_clip_norm,
     )
-    checkpoints = record.checkpoints
 
-    def on_epoch(metrics: EpochMetrics) -> None:
-        report = EpochReport.model_validate(metrics.to_dict())
-        record.history.append(report)
-        context.publish(
-            TrainingProgress(
-                workflow_id=job.workflow_id,
-                tenant_id=job.tenant_id,
-                job_id=job.job_id,
-                **report.model_dump(),
-            )
-        )
-        # Checked after publishing so the last finished epoch is still reported, and
-        # checkpointed so the cancelled run can be resumed from where it stopped.
-        if context.cancelled.is_set():
-            on_checkpoint(trainer.checkpoint())
-            raise TrainingCancelled(f"cancelled after epoch {metrics.epoch}")
 
-    def on_checkpoint(checkpoint: TrainingCheckpoint) -> None:
-        url = job.artifacts.checkpoint(checkpoint.epoch)
-        save_checkpoint(url, checkpoint)
-        checkpoints.append(url)
-
-    # The same steps as train_classifier, kept open so the last epoch can be checkpointed too.
-    seed_everything(config.seed)
-    model = build_model(architecture)
-    trainer = Trainer(
-        model, architecture, splits, config, on_epoch=on_epoch, on_checkpoint=on_checkpoint
-    )
-    result = trainer.fit()
-    if not checkpoints or not checkpoints[-1].endswith(f"epoch-{result.final.epoch:04d}"):
-        on_checkpoint(trainer.checkpoint())
-    final = result.final.to_dict()
-    summary: dict[str, Any] = {
-        "converged": result.converged,
-        "convergence_reason": result.convergence_reason,
-        "converged_epoch": result.converged_epoch,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "epochs_run": len(result.history),
-        "seconds": result.seconds,
+def _strategy_of(placement: Placement) -> dict[str, Any]:
+    return {
+        "strategy": placement.strategy,
+        "world_size": placement.world_size,
+        "workers": placement.workers,
+        "parameter_servers": placement.servers,
+        "ps_mode": placement.ps_mode if placement.servers else None,
+        "max_staleness": placement.max_staleness if placement.servers else None,
     }
-    save_model(
-        job.artifacts.models,
-        model,
-        architecture,
-        splits.normalization,
-        class_names=splits.class_names,
-        metrics={**final, **summary},
-        extra_metadata={
-            "dataset": spec.dataset,
-            "split_seed": t.seed,
-            "val_fraction": VAL_FRACTION,
-            "test_fraction": TEST_FRACTION,
-            "job_id": str(job.job_id),
-            "workflow_id": str(job.workflow_id),
-            "train_config": config.model_dump(mode="json"),
-        },
-    )
-    return TrainResult(
-        model_uri=job.artifacts.models,
-        checkpoints=checkpoints,
-        history=[EpochReport.model_validate(m.to_dict()) for m in result.history],
-        final=EpochReport.model_validate(final),
-        **summary,
-    )
 
 
 def _finish(

@@ -7,3 +7,10 @@ class TrainerSettings(ServiceSettings):
     port: int = Field(
         default=SERVICE_PORTS["trainer"], validation_alias=AliasChoices("NEXUS_TRAINER_PORT")
     )
+    collective_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="how long a job's processes wait at the rendezvous and in any collective "
+        "before the job fails: a lost rank ends the job this fast",
+    )

@@ -7,15 +7,17 @@ JetStream stream `NEXUS`; consumers are durable and idempotent on `event_id`.
 
 from shared.contracts.base import PHASE_NAMES, SCHEMA_VERSION, Event, subject_of
 from shared.contracts.memory import MemoryWritten
-from shared.contracts.nodes import ClusterStarted, NodeInfo, NodeRegistered, NodeRole
+from shared.contracts.nodes import ClusterStarted, NodeInfo, NodeRegistered, NodeRole, Rendezvous
 from shared.contracts.tasks import TaskFinished
 from shared.contracts.training import (
     EpochReport,
+    JobPlacement,
     TrainArtifacts,
     TrainingFinished,
     TrainingProgress,
     TrainResult,
     TrainTask,
+    node_totals,
 )
 from shared.contracts.validation import (
     Latency,
@@ -45,6 +47,9 @@ __all__ = [
     "Latency",
     "MemoryWritten",
     "NodeInfo",
+    "Rendezvous",
+    "JobPlacement",
+    "node_totals",
     "NodeRegistered",
     "NodeRole",
     "Phase1Completed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.base import Event
 from shared.spec import WorkflowSpec
@@ -19,6 +19,18 @@ class NodeInfo(BaseModel):
     rank: int
     pid: int
     host: str
+
+
+class Rendezvous(BaseModel):
+    """Where a job's processes meet: the TCPStore the cluster's coordinator node hosts (the
+    first parameter server, else worker rank 0), elected when the cluster connected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    backend: Literal["gloo", "nccl"] = "gloo"
 
 
 class NodeRegistered(Event):

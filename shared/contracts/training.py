@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts.base import Event
+from shared.contracts.nodes import Rendezvous
 from shared.contracts.tasks import TaskFinished
 from shared.project_layout import CHECKPOINTS_DIR, MODELS_DIR
 from shared.spec import WorkflowSpec
@@ -30,7 +31,11 @@ class EpochReport(BaseModel):
     seconds: float
     learning_rate: float | None = None
     grad_norm: float | None = None
-    samples_per_second: float | None = None
+    samples_per_second: float | None = None  # of all the job's workers together
+    samples: int | None = None
+    # Every process of the job over the epoch, in rank order: node_id, role, rank, samples,
+    # samples_per_second, cpu_percent, rss_mb.
+    nodes: list[dict[str, Any]] | None = None
 
 
 class TrainingProgress(EpochReport, Event):
@@ -54,12 +59,19 @@ class TrainResult(BaseModel):
     best_epoch: int | None = None
     best_val_loss: float | None = None
     epochs_run: int | None = None
+    # The epoch whose weights were saved: the best validation epoch.
+    kept: EpochReport | None = None
+    # What each process of the job did over the whole run (see `node_totals`).
+    nodes: list[dict[str, Any]] = Field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
-        """The last epoch's figures plus the run's summary (the job row, Phase3Completed)."""
-        final = self.final.model_dump(exclude={"seconds"}) if self.final else {}
+        """The saved model's epoch's figures plus the run's summary (the job row,
+        Phase3Completed)."""
+        epoch = self.kept or self.final
+        figures = epoch.model_dump(exclude={"seconds", "nodes"}) if epoch else {}
         return {
-            **final,
+            **figures,
+            "last_epoch": self.final.epoch if self.final else None,
             "converged": self.converged,
             "convergence_reason": self.convergence_reason,
             "converged_epoch": self.converged_epoch,
@@ -67,6 +79,7 @@ class TrainResult(BaseModel):
             "best_val_loss": self.best_val_loss,
             "epochs_run": self.epochs_run if self.epochs_run is not None else len(self.history),
             "training_seconds": self.seconds,
+            "nodes": self.nodes,
         }
 
     def history_dicts(self) -> list[dict[str, Any]]:
@@ -104,8 +117,57 @@ class TrainArtifacts(BaseModel):
         return f"{self.checkpoints.rstrip('/')}/epoch-{epoch:04d}"
 
 
+class JobPlacement(BaseModel):
+    """One process's place in a multi-process job: ranks 0..servers-1 are the parameter
+    servers, then the workers; `members` are the nodes by rank."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int = Field(ge=0)
+    members: list[str] = Field(min_length=1, max_length=64)
+    servers: int = Field(default=0, ge=0)
+    rendezvous: Rendezvous
+    # Bounds the rendezvous and every collective: a lost peer fails the job this fast.
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.members)
+
+    @model_validator(mode="after")
+    def _rank_in_world(self) -> JobPlacement:
+        if self.rank >= self.world_size or self.servers >= self.world_size:
+            raise ValueError(f"rank {self.rank}, {self.servers} servers, {self.world_size} ranks")
+        return self
+
+
+def node_totals(history: list[EpochReport]) -> list[dict[str, Any]]:
+    """Per process over the run: rows trained, mean samples/s and CPU, peak resident memory."""
+    rows: dict[int, list[dict[str, Any]]] = {}
+    for epoch in history:
+        for node in epoch.nodes or []:
+            rows.setdefault(node["rank"], []).append(node)
+    totals: list[dict[str, Any]] = []
+    for rank, epochs in sorted(rows.items()):
+        names: dict[str, Any] = {k: epochs[0][k] for k in ("node_id", "role") if k in epochs[0]}
+        totals.append(
+            {
+                **names,
+                "rank": rank,
+                "samples": sum(e["samples"] for e in epochs),
+                "samples_per_second": round(
+                    sum(e["samples_per_second"] for e in epochs) / len(epochs), 1
+                ),
+                "cpu_percent": round(sum(e["cpu_percent"] for e in epochs) / len(epochs), 1),
+                "peak_rss_mb": max(e["rss_mb"] for e in epochs),
+            }
+        )
+    return totals
+
+
 class TrainTask(BaseModel):
-    """The payload of a `train` task. Torch-free: the web process builds it, the node reads it."""
+    """The payload of a `train` task, one per process of the job. Torch-free: the web
+    process builds it, the node reads it. `placement` is None for strategy `single`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,3 +178,15 @@ class TrainTask(BaseModel):
     spec: WorkflowSpec
     architecture: dict[str, Any]
     artifacts: TrainArtifacts
+    placement: JobPlacement | None = None
+
+    @model_validator(mode="after")
+    def _placed_when_distributed(self) -> TrainTask:
+        strategy = self.spec.training.strategy
+        if (strategy == "single") != (self.placement is None):
+            needs = "needs its placement" if strategy != "single" else "runs without placement"
+            raise ValueError(f"a {strategy} task {needs} (rank, members, rendezvous)")
+        servers = self.placement.servers if self.placement else 0
+        if (strategy == "parameter_server") != (servers > 0):
+            raise ValueError(f"a {strategy} task has {servers} parameter servers")
+        return self

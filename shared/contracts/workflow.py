@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from shared.contracts.base import Event
-from shared.contracts.nodes import NodeInfo
+from shared.contracts.nodes import NodeInfo, Rendezvous
 from shared.spec import WorkflowSpec
 
 
@@ -45,6 +45,8 @@ class Phase2Completed(Event):
     spec: WorkflowSpec
     # The phase-2 gate as measured: architecture, node count, topology.
     gates: dict[str, Any] = Field(default_factory=dict)
+    # Where a multi-process job's ranks meet (None when the topology named none).
+    rendezvous: Rendezvous | None = None
 
 
 class Phase3Completed(Event):

@@ -54,6 +54,8 @@ class TrainingCheckpoint:
     optimizer_state: dict[str, Any]
     rng_state: torch.Tensor  # torch's CPU generator: dropout draws from it
     progress: dict[str, Any]  # trainer bookkeeping (history, convergence), JSON-able
+    # The best validation epoch's weights so far, so a resumed run still keeps the best model.
+    best_model_state: dict[str, torch.Tensor] | None = None
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -193,6 +195,7 @@ def save_checkpoint(destination: PathLike, checkpoint: TrainingCheckpoint) -> No
             "optimizer": checkpoint.optimizer_state,
             "rng_state": checkpoint.rng_state,
             "progress": checkpoint.progress,
+            "best_model_state": checkpoint.best_model_state,
         },
         state,
     )
@@ -228,6 +231,7 @@ def load_checkpoint(source: PathLike) -> TrainingCheckpoint:
         optimizer_state=state["optimizer"],
         rng_state=state["rng_state"],
         progress=state["progress"],
+        best_model_state=state.get("best_model_state"),
     )
 
 

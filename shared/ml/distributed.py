@@ -34,19 +34,35 @@ def process_group(
     timeout_s: float,
     backend: str | None = None,
 ) -> Iterator[None]:
-    """Join the group whose rank 0 hosts the TCPStore at `master_addr:master_port`; leave it
-    on success and on failure (gloo can abort the process at exit otherwise). The timeout
-    bounds the rendezvous and every collective: nothing waits gloo's default of minutes."""
+    """Join the group whose rank 0 hosts the TCPStore at `master_addr:master_port` (how
+    torchrun and spawned tests meet)."""
     timeout = timedelta(seconds=timeout_s)
     store = dist.TCPStore(
         master_addr, master_port, world_size, is_master=rank == 0, timeout=timeout
     )
+    with joined_group(store, rank, world_size, timeout_s=timeout_s, backend=backend):
+        yield
+
+
+@contextlib.contextmanager
+def joined_group(
+    store: dist.Store,
+    rank: int,
+    world_size: int,
+    *,
+    timeout_s: float,
+    backend: str | None = None,
+) -> Iterator[None]:
+    """Join the default process group at `store` (a cluster node passes a PrefixStore of its
+    coordinator's warm TCPStore, one prefix per job); leave it on success and on failure
+    (gloo can abort the process at exit otherwise). The timeout bounds the rendezvous and
+    every collective: nothing waits gloo's default of minutes."""
     dist.init_process_group(
         backend or default_backend(),
         store=store,
         rank=rank,
         world_size=world_size,
-        timeout=timeout,
+        timeout=timedelta(seconds=timeout_s),
     )
     try:
         yield

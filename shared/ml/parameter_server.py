@@ -1,30 +1,32 @@
-"""The parameter-server strategy's synchronous step, on torch.distributed collectives.
+"""The parameter-server strategy's steps, on torch.distributed collectives and point-to-point
+ops (never `torch.distributed.rpc`).
 
-The server rank holds the parameters and the optimizer; every worker computes gradients on
-its own shard, and each step: the gradients are summed onto the server (`reduce`), which
-averages them over the workers, steps its optimizer, and sends the new weights back
-(`broadcast`). Averaging one gradient from every worker is DDP's step, so a synchronous
-parameter server trains the same weights as DDP for the same seed, data order and world size.
+Ranks 0..S-1 are the servers, the rest the workers. The parameters are sharded across the
+servers (`shard_owners`): each server holds the optimizer of its own shard and is the only
+one to step it; every worker holds a full copy of the weights to compute gradients on.
+
+- **sync**: each step every worker's gradient of a parameter is summed onto its owner
+  (`reduce`), which averages over the workers, steps, and sends the new weights back
+  (`broadcast`). One averaged gradient from every worker is DDP's step, so a synchronous
+  parameter server trains DDP's weights for the same seed, data order and world size.
+- **async** (stale-synchronous parallel): a worker sends its gradient of each shard to the
+  shard's server and goes on with whatever weights come back; a server answers once its
+  weights are at most `max_staleness` versions behind the worker's next step, so no worker
+  runs more than that ahead of the slowest. The last step of every epoch waits for all of
+  the epoch's updates, so every worker ends an epoch on the same weights (which is what lets
+  the job agree on validation and early stopping). With 0 it is the synchronous step.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from shared.ml.training import TrainConfig
-
-
-def push_gradients_pull_weights(model: nn.Module, server_rank: int) -> None:
-    """A worker's step: its gradients to the server, the server's new weights back."""
-    for parameter in model.parameters():
-        assert parameter.grad is not None, "called after backward()"
-        dist.reduce(parameter.grad, dst=server_rank, op=dist.ReduceOp.SUM)
-    for parameter in model.parameters():
-        dist.broadcast(parameter.data, src=server_rank)
+Parameters = Sequence[nn.Parameter]
 
 
 def steps_per_epoch(train_rows: int, workers: int, batch_size: int) -> int:
@@ -32,108 +34,175 @@ def steps_per_epoch(train_rows: int, workers: int, batch_size: int) -> int:
     return math.ceil(math.ceil(train_rows / workers) / batch_size)
 
 
-def serve_parameters(
-    model: nn.Module, config: TrainConfig, *, workers: int, steps: int, server_rank: int
-) -> None:
-    """The server's side of `steps` synchronous steps; `model` holds the parameters."""
-    optimizer = config.build_optimizer(model.parameters())
-    parameters = list(model.parameters())
-    for _ in range(steps):
-        for parameter in parameters:
-            # The server adds nothing of its own to the sum.
-            summed = torch.zeros_like(parameter)
-            dist.reduce(summed, dst=server_rank, op=dist.ReduceOp.SUM)
-            parameter.grad = summed.div_(workers)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        for parameter in parameters:
-            dist.broadcast(parameter.data, src=server_rank)
+def shard_owners(parameters: Parameters, servers: Sequence[int]) -> list[int]:
+    """The server rank that owns each parameter: largest first onto the least-loaded server,
+    so the shards are close in size. Every server owns at least one parameter."""
+    if len(parameters) < len(servers):
+        raise ValueError(
+            f"{len(servers)} parameter servers for {len(parameters)} parameter tensors; "
+            "use at most one server per tensor"
+        )
+    owners = [0] * len(parameters)
+    load = dict.fromkeys(servers, 0)
+    by_size = sorted(range(len(parameters)), key=lambda i: (-parameters[i].numel(), i))
+    for index in by_size:
+        # Empty servers first, so none is left without a shard.
+        server = min(servers, key=lambda s: (load[s] > 0, load[s], s))
+        owners[index] = server
+        load[server] += parameters[index].numel()
+    return owners
+
+
+def owned_by(parameters: Parameters, owners: list[int], rank: int) -> list[nn.Parameter]:
+    return [p for p, owner in zip(parameters, owners, strict=True) if owner == rank]
+
+
+# --- synchronous ---------------------------------------------------------------------------
+
+
+class SyncPush:
+    """A worker's synchronous step: its gradients to their owners, the new weights back."""
+
+    def __init__(self, parameters: Parameters, owners: list[int]) -> None:
+        self._pairs = list(zip(parameters, owners, strict=True))
+
+    def __call__(self) -> None:
+        for parameter, owner in self._pairs:
+            assert parameter.grad is not None, "called after backward()"
+            dist.reduce(parameter.grad, dst=owner, op=dist.ReduceOp.SUM)
+        for parameter, owner in self._pairs:
+            dist.broadcast(parameter.data, src=owner)
+
+
+class SyncParameterServer:
+    """A server's side of the synchronous steps. It takes part in every parameter's
+    collectives (adding nothing to another server's sums) and steps only its own shard."""
+
+    def __init__(
+        self,
+        parameters: Parameters,
+        owners: list[int],
+        optimizer: torch.optim.Optimizer,
+        *,
+        rank: int,
+        workers: int,
+    ) -> None:
+        self._pairs = list(zip(parameters, owners, strict=True))
+        self._optimizer = optimizer
+        self._rank = rank
+        self._workers = workers
+
+    def serve(self, steps: int) -> None:
+        for _ in range(steps):
+            for parameter, owner in self._pairs:
+                summed = torch.zeros_like(parameter)
+                dist.reduce(summed, dst=owner, op=dist.ReduceOp.SUM)
+                if owner == self._rank:
+                    parameter.grad = summed.div_(self._workers)
+            self._optimizer.step()
+            self._optimizer.zero_grad(set_to_none=True)
+            for parameter, owner in self._pairs:
+                dist.broadcast(parameter.data, src=owner)
 
 
 # --- asynchronous: stale-synchronous parallel ---------------------------------------------
-# Messages are flat float32 tensors on point-to-point ops: a worker sends
-# [clock, version it computed on, *gradients] and receives [version, *weights].
+# Messages are flat float32 tensors: a worker sends [clock, version it computed on,
+# *gradients of the shard] and receives [version, 0, *weights of the shard].
 _HEADER = 2
 
 
-def _flat_size(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def _flat_size(parameters: Parameters) -> int:
+    return sum(p.numel() for p in parameters)
 
 
 class AsyncWorkerStep:
-    """A worker's step under a bounded-staleness parameter server: push this step's
-    gradients, then take whatever weights the server sends back (it answers once they are at
-    most `max_staleness` versions behind this worker's next step)."""
+    """A worker's step under bounded-staleness servers: push this step's gradient of every
+    shard, then take whatever weights the servers send back. Sends and receives are posted
+    together, so a server answering one worker never waits on another's order of calls."""
 
-    def __init__(self, model: nn.Module, server_rank: int) -> None:
-        self._model = model
-        self._server = server_rank
+    def __init__(self, parameters: Parameters, owners: list[int]) -> None:
+        servers = sorted(set(owners))
+        self._shards = {s: owned_by(parameters, owners, s) for s in servers}
         self._clock = 0
-        self._version = 0  # of the weights this worker holds
-        self._reply = torch.empty(_HEADER + _flat_size(model))
+        self._version = dict.fromkeys(servers, 0)  # of the weights held, per server
+        self._replies = {s: torch.empty(_HEADER + _flat_size(p)) for s, p in self._shards.items()}
 
     def __call__(self) -> None:
-        grads = [p.grad.reshape(-1) for p in self._model.parameters() if p.grad is not None]
-        header = torch.tensor([float(self._clock), float(self._version)])
-        dist.send(torch.cat([header, *grads]), dst=self._server)
-        dist.recv(self._reply, src=self._server)
-        self._version = int(self._reply[0].item())
-        torch.nn.utils.vector_to_parameters(self._reply[_HEADER:], self._model.parameters())
+        requests = []
+        for server, parameters in self._shards.items():
+            grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
+            header = torch.tensor([float(self._clock), float(self._version[server])])
+            requests.append(dist.isend(torch.cat([header, *grads]), dst=server))
+        for server, reply in self._replies.items():
+            requests.append(dist.irecv(reply, src=server))
+        for request in requests:
+            if request is not None:  # None only for a rank outside the group: not here
+                request.wait()
+        for server, reply in self._replies.items():
+            self._version[server] = int(reply[0].item())
+            torch.nn.utils.vector_to_parameters(reply[_HEADER:], self._shards[server])
         self._clock += 1
 
 
-def serve_parameters_async(
-    model: nn.Module,
-    config: TrainConfig,
-    *,
-    workers: list[int],
-    steps: int,
-    max_staleness: int,
-) -> list[tuple[int, int, int]]:
-    """The server of `steps` clocks of stale-synchronous training. The gradients of one
-    clock are averaged into one optimizer step once every worker has sent its own (version
-    c+1 is clock c's step); a worker that sent clock c gets weights back only once the
-    server is at version c+1-max_staleness or later, so no worker runs more than
-    `max_staleness` versions ahead of the slowest. With 0 this is the synchronous step.
-    Returns the version log: (worker rank, clock, version its gradient was computed on)."""
-    optimizer = config.build_optimizer(model.parameters())
-    parameters = list(model.parameters())
-    size = _flat_size(model)
-    inbox = torch.empty(_HEADER + size)
-    pending: dict[int, list[torch.Tensor]] = {}
-    waiting: dict[int, int] = {}  # worker rank -> the version it needs before it goes on
-    log: list[tuple[int, int, int]] = []
-    last_clock: dict[int, int] = {}
-    version = 0
-    done = 0  # workers that have sent their last clock and been answered
-    while done < len(workers):
-        sender = dist.recv(inbox)
-        clock, computed_on = int(inbox[0].item()), int(inbox[1].item())
-        log.append((sender, clock, computed_on))
-        last_clock[sender] = clock
-        pending.setdefault(clock, []).append(inbox[_HEADER:].clone())
-        waiting[sender] = clock + 1 - max_staleness
-        # Apply every clock whose gradients are all in, in order.
-        while len(pending.get(version, [])) == len(workers):
-            averaged = torch.stack(pending.pop(version)).mean(dim=0)
+class AsyncParameterServer:
+    """A server of its shard under stale-synchronous parallel. The gradients of one clock
+    are averaged into one optimizer step once every worker has sent its own (version c+1 is
+    clock c's step). `log` records (worker rank, clock, version its gradient was computed
+    on) for every gradient received: the staleness bound can be checked from it."""
+
+    def __init__(
+        self,
+        parameters: Parameters,
+        optimizer: torch.optim.Optimizer,
+        *,
+        workers: Sequence[int],
+        max_staleness: int,
+    ) -> None:
+        self._parameters = list(parameters)
+        self._optimizer = optimizer
+        self._workers = list(workers)
+        self._max_staleness = max_staleness
+        self._inbox = torch.empty(_HEADER + _flat_size(self._parameters))
+        self.version = 0
+        self.log: list[tuple[int, int, int]] = []
+
+    def serve(self, steps: int) -> None:
+        """Serve the next `steps` clocks (one epoch); returns with every worker answered for
+        the last of them, on the weights of all of them."""
+        end = self.version + steps
+        pending: dict[int, list[torch.Tensor]] = {}
+        waiting: dict[int, int] = {}  # worker rank -> the version it needs before it goes on
+        last_clock: dict[int, int] = {}
+        done = 0  # workers that have sent this epoch's last clock and been answered
+        while done < len(self._workers):
+            sender = dist.recv(self._inbox)
+            clock, computed_on = int(self._inbox[0].item()), int(self._inbox[1].item())
+            self.log.append((sender, clock, computed_on))
+            last_clock[sender] = clock
+            pending.setdefault(clock, []).append(self._inbox[_HEADER:].clone())
+            waiting[sender] = clock + 1 - self._max_staleness
+            self._apply_complete_clocks(pending)
+            reply: torch.Tensor | None = None  # the current weights, built once per round
+            for rank, needed in list(waiting.items()):
+                final = last_clock[rank] == end - 1
+                if self.version >= (end if final else needed):
+                    if reply is None:
+                        weights = torch.nn.utils.parameters_to_vector(self._parameters)
+                        header = torch.tensor([float(self.version), 0.0])
+                        reply = torch.cat([header, weights.detach()])
+                    dist.send(reply, dst=rank)
+                    del waiting[rank]
+                    done += final
+
+    def _apply_complete_clocks(self, pending: dict[int, list[torch.Tensor]]) -> None:
+        """Step once for every clock whose gradients are all in, in clock order."""
+        while len(pending.get(self.version, [])) == len(self._workers):
+            averaged = torch.stack(pending.pop(self.version)).mean(dim=0)
             offset = 0
-            for parameter in parameters:
+            for parameter in self._parameters:
                 count = parameter.numel()
                 parameter.grad = averaged[offset : offset + count].view_as(parameter).clone()
                 offset += count
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            version += 1
-        reply: torch.Tensor | None = None  # the current weights, built once for every answer
-        for rank, needed in list(waiting.items()):
-            # The last clock's answer waits for every step, so each worker ends on the
-            # server's final weights.
-            final = last_clock[rank] == steps - 1
-            if version >= (steps if final else needed):
-                if reply is None:
-                    weights = torch.nn.utils.parameters_to_vector(parameters).detach()
-                    reply = torch.cat([torch.tensor([float(version), 0.0]), weights])
-                dist.send(reply, dst=rank)
-                del waiting[rank]
-                done += final
-    return log
+            self._optimizer.step()
+            self._optimizer.zero_grad(set_to_none=True)
+            self.version += 1

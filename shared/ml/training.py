@@ -106,6 +106,10 @@ class EpochMetrics:
     learning_rate: float | None = None
     grad_norm: float | None = None
     samples_per_second: float | None = None
+    samples: int | None = None  # training rows this epoch (of every worker, in a job)
+    # Each process of the job (rank order) as measured over the epoch: its role, rows
+    # trained, CPU and resident memory. Filled by the `coordinate` hook (shared.ml.strategies).
+    nodes: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +118,7 @@ class EpochMetrics:
 @dataclass(frozen=True)
 class TrainResult:
     history: list[EpochMetrics]
-    best_epoch: int  # lowest validation loss; the returned model is the last epoch's
+    best_epoch: int  # lowest validation loss: the epoch whose weights `best_weights()` holds
     best_val_loss: float
     converged: bool
     convergence_reason: str  # why it converged, or why it did not
@@ -127,6 +131,11 @@ class TrainResult:
     def final(self) -> EpochMetrics:
         return self.history[-1]
 
+    @property
+    def best(self) -> EpochMetrics:
+        """The epoch of the kept model (the last one when no epoch had a finite loss)."""
+        return next((m for m in self.history if m.epoch == self.best_epoch), self.final)
+
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
         result["final"] = self.final.to_dict()
@@ -136,13 +145,20 @@ class TrainResult:
 EpochCallback = Callable[[EpochMetrics], None]
 CheckpointHook = Callable[[TrainingCheckpoint], None]
 EpochSampler = Callable[[int], Sequence[int] | torch.Tensor]
+# After each epoch: (its metrics, whether this process would stop) -> what the job agreed.
+EpochCoordinator = Callable[[EpochMetrics, bool], tuple[EpochMetrics, bool]]
 
 
 class Trainer:
     """Trains `model` (plain or DDP-wrapped) in place; one instance per run.
 
     A callback that raises ends the run; the last checkpoint handed to `on_checkpoint` still
-    resumes it. Under DDP only the logging/saving rank should pass the callbacks.
+    resumes it. Under DDP only the logging/saving rank should pass the callbacks; every rank
+    passes the same `coordinate`, which lets the ranks agree after each epoch on whether to
+    stop (so none is left waiting in a collective) and adds the job's per-process figures.
+
+    The weights of the best validation epoch are kept as the run goes (`best_weights()`),
+    because early stopping, by design, ends some epochs after the best one.
     """
 
     def __init__(
@@ -156,6 +172,7 @@ class Trainer:
         on_checkpoint: CheckpointHook | None = None,
         epoch_sampler: EpochSampler | None = None,
         apply_gradients: Callable[[], None] | None = None,
+        coordinate: EpochCoordinator | None = None,
     ) -> None:
         self.model = model
         self.architecture = architecture
@@ -167,6 +184,7 @@ class Trainer:
         # What a step does with the gradients: this process's optimizer, or (a parameter
         # server's worker) push them and pull the new weights.
         self._apply_gradients = apply_gradients or self.optimizer.step
+        self._coordinate = coordinate
         self._schedule = LearningRateSchedule(config)
         self._x_train = torch.from_numpy(splits.x_train)
         self._y_train = torch.from_numpy(splits.y_train)
@@ -177,6 +195,7 @@ class Trainer:
         )
         self._history: list[EpochMetrics] = []
         self._epoch = 0
+        self._best_state: dict[str, torch.Tensor] | None = None
 
     def _shuffled_rows(self, epoch: int) -> torch.Tensor:
         # The order depends only on (seed, epoch), like DistributedSampler, so a resumed run
@@ -227,6 +246,7 @@ class Trainer:
             learning_rate=self.optimizer.param_groups[0]["lr"],
             grad_norm=grad_norm,
             samples_per_second=rows / train_seconds if train_seconds > 0 else None,
+            samples=rows,
         )
 
     def _finished(self) -> bool:
@@ -241,14 +261,20 @@ class Trainer:
             # and initial weights, whatever the process did before.
             torch.manual_seed(self.config.seed)
         started = time.perf_counter()
-        while not self._finished():
+        finished = self._finished()
+        while not finished:
             metrics = self._run_epoch(self._epoch + 1)
             self._epoch = metrics.epoch
-            self._history.append(metrics)
             self._monitor.update(
                 metrics.epoch, metrics.train_loss, metrics.train_accuracy, metrics.val_loss
             )
             self._schedule.observe(metrics.val_loss)
+            if self._monitor.best_epoch == metrics.epoch:
+                self._best_state = weights_of(self.model)
+            finished = self._finished()
+            if self._coordinate is not None:
+                metrics, finished = self._coordinate(metrics, finished)
+            self._history.append(metrics)
             every = self.config.checkpoint_every
             # Callbacks run on a forked RNG so whatever they do cannot change the training.
             with torch.random.fork_rng(devices=[]):
@@ -257,6 +283,10 @@ class Trainer:
                 if self._on_checkpoint is not None and every and metrics.epoch % every == 0:
                     self._on_checkpoint(self.checkpoint())
         return self._result(time.perf_counter() - started)
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """The weights after the best validation epoch so far (the current ones before any)."""
+        return self._best_state if self._best_state is not None else weights_of(self.model)
 
     def checkpoint(self) -> TrainingCheckpoint:
         """A snapshot of the run after the last completed epoch."""
@@ -273,6 +303,7 @@ class Trainer:
                 "convergence": self._monitor.state_dict(),
                 "lr_schedule": self._schedule.state_dict(),
             },
+            best_model_state=self._best_state,
         )
 
     def restore(self, checkpoint: TrainingCheckpoint) -> None:
@@ -295,6 +326,7 @@ class Trainer:
         self._history = [EpochMetrics(**m) for m in checkpoint.progress["history"]]
         self._monitor.load_state_dict(checkpoint.progress["convergence"])
         self._schedule.load_state_dict(checkpoint.progress.get("lr_schedule", {}))
+        self._best_state = checkpoint.best_model_state
         self._epoch = checkpoint.epoch
 
     def _result(self, seconds: float) -> TrainResult:
@@ -330,10 +362,13 @@ def train_classifier(
     on_checkpoint: CheckpointHook | None = None,
     resume_from: TrainingCheckpoint | None = None,
 ) -> tuple[nn.Module, TrainResult]:
-    """Seed, build and train a model in one call: the single-process entry point."""
+    """Seed, build and train a model in one call: the single-process entry point. The model
+    returned holds the best validation epoch's weights."""
     seed_everything(config.seed)
     model = build_model(architecture)
     trainer = Trainer(
         model, architecture, splits, config, on_epoch=on_epoch, on_checkpoint=on_checkpoint
     )
-    return model, trainer.fit(resume_from=resume_from)
+    result = trainer.fit(resume_from=resume_from)
+    model.load_state_dict(trainer.best_weights())
+    return model, result

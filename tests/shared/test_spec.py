@@ -18,7 +18,7 @@ def spec(**changes: Any) -> dict[str, Any]:
 def test_defaults_make_a_valid_four_node_spec() -> None:
     parsed = WorkflowSpec.model_validate(spec())
     assert parsed.cluster.node_count == 4
-    assert parsed.training.strategy == "single"
+    assert parsed.training.strategy == "ddp"
 
 
 def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
@@ -29,7 +29,22 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
     ("changes", "message"),
     [
         ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
-        ({"training": {"strategy": "ddp"}}, "strategy 'ddp' is not available"),
+        ({"training": {"strategy": "horovod"}}, "Input should be 'ddp', 'parameter_server'"),
+        ({"training": {"ps_mode": "async"}}, "ps_mode 'async' applies to strategy parameter_s"),
+        ({"training": {"max_staleness": 2}}, "max_staleness applies to ps_mode 'async' only"),
+        (
+            {"training": {"strategy": "parameter_server", "ps_mode": "sync", "max_staleness": 1}},
+            "max_staleness applies to ps_mode 'async' only",
+        ),
+        ({"training": {"max_staleness": -1}}, "greater than or equal to 0"),
+        (
+            {
+                "training": {"strategy": "parameter_server"},
+                "cluster": {"parameter_servers": 0, "workers": 3},
+            },
+            "strategy parameter_server needs cluster.parameter_servers >= 1",
+        ),
+        ({"cluster": {"workers": 0}}, "greater than or equal to 1"),
         ({"gates": {"min_accuracy": 0.5}}, "may not be below the platform's 0.85"),
         ({"gates": {"max_p99_latency_ms": 500}}, "may not exceed the platform's 100 ms"),
         ({"gates": {"max_train_val_gap": 0.2}}, "may not exceed the platform's 0.05"),
@@ -46,6 +61,24 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
 def test_bad_specs_are_refused_with_a_reason(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         WorkflowSpec.model_validate(spec(**changes))
+
+
+@pytest.mark.parametrize(
+    "training",
+    [
+        {"strategy": "single"},
+        {"strategy": "ddp"},
+        {"strategy": "parameter_server"},
+        {"strategy": "parameter_server", "ps_mode": "async", "max_staleness": 2},
+    ],
+)
+def test_every_strategy_is_accepted(training: dict[str, Any]) -> None:
+    assert WorkflowSpec.model_validate(spec(training=training)).training.strategy
+
+
+def test_ddp_may_run_without_a_parameter_server() -> None:
+    parsed = WorkflowSpec.model_validate(spec(cluster={"workers": 3, "parameter_servers": 0}))
+    assert parsed.cluster.node_count == 4
 
 
 def test_a_spec_may_tighten_the_gates() -> None:

@@ -1,5 +1,7 @@
-"""torch, loaded once per node and only when a task needs it, and the `connect` task: a gloo
-rendezvous plus an all_reduce that proves every rank can reach every other."""
+"""torch, loaded once per node and only when a task needs it; the `rendezvous` task that makes
+this node the cluster's coordinator (the TCPStore every process group of the cluster meets
+at); and the `connect` task: a gloo group there plus an all_reduce that proves every rank can
+reach every other."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class ConnectPayload(BaseModel):
     master_port: int = Field(ge=1, le=65535)
     world_size: int = Field(ge=1, le=256)
     rank: int = Field(ge=0)
+    # Keys of this check in the coordinator's store, apart from every other group's.
+    prefix: str = Field(default="connect", min_length=1, max_length=200)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @model_validator(mode="after")
@@ -42,31 +46,70 @@ class ConnectPayload(BaseModel):
         return self
 
 
+# The TCPStore this node hosts once the cluster elected it coordinator: it stays up for the
+# node's life, and each process group (a connect check, a job) meets under its own prefix.
+_hosted_store: Any = None
+_hosted_lock = threading.Lock()
+
+
+def host_rendezvous(host: str) -> dict[str, Any]:
+    """Become the cluster's rendezvous: open (once) a TCPStore on a free port; reply where."""
+    global _hosted_store
+    ensure_torch()
+    import torch.distributed as dist
+
+    with _hosted_lock:
+        if _hosted_store is None:
+            # Port 0: the operating system picks a free one on this host, so nothing needs
+            # to know this host's ports in advance (the node may run on another machine).
+            _hosted_store = dist.TCPStore(
+                host, 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=30)
+            )
+        port = int(_hosted_store.port)
+    torch = sys.modules["torch"]
+    return {"ok": True, "host": host, "port": port, "cuda": bool(torch.cuda.is_available())}
+
+
+def group_store(master_addr: str, master_port: int, prefix: str, timeout_s: float) -> Any:
+    """The store one process group meets at: this node's own hosted store when it is the
+    coordinator, else a client of the coordinator's; namespaced by `prefix`."""
+    ensure_torch()
+    import torch.distributed as dist
+
+    with _hosted_lock:
+        hosted = _hosted_store
+    if hosted is not None and int(hosted.port) == master_port:
+        base = hosted
+    else:
+        base = dist.TCPStore(
+            master_addr, master_port, is_master=False, timeout=timedelta(seconds=timeout_s)
+        )
+    return dist.PrefixStore(f"{prefix}/", base)
+
+
 def connect(payload: ConnectPayload) -> dict[str, Any]:
-    """Join a gloo process group, all_reduce a ones tensor, leave. Blocking: run in a thread."""
+    """Join a gloo group at the coordinator, all_reduce a ones tensor, leave. Also says
+    whether this node has CUDA, so the cluster knows which backend its jobs can use.
+    Blocking: run in a thread."""
     torch = ensure_torch()
     import torch.distributed as dist
 
+    from shared.ml.distributed import joined_group
+
     started = time.perf_counter()
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://{payload.master_addr}:{payload.master_port}",
-        rank=payload.rank,
-        world_size=payload.world_size,
-        timeout=timedelta(seconds=payload.timeout_s),
-    )
-    try:
+    store = group_store(payload.master_addr, payload.master_port, payload.prefix, payload.timeout_s)
+    with joined_group(
+        store, payload.rank, payload.world_size, timeout_s=payload.timeout_s, backend="gloo"
+    ):
         tensor = torch.ones(1)
         dist.all_reduce(tensor)
         total = int(tensor.item())
-    finally:
-        # Without this gloo may abort the process at exit.
-        dist.destroy_process_group()
     return {
         "ok": total == payload.world_size,
         "sum": total,
         "world_size": payload.world_size,
         "rank": payload.rank,
+        "cuda": bool(torch.cuda.is_available()),
         "seconds": round(time.perf_counter() - started, 4),
     }
 

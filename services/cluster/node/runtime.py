@@ -10,6 +10,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from services.cluster.node.rendezvous import (
     connect,
     destroy_process_group_if_any,
     ensure_torch,
+    host_rendezvous,
 )
 from services.cluster.node.task_context import (
     NodeTaskContext,
@@ -219,6 +221,8 @@ class NodeRuntime:
             await _reply(msg, {"accepted": False, "error": error})
         elif request.kind == "connect":
             await self._run_connect(msg, request)
+        elif request.kind == "rendezvous":
+            await self._run_short(msg, request, host_rendezvous, self.identity.info.host)
         else:
             await self._run_handler(msg, request)
 
@@ -237,14 +241,19 @@ class NodeRuntime:
         except ValidationError as exc:
             await _reply(msg, {"accepted": False, "error": f"bad connect payload: {exc}"})
             return
+        await self._run_short(msg, request, connect, payload)
+
+    async def _run_short(
+        self, msg: Msg, request: TaskRequest, fn: Callable[[Any], dict[str, Any]], arg: Any
+    ) -> None:
+        """A task short enough for its reply to carry the outcome instead of an event."""
         running = RunningTask(request.task_id, request.kind, None, asyncio.Event())
         self._running = running
         try:
-            # Short, so the reply waits for the outcome instead of an event.
-            result = await run_in_daemon_thread(connect, payload, name=f"task-{request.task_id}")
+            result = await run_in_daemon_thread(fn, arg, name=f"task-{request.task_id}")
             await _reply(msg, {"accepted": True, "node_id": self.node_id, **result})
         except Exception as exc:
-            logger.warning("connect failed: %s", exc)
+            logger.warning("%s failed: %s", request.kind, exc)
             error = f"{type(exc).__name__}: {exc}"
             await _reply(
                 msg, {"accepted": True, "ok": False, "node_id": self.node_id, "error": error}

@@ -58,7 +58,7 @@ class NodeTaskContext:
 class RunningTask:
     task_id: str
     kind: str
-    context: NodeTaskContext | None  # None for `connect`, which cannot be cancelled
+    context: NodeTaskContext | None  # None for the short tasks, which cannot be cancelled
     done: asyncio.Event
 
 
@@ -67,7 +67,7 @@ def handler_available(kind: str) -> str | None:
     so the node can answer at once and load torch later, in the task's thread)."""
     target = TASK_HANDLERS.get(kind)
     if target is None:
-        known = ", ".join(sorted({*TASK_HANDLERS, "ping", "connect", "cancel"}))
+        known = ", ".join(sorted({*TASK_HANDLERS, "ping", "connect", "rendezvous", "cancel"}))
         return f"unknown task kind {kind!r}; this node runs: {known}"
     module = target.partition(":")[0]
     try:

@@ -1,6 +1,8 @@
-"""Proves a cluster's topology is connected before training is allowed on it: every worker
-and parameter server joins one gloo process group and all-reduces a tensor (`connect`), and
-every validator answers a `ping`."""
+"""Proves a cluster's topology is connected before training is allowed on it, and elects its
+coordinator. The coordinator (the first parameter server, else worker rank 0) hosts the
+cluster's rendezvous, a TCPStore on a port of its own host (`rendezvous`); every worker and
+parameter server then joins one gloo process group there and all-reduces a tensor
+(`connect`); every validator answers a `ping`. Jobs later meet at the same rendezvous."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from typing import Any
 from nats.aio.client import Client
 
 from shared.node_tasks import request_node_task
-from shared.processes import free_port
 
 PING_TIMEOUT_S = 10.0
 
@@ -27,7 +28,7 @@ class NodeAddress:
 
 
 def process_group(nodes: list[NodeAddress]) -> list[NodeAddress]:
-    """Parameter servers first (the first one hosts the rendezvous), then workers."""
+    """Parameter servers first (the first one is the coordinator), then workers."""
     role_order = {"parameter_server": 0, "worker": 1}
     members = [n for n in nodes if n.role in role_order]
     return sorted(members, key=lambda n: (role_order[n.role], n.rank))
@@ -43,7 +44,9 @@ async def _check(
         error = None if ok else str(reply.get("error") or reply)
     except Exception as exc:  # a timeout or no responder: the node is unreachable
         ok, error = False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reply = {}
     return {
+        "reply": reply,
         "node_id": node.node_id,
         "role": node.role,
         "check": kind,
@@ -54,18 +57,28 @@ async def _check(
 
 
 async def verify_topology(nc: Client, nodes: list[NodeAddress], timeout: float) -> dict[str, Any]:
-    """Run every check concurrently; `connected` only when all of them passed."""
+    """Elect the coordinator, then run every check concurrently; `connected` only when all
+    of them passed. `rendezvous` says where jobs meet and with which backend: NCCL when every
+    worker has CUDA, else gloo."""
     group = process_group(nodes)
-    checks = []
     master = group[0] if group else None
+    results: list[dict[str, Any]] = []
+    rendezvous: dict[str, Any] | None = None
     if master is not None:
-        port = free_port(master.host)
+        hosted = await _check(nc, master, "rendezvous", {}, timeout)
+        results.append(hosted)
+        if hosted["ok"]:
+            rendezvous = {"node_id": master.node_id, **hosted["reply"]}
+    checks = []
+    if rendezvous is not None:
+        prefix = f"connect-{uuid.uuid4()}"
         for rank, node in enumerate(group):
             payload = {
-                "master_addr": master.host,
-                "master_port": port,
+                "master_addr": rendezvous["host"],
+                "master_port": rendezvous["port"],
                 "world_size": len(group),
                 "rank": rank,
+                "prefix": prefix,
                 # The node gives up first, so its reply (not our timeout) says what failed.
                 "timeout_s": max(1.0, timeout - 5.0),
             }
@@ -73,11 +86,24 @@ async def verify_topology(nc: Client, nodes: list[NodeAddress], timeout: float) 
     for node in nodes:
         if node.role == "validator":
             checks.append(_check(nc, node, "ping", {}, PING_TIMEOUT_S))
-    results = list(await asyncio.gather(*checks))
+    results += await asyncio.gather(*checks)
+    connected = bool(results) and all(r["ok"] for r in results)
+    workers = [r for r in results if r["check"] == "connect" and r["role"] == "worker"]
+    backend = "nccl" if workers and all(r["reply"].get("cuda") for r in workers) else "gloo"
     return {
-        "connected": bool(results) and all(r["ok"] for r in results),
-        "backend": "gloo",
+        "connected": connected,
+        "backend": backend,
         "world_size": len(group),
         "master": master.node_id if master else None,
-        "checks": results,
+        "rendezvous": (
+            {
+                "node_id": rendezvous["node_id"],
+                "host": rendezvous["host"],
+                "port": rendezvous["port"],
+                "backend": backend,
+            }
+            if rendezvous is not None and connected
+            else None
+        ),
+        "checks": [{k: v for k, v in r.items() if k != "reply"} for r in results],
     }

@@ -72,5 +72,6 @@ async def configure_workflow(
             architecture=design.architecture,
             spec=spec,
             gates=gates,
+            rendezvous=(event.topology or {}).get("rendezvous"),
         )
     )

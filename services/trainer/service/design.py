@@ -84,9 +84,23 @@ def cluster_gate(spec: WorkflowSpec, started: ClusterStarted) -> tuple[dict[str,
         )
     if roles["worker"] < 1:
         failures.append("no worker node to train on")
+    strategy = spec.training.strategy
+    if strategy == "parameter_server" and roles["parameter_server"] < 1:
+        failures.append("no parameter-server node for strategy parameter_server")
+    if strategy != "single" and connected and not (started.topology or {}).get("rendezvous"):
+        failures.append(f"the cluster elected no rendezvous for strategy {strategy}")
     return gates, failures
 
 
-def worker_rank_zero(nodes: list[NodeInfo]) -> NodeInfo | None:
-    workers = [node for node in nodes if node.role == "worker"]
-    return min(workers, key=lambda node: node.rank) if workers else None
+def job_members(spec: WorkflowSpec, nodes: list[NodeInfo]) -> tuple[list[NodeInfo], int]:
+    """The nodes of the training job in rank order, and how many of them (the first) are
+    parameter servers: worker rank 0 alone for `single`, every worker for `ddp`, every
+    parameter server and then every worker for `parameter_server`."""
+    workers = sorted((n for n in nodes if n.role == "worker"), key=lambda n: n.rank)
+    strategy = spec.training.strategy
+    if strategy == "single":
+        return workers[:1], 0
+    if strategy == "ddp":
+        return workers, 0
+    servers = sorted((n for n in nodes if n.role == "parameter_server"), key=lambda n: n.rank)
+    return [*servers, *workers], len(servers)

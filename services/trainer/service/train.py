@@ -1,17 +1,22 @@
-"""Phase 3, start: create the training job and hand the `train` task to worker rank 0.
+"""Phase 3, start: create the training job and hand a `train` task to every process of it:
+worker rank 0 alone (`single`), every worker (`ddp`), or every parameter server and every
+worker (`parameter_server`), each with its rank and the cluster's rendezvous.
 
-The job is committed before the task is sent, so the node's first progress event always
-finds its row; the task request happens outside any transaction (it may wait seconds)."""
+The job is committed before the tasks are sent, so the lead's first progress event always
+finds its row; the task requests happen outside any transaction (they may wait seconds)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
 
 from services.trainer.repository import TrainerRepository
-from services.trainer.service.design import worker_rank_zero
+from services.trainer.service.design import job_members
+from services.trainer.state import TrainerContext
 from shared.contracts import (
+    JobPlacement,
     MemoryWritten,
     Phase2Completed,
     TrainArtifacts,
@@ -28,13 +33,17 @@ logger = logging.getLogger(__name__)
 
 
 async def create_job(
-    context: AnyContext, uow: UnitOfWork, event: Phase2Completed
-) -> tuple[TrainTask, str]:
-    """The job's row and the task for worker rank 0 (sent once this unit commits)."""
-    worker = worker_rank_zero(event.nodes)
-    if worker is None:
+    context: TrainerContext, uow: UnitOfWork, event: Phase2Completed
+) -> list[tuple[TrainTask, str]]:
+    """The job's row and its tasks, by rank, with their nodes (sent once this unit commits).
+    The lead (the first worker) reports progress and the result; the row names its node."""
+    members, servers = job_members(event.spec, event.nodes)
+    if not members[servers:]:
         raise PhaseError("no worker node in the cluster to train on")
-    task = TrainTask(
+    strategy = event.spec.training.strategy
+    if strategy != "single" and event.rendezvous is None:
+        raise PhaseError(f"strategy {strategy} needs the cluster's rendezvous; it has none")
+    base = TrainTask(
         job_id=uuid.uuid4(),
         workflow_id=event.workflow_id,
         tenant_id=event.tenant_id,
@@ -45,46 +54,86 @@ async def create_job(
             context.artifacts, event.tenant_id, event.workflow_id
         ),
     )
+    tasks = [(base, members[0].node_id)]
+    if strategy != "single":
+        assert event.rendezvous is not None
+        ids = [m.node_id for m in members]
+        tasks = [
+            (
+                base.model_copy(
+                    update={
+                        "placement": JobPlacement(
+                            rank=rank,
+                            members=ids,
+                            servers=servers,
+                            rendezvous=event.rendezvous,
+                            timeout_s=context.settings.collective_timeout_s,
+                        )
+                    }
+                ),
+                node_id,
+            )
+            for rank, node_id in enumerate(ids)
+        ]
+    lead = members[servers]
     await TrainerRepository(uow.session, event.tenant_id).create_job(
-        task.job_id,
+        base.job_id,
         event.workflow_id,
         event.cluster_id,
-        worker.node_id,
+        lead.node_id,
         config={
             "spec": event.spec.model_dump(mode="json"),
             "architecture": event.architecture,
-            "artifacts": task.artifacts.model_dump(),
-            "strategy": event.spec.training.strategy,
+            "artifacts": base.artifacts.model_dump(),
+            "strategy": strategy,
+            "members": [{"node_id": m.node_id, "role": m.role} for m in members],
         },
     )
     # How to follow the job while it trains; written again when the phase completes.
     follow = monitoring(
-        context.settings.trainer_url, task.job_id, worker.node_id, event.spec.training.epochs
+        context.settings.trainer_url, base.job_id, lead.node_id, event.spec.training.epochs
     )
     await uow.emit(
         MemoryWritten(
             workflow_id=event.workflow_id,
             tenant_id=event.tenant_id,
-            keys={MemoryKey.TRAINING_JOB_ID: str(task.job_id), MemoryKey.MONITORING: follow},
+            keys={MemoryKey.TRAINING_JOB_ID: str(base.job_id), MemoryKey.MONITORING: follow},
         )
     )
-    return task, worker.node_id
+    return tasks
 
 
-async def send_train_task(context: AnyContext, task: TrainTask, node_id: str) -> str | None:
-    """Hand the task to its node; None once accepted, else why it did not start."""
-    try:
-        await send_node_task(
-            context, node_id, str(task.job_id), "train", task.model_dump(mode="json")
-        )
-    except TaskNotStarted as exc:
-        return str(exc)
-    return None
+async def send_train_tasks(context: AnyContext, tasks: list[tuple[TrainTask, str]]) -> str | None:
+    """Hand every process its task at once (they meet at the rendezvous); None once all
+    accepted, else why the job did not start, after cancelling the ranks that had accepted."""
+
+    async def send(task: TrainTask, node_id: str) -> str | None:
+        try:
+            await send_node_task(
+                context, node_id, str(task.job_id), "train", task.model_dump(mode="json")
+            )
+        except TaskNotStarted as exc:
+            return str(exc)
+        return None
+
+    errors = await asyncio.gather(*(send(task, node_id) for task, node_id in tasks))
+    refused = [error for error in errors if error is not None]
+    if not refused:
+        return None
+    accepted = [node_id for (_, node_id), error in zip(tasks, errors, strict=True) if not error]
+    job_id = str(tasks[0][0].job_id)
+    for node_id in accepted:
+        try:
+            await send_node_task(context, node_id, job_id, "cancel", {"task_id": job_id})
+        except TaskNotStarted as exc:  # it fails at the rendezvous timeout anyway
+            logger.warning("could not cancel rank on %s: %s", node_id, exc)
+    return "; ".join(refused)
 
 
 async def record_dispatch(
-    uow: UnitOfWork, task: TrainTask, node_id: str, error: str | None
+    uow: UnitOfWork, tasks: list[tuple[TrainTask, str]], error: str | None
 ) -> None:
+    task, node_id = tasks[0]
     repository = TrainerRepository(uow.session, task.tenant_id)
     if error is None:
         await repository.mark_started(task.job_id)
@@ -97,7 +146,7 @@ async def record_dispatch(
         task.workflow_id,
         task.tenant_id,
         f"training could not start: {error}",
-        {"job_id": str(task.job_id), "node_id": node_id},
+        {"job_id": str(task.job_id), "nodes": [n for _, n in tasks]},
     )
 
 

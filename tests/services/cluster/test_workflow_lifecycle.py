@@ -87,7 +87,12 @@ async def test_submit_sets_up_the_workflow_and_its_nodes_come_up_connected(
     cluster = (await client.get(f"/clusters/{cluster_id}", headers=headers)).json()
     assert cluster["status"] == "ready" and cluster["workflow_id"] == workflow_id
     assert cluster["topology"]["connected"] and cluster["topology"]["world_size"] == 3
-    assert {c["check"] for c in cluster["topology"]["checks"]} == {"connect", "ping"}
+    assert {c["check"] for c in cluster["topology"]["checks"]} == {"rendezvous", "connect", "ping"}
+    # The coordinator is the parameter server; jobs meet at its store, on a port of its host.
+    coordinator = next(n for n in cluster["nodes"] if n["role"] == "parameter_server")
+    rendezvous = cluster["topology"]["rendezvous"]
+    assert rendezvous["node_id"] == coordinator["node_id"] == cluster["topology"]["master"]
+    assert rendezvous["host"] == coordinator["host"] and rendezvous["backend"] == "gloo"
     pids = [n["pid"] for n in cluster["nodes"]]
     assert all(n["status"] == "registered" for n in cluster["nodes"])
     assert all(psutil.pid_exists(pid) for pid in pids)

@@ -28,7 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def digits_spec(**training: Any) -> WorkflowSpec:
-    settings = {"epochs": 3, "learning_rate": 0.01, "checkpoint_every": 2, "patience": 10}
+    settings = {
+        "strategy": "single",
+        "epochs": 3,
+        "learning_rate": 0.01,
+        "checkpoint_every": 2,
+        "patience": 10,
+    }
     return WorkflowSpec.model_validate(
         {"name": "digits-test", "dataset": "digits", "training": {**settings, **training}}
     )

@@ -1,30 +1,23 @@
-"""DDP and the synchronous parameter server over real gloo process groups (local ranks):
-with two workers and per-rank batch b, both take the same steps as one process with batch 2·b
-over the same permutation."""
+"""Every strategy's ranks (shared.ml.strategies) over real gloo process groups on local
+processes: with two workers and per-rank batch b, DDP and the synchronous parameter server
+(one server or the parameters sharded over two) take the same steps as one process with
+batch 2·b over the same permutation; the asynchronous server keeps its staleness bound."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from shared.ml.architecture import Architecture, build_model, design_architecture
 from shared.ml.data import DatasetSplits
-from shared.ml.distributed import process_group, shard_order, whole_order
-from shared.ml.parameter_server import (
-    AsyncWorkerStep,
-    push_gradients_pull_weights,
-    serve_parameters,
-    serve_parameters_async,
-    steps_per_epoch,
-)
+from shared.ml.distributed import process_group, whole_order
+from shared.ml.parameter_server import steps_per_epoch
+from shared.ml.strategies import Placement, run_rank
 from shared.ml.training import TrainConfig, Trainer, seed_everything
 from shared.processes import free_port
 
@@ -50,48 +43,37 @@ def arch(splits: DatasetSplits) -> Architecture:
     return design_architecture(splits.num_features, splits.num_classes, hidden_layers=[32])
 
 
-# Steps every worker takes, so the parameter server knows how many to serve.
+# Steps every worker takes in the run.
 STEPS = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
 
 
-@contextlib.contextmanager
-def _joined(rank: int, port: int, world_size: int, arch: Architecture) -> Iterator[nn.Module]:
-    """In a spawned rank: one thread, the gloo group, and the seeded initial model."""
+def _rank(
+    rank: int,
+    port: int,
+    job: dict[str, Any],
+    splits: DatasetSplits,
+    arch: Architecture,
+    out: Path,
+) -> None:
+    """One spawned rank of the job `job` (Placement's fields but the rank): the lead saves
+    the trained weights and every epoch's job metrics, each server its version log."""
     torch.set_num_threads(1)
-    with process_group("127.0.0.1", port, rank, world_size, timeout_s=60, backend="gloo"):
-        seed_everything(CONFIG.seed)
-        yield build_model(arch)
+    placement = Placement(rank=rank, **job)
+    with process_group("127.0.0.1", port, rank, placement.world_size, timeout_s=60):
+        run = run_rank(placement, splits, arch, CONFIG)
+    if placement.is_lead:
+        assert run.result is not None
+        history = [m.to_dict() for m in run.result.history]
+        torch.save({"weights": run.model.state_dict(), "history": history}, out / "lead.pt")
+    if placement.is_server:
+        torch.save({"log": run.version_log}, out / f"server-{rank}.pt")
 
 
-def _worker_order(worker: int) -> Callable[[int], list[int]]:
-    return shard_order(TRAIN_ROWS, seed=CONFIG.seed, rank=worker, world_size=WORLD_SIZE)
-
-
-def _rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: Path) -> None:
-    with _joined(rank, port, WORLD_SIZE, arch) as plain:
-        model = DistributedDataParallel(plain)
-        order = _worker_order(rank)
-        Trainer(model, arch, splits, CONFIG, epoch_sampler=order).fit()
-        if rank == 0:
-            torch.save(model.module.state_dict(), out)
-
-
-def _ps_rank(rank: int, port: int, splits: DatasetSplits, arch: Architecture, out: Path) -> None:
-    """Rank 0 is the parameter server; ranks 1..WORLD_SIZE are the workers."""
-    with _joined(rank, port, WORLD_SIZE + 1, arch) as model:
-        if rank == 0:
-            serve_parameters(model, CONFIG, workers=WORLD_SIZE, steps=STEPS, server_rank=0)
-            torch.save(model.state_dict(), out)
-            return
-        order = _worker_order(rank - 1)
-        Trainer(
-            model,
-            arch,
-            splits,
-            CONFIG,
-            epoch_sampler=order,
-            apply_gradients=lambda: push_gradients_pull_weights(model, server_rank=0),
-        ).fit()
+def _run(job: dict[str, Any], splits: DatasetSplits, arch: Architecture, out: Path) -> dict:
+    port = free_port("127.0.0.1")
+    mp.spawn(_rank, args=(port, job, splits, arch, out), nprocs=job["world_size"])
+    lead: dict = torch.load(out / "lead.pt", weights_only=True)
+    return lead
 
 
 def _single_process_weights(splits: DatasetSplits, arch: Architecture) -> dict[str, torch.Tensor]:
@@ -108,81 +90,68 @@ def _single_process_weights(splits: DatasetSplits, arch: Architecture) -> dict[s
     return weights
 
 
-def _assert_same_weights(expected: dict[str, torch.Tensor], path: Path) -> None:
-    trained = torch.load(path, weights_only=True)
+def _assert_same_weights(expected: dict[str, torch.Tensor], trained: dict) -> None:
     for name, tensor in expected.items():
         assert torch.allclose(tensor, trained[name], atol=1e-5), name
+
+
+DDP = {"strategy": "ddp", "world_size": WORLD_SIZE}
+
+
+def _ps(servers: int, mode: str = "sync", max_staleness: int = 0) -> dict[str, Any]:
+    return {
+        "strategy": "parameter_server",
+        "world_size": servers + WORLD_SIZE,
+        "servers": servers,
+        "ps_mode": mode,
+        "max_staleness": max_staleness,
+    }
 
 
 def test_ddp_at_world_size_two_takes_the_single_process_step(
     splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    out = tmp_path / "ddp.pt"
-    mp.spawn(_rank, args=(free_port("127.0.0.1"), splits, arch, out), nprocs=WORLD_SIZE)
-    _assert_same_weights(_single_process_weights(splits, arch), out)
+    lead = _run(DDP, splits, arch, tmp_path)
+    _assert_same_weights(_single_process_weights(splits, arch), lead["weights"])
+    # Both workers trained their own half of the rows, and the job says so every epoch.
+    for epoch in lead["history"]:
+        workers = [n for n in epoch["nodes"] if n["role"] == "worker"]
+        assert [n["samples"] for n in workers] == [TRAIN_ROWS // WORLD_SIZE] * WORLD_SIZE
+        assert epoch["samples"] == TRAIN_ROWS
+        assert all(n["rss_mb"] > 0 for n in workers)
 
 
+@pytest.mark.parametrize("servers", [1, 2], ids=["one-server", "two-shards"])
 def test_synchronous_parameter_server_takes_the_ddp_step(
-    splits: DatasetSplits, arch: Architecture, tmp_path: Path
+    servers: int, splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    out = tmp_path / "ps.pt"
-    port = free_port("127.0.0.1")
-    mp.spawn(_ps_rank, args=(port, splits, arch, out), nprocs=WORLD_SIZE + 1)
-    _assert_same_weights(_single_process_weights(splits, arch), out)
-
-
-def _async_rank(
-    rank: int,
-    port: int,
-    splits: DatasetSplits,
-    arch: Architecture,
-    out: Path,
-    max_staleness: int,
-) -> None:
-    """Rank 0 serves with bounded staleness; ranks 1..WORLD_SIZE are the workers."""
-    with _joined(rank, port, WORLD_SIZE + 1, arch) as model:
-        if rank == 0:
-            log = serve_parameters_async(
-                model,
-                CONFIG,
-                workers=list(range(1, WORLD_SIZE + 1)),
-                steps=STEPS,
-                max_staleness=max_staleness,
-            )
-            torch.save({"weights": model.state_dict(), "log": log}, out)
-            return
-        step = AsyncWorkerStep(model, server_rank=0)
-        order = _worker_order(rank - 1)
-        Trainer(model, arch, splits, CONFIG, epoch_sampler=order, apply_gradients=step).fit()
-
-
-def _run_async(splits: DatasetSplits, arch: Architecture, out: Path, max_staleness: int) -> dict:
-    port = free_port("127.0.0.1")
-    mp.spawn(_async_rank, args=(port, splits, arch, out, max_staleness), nprocs=WORLD_SIZE + 1)
-    saved: dict = torch.load(out, weights_only=True)
-    return saved
+    lead = _run(_ps(servers), splits, arch, tmp_path)
+    _assert_same_weights(_single_process_weights(splits, arch), lead["weights"])
+    roles = [n["role"] for n in lead["history"][-1]["nodes"]]
+    assert roles == ["parameter_server"] * servers + ["worker"] * WORLD_SIZE
 
 
 def test_async_with_no_staleness_is_the_synchronous_step(
     splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    saved = _run_async(splits, arch, tmp_path / "async0.pt", max_staleness=0)
-    expected = _single_process_weights(splits, arch)
-    for name, tensor in expected.items():
-        assert torch.allclose(tensor, saved["weights"][name], atol=1e-5), name
-    assert all(clock == version for _, clock, version in saved["log"])
+    lead = _run(_ps(1, "async", 0), splits, arch, tmp_path)
+    _assert_same_weights(_single_process_weights(splits, arch), lead["weights"])
+    log = torch.load(tmp_path / "server-0.pt", weights_only=True)["log"]
+    assert all(clock == version for _, clock, version in log)
 
 
 def test_async_workers_never_run_past_the_staleness_bound(
     splits: DatasetSplits, arch: Architecture, tmp_path: Path
 ) -> None:
-    saved = _run_async(splits, arch, tmp_path / "async2.pt", max_staleness=2)
-    log = saved["log"]
-    assert sorted(clock for rank, clock, _ in log if rank == 1) == list(range(STEPS))
-    assert max(clock - version for _, clock, version in log) <= 2
+    lead = _run(_ps(2, "async", 2), splits, arch, tmp_path)
+    for server in (0, 1):
+        log = torch.load(tmp_path / f"server-{server}.pt", weights_only=True)["log"]
+        for worker in (2, 3):
+            assert sorted(clock for rank, clock, _ in log if rank == worker) == list(range(STEPS))
+        assert max(clock - version for _, clock, version in log) <= 2
     # The trained weights still classify: the stale steps did not wreck the run.
     model = build_model(arch)
-    model.load_state_dict(saved["weights"])
+    model.load_state_dict(lead["weights"])
     with torch.no_grad():
         predicted = model(torch.from_numpy(splits.x_val)).argmax(dim=1)
     accuracy = (predicted == torch.from_numpy(splits.y_val)).float().mean().item()

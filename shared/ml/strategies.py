@@ -1,0 +1,324 @@
+"""One process of a training job, under any strategy: `single`, `ddp` or `parameter_server`.
+
+The same code runs inside a cluster's node (services/trainer/node_task.py, in a process group
+the node joined) and in a generated project's `train.py` (under torchrun), so both train the
+same weights. Ranks are laid out as `Placement` says: parameter servers first (ranks
+0..S-1), then the workers; the first worker is the *lead*, the only rank that reports
+progress, writes checkpoints and saves the model.
+
+After every epoch all ranks meet once (`EpochSync`, one small all_gather): each contributes
+its own figures (rows trained, samples/s, CPU, resident memory) and the lead's decision to go
+on or stop is the job's, so no rank is ever left alone in a collective. Workers of `ddp` and
+of a parameter server all end an epoch on the same weights, so their validation figures and
+their decisions agree anyway; the lead's decision is taken for robustness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psutil
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from shared.ml.architecture import Architecture, build_model
+from shared.ml.checkpoint import unwrap_model
+from shared.ml.data import DatasetSplits
+from shared.ml.distributed import shard_order
+from shared.ml.parameter_server import (
+    AsyncParameterServer,
+    AsyncWorkerStep,
+    SyncParameterServer,
+    SyncPush,
+    owned_by,
+    shard_owners,
+    steps_per_epoch,
+)
+from shared.ml.schedule import LearningRateSchedule
+from shared.ml.training import (
+    CheckpointHook,
+    EpochCallback,
+    EpochMetrics,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    seed_everything,
+)
+
+Strategy = Literal["single", "ddp", "parameter_server"]
+PsMode = Literal["sync", "async"]
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where this process sits in its job."""
+
+    strategy: Strategy = "single"
+    rank: int = 0
+    world_size: int = 1
+    servers: int = 0  # ranks 0..servers-1 are parameter servers
+    ps_mode: PsMode = "sync"
+    max_staleness: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is outside world size {self.world_size}")
+        if (self.strategy == "parameter_server") != (self.servers > 0):
+            raise ValueError("parameter servers are part of the parameter_server strategy only")
+        if self.workers < 1:
+            raise ValueError("a job needs at least one worker")
+        if self.strategy == "single" and self.world_size != 1:
+            raise ValueError("strategy single runs in one process")
+
+    @property
+    def workers(self) -> int:
+        return self.world_size - self.servers
+
+    @property
+    def is_server(self) -> bool:
+        return self.rank < self.servers
+
+    @property
+    def worker_index(self) -> int:
+        """This worker's shard of the data (0..workers-1)."""
+        return self.rank - self.servers
+
+    @property
+    def lead_rank(self) -> int:
+        return self.servers
+
+    @property
+    def is_lead(self) -> bool:
+        return self.rank == self.lead_rank
+
+    def role_of(self, rank: int) -> str:
+        return "parameter_server" if rank < self.servers else "worker"
+
+
+class ProcessMeter:
+    """This process's CPU use since the last sample and its resident memory."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # the first call only starts the interval
+
+    def sample(self) -> tuple[float, float]:
+        return self._process.cpu_percent(None), self._process.memory_info().rss / _MB
+
+
+@dataclass(frozen=True)
+class AgreedEpoch:
+    stop: bool
+    val_loss: float  # the lead's
+    nodes: list[dict[str, Any]]
+
+
+class EpochSync:
+    """The job's one meeting per epoch: every rank's figures, and the lead's decision."""
+
+    # would_stop, val_loss, samples, samples/s, cpu %, rss MB
+    _FIELDS = 6
+
+    def __init__(
+        self,
+        placement: Placement,
+        labels: Sequence[str] | None = None,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> None:
+        self._placement = placement
+        self._labels = list(labels) if labels is not None else None
+        self._stop_requested = stop_requested
+        self._meter = ProcessMeter()
+
+    def exchange(
+        self, *, would_stop: bool, val_loss: float, samples: int, samples_per_second: float
+    ) -> AgreedEpoch:
+        cpu, rss = self._meter.sample()
+        if self._stop_requested is not None and self._stop_requested():
+            would_stop = True  # a cancel: every rank stops after this epoch, together
+        mine = torch.tensor(
+            [float(would_stop), val_loss, samples, samples_per_second, cpu, rss],
+            dtype=torch.float64,
+        )
+        gathered = [mine]
+        if self._placement.world_size > 1:
+            world = self._placement.world_size
+            gathered = [torch.empty(self._FIELDS, dtype=torch.float64) for _ in range(world)]
+            dist.all_gather(gathered, mine)
+        lead = gathered[self._placement.lead_rank]
+        return AgreedEpoch(
+            stop=bool(lead[0].item()),
+            val_loss=float(lead[1].item()),
+            nodes=[self._node(rank, row) for rank, row in enumerate(gathered)],
+        )
+
+    def _node(self, rank: int, row: torch.Tensor) -> dict[str, Any]:
+        _, _, samples, rate, cpu, rss = row.tolist()
+        node: dict[str, Any] = {
+            "rank": rank,
+            "role": self._placement.role_of(rank),
+            "samples": int(samples),
+            "samples_per_second": round(rate, 1),
+            "cpu_percent": round(cpu, 1),
+            "rss_mb": round(rss, 1),
+        }
+        if self._labels is not None:
+            node["node_id"] = self._labels[rank]
+        return node
+
+    def coordinate(self, metrics: EpochMetrics, would_stop: bool) -> tuple[EpochMetrics, bool]:
+        """The Trainer's hook on a worker: the epoch's metrics become the job's (samples/s
+        summed over the workers, every process's figures), and the lead's decision."""
+        agreed = self.exchange(
+            would_stop=would_stop,
+            val_loss=metrics.val_loss,
+            samples=metrics.samples or 0,
+            samples_per_second=metrics.samples_per_second or 0.0,
+        )
+        workers = [n for n in agreed.nodes if n["role"] == "worker"]
+        job = dataclasses.replace(
+            metrics,
+            samples=sum(n["samples"] for n in workers),
+            samples_per_second=sum(n["samples_per_second"] for n in workers),
+            nodes=agreed.nodes,
+        )
+        return job, agreed.stop
+
+
+@dataclass
+class RankRun:
+    """What one process ends with. `model` is plain (unwrapped) and holds the last epoch's
+    weights; a worker's `trainer` has the best epoch's (`best_weights()`)."""
+
+    placement: Placement
+    model: nn.Module
+    trainer: Trainer | None = None
+    result: TrainResult | None = None
+    version_log: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def run_rank(
+    placement: Placement,
+    splits: DatasetSplits,
+    architecture: Architecture,
+    config: TrainConfig,
+    *,
+    on_epoch: EpochCallback | None = None,
+    on_checkpoint: CheckpointHook | None = None,
+    labels: Sequence[str] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+) -> RankRun:
+    """Train this rank's part of the job, in the process group (if any) the caller joined.
+    Every rank builds the same seeded initial model; the lead alone gets the callbacks.
+    `stop_requested` (read on the lead after each epoch) ends the job early on every rank;
+    `labels` name the ranks in the per-process figures."""
+    if placement.world_size > 1 and not dist.is_initialized():
+        raise RuntimeError("join the job's process group before running a rank of it")
+    seed_everything(config.seed)
+    model = build_model(architecture)
+    sync = EpochSync(placement, labels, stop_requested if placement.is_lead else None)
+    if placement.is_server:
+        log = _serve(placement, model, config, len(splits.x_train), sync)
+        return RankRun(placement, model, version_log=log)
+    trainer = _worker_trainer(
+        placement,
+        model,
+        splits,
+        architecture,
+        config,
+        sync,
+        on_epoch=on_epoch if placement.is_lead else None,
+        on_checkpoint=on_checkpoint if placement.is_lead else None,
+    )
+    result = trainer.fit()
+    return RankRun(placement, unwrap_model(trainer.model), trainer, result)
+
+
+def _worker_trainer(
+    placement: Placement,
+    model: nn.Module,
+    splits: DatasetSplits,
+    architecture: Architecture,
+    config: TrainConfig,
+    sync: EpochSync,
+    *,
+    on_epoch: EpochCallback | None,
+    on_checkpoint: CheckpointHook | None,
+) -> Trainer:
+    hooks: dict[str, Any] = {
+        "on_epoch": on_epoch,
+        "on_checkpoint": on_checkpoint,
+        "coordinate": sync.coordinate,
+    }
+    if placement.strategy == "single":
+        # The single-process order (seed, epoch), as every earlier run of the platform had.
+        return Trainer(model, architecture, splits, config, **hooks)
+    order = shard_order(
+        len(splits.x_train),
+        seed=config.seed,
+        rank=placement.worker_index,
+        world_size=placement.workers,
+    )
+    if placement.strategy == "ddp":
+        wrapped = DistributedDataParallel(model)
+        return Trainer(wrapped, architecture, splits, config, epoch_sampler=order, **hooks)
+    parameters = list(model.parameters())
+    owners = shard_owners(parameters, range(placement.servers))
+    step = (
+        SyncPush(parameters, owners)
+        if placement.ps_mode == "sync"
+        else AsyncWorkerStep(parameters, owners)
+    )
+    return Trainer(
+        model, architecture, splits, config, epoch_sampler=order, apply_gradients=step, **hooks
+    )
+
+
+def _serve(
+    placement: Placement,
+    model: nn.Module,
+    config: TrainConfig,
+    train_rows: int,
+    sync: EpochSync,
+) -> list[tuple[int, int, int]]:
+    """A parameter server's epochs: serve one epoch of steps, meet the workers, go on until
+    the lead says stop. The learning-rate schedule is the workers' (it sees the lead's
+    validation loss), so the rates the workers report are the ones applied here."""
+    parameters = list(model.parameters())
+    owners = shard_owners(parameters, range(placement.servers))
+    optimizer = config.build_optimizer(owned_by(parameters, owners, placement.rank))
+    schedule = LearningRateSchedule(config)
+    steps = steps_per_epoch(train_rows, placement.workers, config.batch_size)
+    workers = range(placement.servers, placement.world_size)
+    server: SyncParameterServer | AsyncParameterServer
+    if placement.ps_mode == "sync":
+        server = SyncParameterServer(
+            parameters, owners, optimizer, rank=placement.rank, workers=placement.workers
+        )
+    else:
+        server = AsyncParameterServer(
+            owned_by(parameters, owners, placement.rank),
+            optimizer,
+            workers=workers,
+            max_staleness=placement.max_staleness,
+        )
+    epoch = 0
+    while True:
+        epoch += 1
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.rate(epoch)
+        server.serve(steps)
+        agreed = sync.exchange(
+            would_stop=False, val_loss=math.nan, samples=0, samples_per_second=0.0
+        )
+        schedule.observe(agreed.val_loss)
+        if agreed.stop:
+            break
+    return server.log if isinstance(server, AsyncParameterServer) else []
