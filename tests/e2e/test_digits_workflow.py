@@ -125,7 +125,8 @@ async def test_digits_workflow_from_request_to_served_model(
     assert not missing, f"missing generated files: {missing}"
 
     result = workflow["result"]
-    assert result["test_accuracy"] >= 0.90
+    assert result["test_accuracy"] >= 0.97
+    await assert_every_worker_trained(stack, user_token, workflow_id, roles=["worker"] * 2)
     spec = digits_spec()
     rows, labels = raw_test_rows(spec["dataset"], spec["training"]["seed"])
     async with httpx.AsyncClient(base_url=result["served_url"]) as served:
@@ -136,6 +137,46 @@ async def test_digits_workflow_from_request_to_served_model(
     assert (predictions == labels).mean() >= 0.90
 
     await assert_one_trace_spans_the_workflow(otlp)
+
+
+async def assert_every_worker_trained(
+    stack: Any, token: str, workflow_id: str, roles: list[str]
+) -> dict[str, Any]:
+    """The job ran on `roles` (rank order) and each worker process reported its own rows."""
+    async with httpx.AsyncClient(base_url=stack.url("trainer")) as trainer:
+        headers = {"Authorization": f"Bearer {token}"}
+        listed = await trainer.get("/jobs", params={"workflow_id": workflow_id}, headers=headers)
+        listed.raise_for_status()
+        job: dict[str, Any] = listed.json()["jobs"][0]
+    nodes = job["metrics"]["nodes"]
+    assert [n["role"] for n in nodes] == roles
+    workers = [n for n in nodes if n["role"] == "worker"]
+    assert len({n["node_id"] for n in workers}) == len(workers)
+    # DistributedSampler gives every worker its own equal share of each epoch's rows.
+    assert all(n["samples"] > 0 for n in workers)
+    assert len({n["samples"] for n in workers}) == 1
+    assert all(n["peak_rss_mb"] > 0 for n in nodes)
+    return job
+
+
+@pytest.mark.parametrize(
+    "training",
+    [{"ps_mode": "sync"}, {"ps_mode": "async", "max_staleness": 2}],
+    ids=["sync", "async"],
+)
+async def test_a_parameter_server_workflow_trains_on_every_worker(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient, training: dict[str, Any]
+) -> None:
+    spec = digits_spec()
+    spec["name"] = f"digits-ps-{training['ps_mode']}"
+    spec["training"] = spec["training"] | {"strategy": "parameter_server", **training}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
+    assert workflow["status"] == "completed", workflow
+    assert workflow["result"]["test_accuracy"] >= 0.97
+    roles = ["parameter_server", "worker", "worker"]
+    await assert_every_worker_trained(stack, user_token, workflow["id"], roles)
 
 
 async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:

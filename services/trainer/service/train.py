@@ -43,61 +43,56 @@ async def create_job(
     strategy = event.spec.training.strategy
     if strategy != "single" and event.rendezvous is None:
         raise PhaseError(f"strategy {strategy} needs the cluster's rendezvous; it has none")
-    base = TrainTask(
-        job_id=uuid.uuid4(),
-        workflow_id=event.workflow_id,
-        tenant_id=event.tenant_id,
-        cluster_id=event.cluster_id,
-        spec=event.spec,
-        architecture=event.architecture,
-        artifacts=TrainArtifacts.for_workflow(
-            context.artifacts, event.tenant_id, event.workflow_id
-        ),
-    )
-    tasks = [(base, members[0].node_id)]
-    if strategy != "single":
-        assert event.rendezvous is not None
-        ids = [m.node_id for m in members]
-        tasks = [
-            (
-                base.model_copy(
-                    update={
-                        "placement": JobPlacement(
-                            rank=rank,
-                            members=ids,
-                            servers=servers,
-                            rendezvous=event.rendezvous,
-                            timeout_s=context.settings.collective_timeout_s,
-                        )
-                    }
-                ),
-                node_id,
+    job_id = uuid.uuid4()
+    artifacts = TrainArtifacts.for_workflow(context.artifacts, event.tenant_id, event.workflow_id)
+    ids = [m.node_id for m in members]
+
+    def task_for(rank: int) -> TrainTask:
+        placement = None
+        if strategy != "single":
+            assert event.rendezvous is not None
+            placement = JobPlacement(
+                rank=rank,
+                members=ids,
+                servers=servers,
+                rendezvous=event.rendezvous,
+                timeout_s=context.settings.collective_timeout_s,
             )
-            for rank, node_id in enumerate(ids)
-        ]
+        return TrainTask(
+            job_id=job_id,
+            workflow_id=event.workflow_id,
+            tenant_id=event.tenant_id,
+            cluster_id=event.cluster_id,
+            spec=event.spec,
+            architecture=event.architecture,
+            artifacts=artifacts,
+            placement=placement,
+        )
+
+    tasks = [(task_for(rank), node_id) for rank, node_id in enumerate(ids)]
     lead = members[servers]
     await TrainerRepository(uow.session, event.tenant_id).create_job(
-        base.job_id,
+        job_id,
         event.workflow_id,
         event.cluster_id,
         lead.node_id,
         config={
             "spec": event.spec.model_dump(mode="json"),
             "architecture": event.architecture,
-            "artifacts": base.artifacts.model_dump(),
+            "artifacts": artifacts.model_dump(),
             "strategy": strategy,
             "members": [{"node_id": m.node_id, "role": m.role} for m in members],
         },
     )
     # How to follow the job while it trains; written again when the phase completes.
     follow = monitoring(
-        context.settings.trainer_url, base.job_id, lead.node_id, event.spec.training.epochs
+        context.settings.trainer_url, job_id, lead.node_id, event.spec.training.epochs
     )
     await uow.emit(
         MemoryWritten(
             workflow_id=event.workflow_id,
             tenant_id=event.tenant_id,
-            keys={MemoryKey.TRAINING_JOB_ID: str(base.job_id), MemoryKey.MONITORING: follow},
+            keys={MemoryKey.TRAINING_JOB_ID: str(job_id), MemoryKey.MONITORING: follow},
         )
     )
     return tasks

@@ -91,7 +91,7 @@ async def test_submit_sets_up_the_workflow_and_its_nodes_come_up_connected(
     # The coordinator is the parameter server; jobs meet at its store, on a port of its host.
     coordinator = next(n for n in cluster["nodes"] if n["role"] == "parameter_server")
     rendezvous = cluster["topology"]["rendezvous"]
-    assert rendezvous["node_id"] == coordinator["node_id"] == cluster["topology"]["master"]
+    assert rendezvous["node_id"] == coordinator["id"] == cluster["topology"]["master"]
     assert rendezvous["host"] == coordinator["host"] and rendezvous["backend"] == "gloo"
     pids = [n["pid"] for n in cluster["nodes"]]
     assert all(n["status"] == "registered" for n in cluster["nodes"])
