@@ -45,6 +45,17 @@ def process_group(
 
 
 @contextlib.contextmanager
+def torchrun_group(*, timeout_s: float, backend: str | None = None) -> Iterator[tuple[int, int]]:
+    """Join the group torchrun set up (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment,
+    its agent's store); yields (rank, world size) and leaves the group however it ends."""
+    dist.init_process_group(backend or default_backend(), timeout=timedelta(seconds=timeout_s))
+    try:
+        yield dist.get_rank(), dist.get_world_size()
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
 def joined_group(
     store: dist.Store,
     rank: int,

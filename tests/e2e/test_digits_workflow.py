@@ -173,7 +173,7 @@ async def test_a_parameter_server_workflow_trains_on_every_worker(
     posted = await cluster_client.post("/workflows", json=spec)
     assert posted.status_code == 202, posted.text
     workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
-    assert workflow["status"] == "completed", workflow
+    assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
     assert workflow["result"]["test_accuracy"] >= 0.97
     roles = ["parameter_server", "worker", "worker"]
     await assert_every_worker_trained(stack, user_token, workflow["id"], roles)

@@ -24,12 +24,26 @@ def _template(name: str) -> Template:
 
 
 def render_train_script(spec: WorkflowSpec, workflow_id: uuid.UUID) -> str:
+    strategy = spec.training.strategy
+    workers = spec.cluster.workers if strategy != "single" else 1
+    servers = spec.cluster.parameter_servers if strategy == "parameter_server" else 0
+    layouts = {
+        "single": "one process",
+        "ddp": f"{workers} workers",
+        "parameter_server": f"{servers} parameter servers and {workers} workers, "
+        f"{spec.training.ps_mode}",
+    }
     return _template("train.py.tmpl").substitute(
         name=spec.name,
         workflow_id=workflow_id,
         dataset=spec.dataset,
         val_fraction=VAL_FRACTION,
         test_fraction=TEST_FRACTION,
+        strategy=strategy,
+        layout=layouts[strategy],
+        workers=workers,
+        servers=servers,
+        world_size=workers + servers,
     )
 
 

@@ -73,7 +73,12 @@ class CollectingContext:
         return finished
 
 
-def train_payload(store: ArtifactStore, spec: WorkflowSpec, tenant_id: str = "t-test") -> dict:
+def train_payload(
+    store: ArtifactStore,
+    spec: WorkflowSpec,
+    tenant_id: str = "t-test",
+    placement: dict[str, Any] | None = None,
+) -> dict:
     from shared.ml.architecture import design_architecture
     from shared.ml.data import describe_dataset
 
@@ -88,6 +93,7 @@ def train_payload(store: ArtifactStore, spec: WorkflowSpec, tenant_id: str = "t-
         spec=spec,
         architecture=architecture.to_dict(),
         artifacts=TrainArtifacts.for_workflow(store, tenant_id, workflow_id),
+        placement=placement,
     )
     return payload.model_dump(mode="json")
 
