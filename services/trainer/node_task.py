@@ -50,6 +50,7 @@ class RunRecord:
 
     checkpoints: list[str] = field(default_factory=list)
     history: list[EpochReport] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)  # the task's start
 
     def partial(self, seconds: float, *, cancelled: bool = False) -> TrainResult:
         return TrainResult(
@@ -200,6 +201,8 @@ def _run(
         "best_val_loss": result.best_val_loss,
         "epochs_run": len(result.history),
         "seconds": result.seconds,
+        # From the task's start to the first step: data, the process group, the model.
+        "setup_seconds": run.fit_started - record.started,
     }
     nodes = node_totals(history)
     save_model(

@@ -59,6 +59,7 @@ class TrainResult(BaseModel):
     best_epoch: int | None = None
     best_val_loss: float | None = None
     epochs_run: int | None = None
+    setup_seconds: float | None = None  # from the task's start to the first training step
     # The epoch whose weights were saved: the best validation epoch.
     kept: EpochReport | None = None
     # What each process of the job did over the whole run (see `node_totals`).
@@ -79,6 +80,7 @@ class TrainResult(BaseModel):
             "best_val_loss": self.best_val_loss,
             "epochs_run": self.epochs_run if self.epochs_run is not None else len(self.history),
             "training_seconds": self.seconds,
+            "setup_seconds": self.setup_seconds,
             "nodes": self.nodes,
         }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -199,6 +200,7 @@ class RankRun:
 
     placement: Placement
     model: nn.Module
+    fit_started: float = 0.0  # time.perf_counter() as the first epoch began
     trainer: Trainer | None = None
     result: TrainResult | None = None
     version_log: list[tuple[int, int, int]] = field(default_factory=list)
@@ -225,8 +227,9 @@ def run_rank(
     model = build_model(architecture)
     sync = EpochSync(placement, labels, stop_requested if placement.is_lead else None)
     if placement.is_server:
+        fit_started = time.perf_counter()
         log = _serve(placement, model, config, len(splits.x_train), sync)
-        return RankRun(placement, model, version_log=log)
+        return RankRun(placement, model, fit_started, version_log=log)
     trainer = _worker_trainer(
         placement,
         model,
@@ -237,8 +240,9 @@ def run_rank(
         on_epoch=on_epoch if placement.is_lead else None,
         on_checkpoint=on_checkpoint if placement.is_lead else None,
     )
+    fit_started = time.perf_counter()
     result = trainer.fit()
-    return RankRun(placement, unwrap_model(trainer.model), trainer, result)
+    return RankRun(placement, unwrap_model(trainer.model), fit_started, trainer, result)
 
 
 def _worker_trainer(
