@@ -113,6 +113,22 @@ class LocalNodes:
         if future is not None and not future.done():
             future.set_result(event)
 
+    async def idle(self, timeout: float = 30) -> None:
+        """Until no node is busy: a rank may still be leaving its group when the lead's
+        `training.finished` arrives."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = await asyncio.gather(
+                *(
+                    request_node_task(self._nc, n.node_id, str(uuid.uuid4()), "ping", {}, 5)
+                    for n in self.nodes
+                )
+            )
+            if not any(reply.get("busy") for reply in replies):
+                return
+            await asyncio.sleep(0.01)
+        raise TimeoutError("nodes still busy")
+
     def members(self, strategy: str) -> tuple[list[str], int]:
         def ranked(role: str) -> list[str]:
             return [n.node_id for n in sorted(self.nodes, key=lambda n: n.rank) if n.role == role]
@@ -131,6 +147,7 @@ class LocalNodes:
         """One job, as the trainer dispatches it: (seconds from sending the tasks to the
         `training.finished` of the stored model, that event)."""
         assert self.rendezvous is not None
+        await self.idle()
         members, servers = self.members(spec.training.strategy)
         job_id, workflow_id = uuid.uuid4(), uuid.uuid4()
         future = asyncio.get_running_loop().create_future()

@@ -39,7 +39,12 @@ class TaskContext(Protocol):
     cancelled: threading.Event
 
     def publish(self, event: Event) -> None:
-        """Publish to JetStream from the task's thread; blocks until the server acks."""
+        """Publish to JetStream from the task's thread; blocks until the server acks it and
+        every event `publish_soon` handed over before it."""
+
+    def publish_soon(self, event: Event) -> None:
+        """Hand an event (progress) to the node's loop without waiting for its ack, so the
+        task does not stall on the broker; blocks only when too many are still in flight."""
 
 
 TaskHandler = Callable[[dict[str, Any], TaskContext], None]

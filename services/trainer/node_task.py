@@ -155,7 +155,7 @@ def _run(
     def on_epoch(metrics: EpochMetrics) -> None:
         report = EpochReport.model_validate(metrics.to_dict())
         record.history.append(report)
-        context.publish(
+        context.publish_soon(
             TrainingProgress(
                 workflow_id=job.workflow_id,
                 tenant_id=job.tenant_id,

@@ -66,22 +66,19 @@ class TrainConfig(BaseModel):
     )
 
     def build_optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        # foreach: one kernel per step for all the tensors instead of a Python loop over them
+        # (torch picks it only on CUDA by default); a quarter of a small MLP's step on CPU.
+        common: dict[str, Any] = {
+            "lr": self.learning_rate,
+            "weight_decay": self.weight_decay,
+            "foreach": True,
+        }
         if self.optimizer == "sgd":
-            return torch.optim.SGD(
-                parameters,
-                lr=self.learning_rate,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-            )
+            return torch.optim.SGD(parameters, momentum=self.momentum, **common)
         if self.optimizer == "rmsprop":
-            return torch.optim.RMSprop(
-                parameters,
-                lr=self.learning_rate,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-            )
+            return torch.optim.RMSprop(parameters, momentum=self.momentum, **common)
         optimizer = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-        return optimizer(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        return optimizer(parameters, **common)
 
 
 def seed_everything(seed: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import importlib
 import importlib.util
@@ -19,6 +21,8 @@ from shared.contracts import Event, NodeInfo
 from shared.node_tasks import TASK_HANDLERS, TaskHandler
 
 PUBLISH_TIMEOUT_S = 30.0
+# Events `publish_soon` may leave unacknowledged before it waits for the oldest.
+MAX_IN_FLIGHT = 64
 T = TypeVar("T")
 
 PublishCoroutine = Callable[[Event, dict[str, str]], Coroutine[Any, Any, None]]
@@ -45,13 +49,29 @@ class NodeTaskContext:
     # The trace the task request arrived in; events the task publishes continue it.
     trace_context: Context
     cancelled: threading.Event = field(default_factory=threading.Event)
+    _in_flight: collections.deque[concurrent.futures.Future[None]] = field(
+        default_factory=collections.deque
+    )
 
     def publish(self, event: Event) -> None:
-        """Publish to JetStream from the task's thread; blocks until the server acks."""
+        """Publish to JetStream from the task's thread; blocks until the server acks it and
+        every event handed to `publish_soon` before it (so an outcome never overtakes the
+        progress it follows)."""
+        future = self._schedule(event)
+        while self._in_flight:
+            self._in_flight.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+        future.result(timeout=PUBLISH_TIMEOUT_S)
+
+    def publish_soon(self, event: Event) -> None:
+        """Publish without waiting for the ack: the loop sends events in the order given."""
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._in_flight.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+        self._in_flight.append(self._schedule(event))
+
+    def _schedule(self, event: Event) -> concurrent.futures.Future[None]:
         headers = {"Nats-Msg-Id": str(event.event_id)}
         propagate.inject(headers, context=self.trace_context)
-        future = asyncio.run_coroutine_threadsafe(self.publish_async(event, headers), self.loop)
-        future.result(timeout=PUBLISH_TIMEOUT_S)
+        return asyncio.run_coroutine_threadsafe(self.publish_async(event, headers), self.loop)
 
 
 @dataclass

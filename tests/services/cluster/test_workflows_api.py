@@ -49,6 +49,20 @@ WORKFLOW_KEYS = {
         ({**VALID, "gates": {"max_p99_latency_ms": 500}}, "gates.max_p99_latency_ms"),
         ({**VALID, "cluster": {"workers": 1}}, "cluster has 3 nodes"),
         ({**VALID, "training": {"epochs": "many"}}, "training.epochs"),
+        ({**VALID, "training": {"strategy": "horovod"}}, "training.strategy"),
+        ({**VALID, "training": {"ps_mode": "async"}}, "applies to strategy parameter_server"),
+        (
+            {**VALID, "training": {"strategy": "parameter_server", "max_staleness": 3}},
+            "max_staleness applies to ps_mode 'async'",
+        ),
+        (
+            {
+                **VALID,
+                "training": {"strategy": "parameter_server"},
+                "cluster": {"workers": 3, "parameter_servers": 0},
+            },
+            "needs cluster.parameter_servers >= 1",
+        ),
         ({**VALID, "name": "../etc"}, "name"),
         ([VALID], None),
         ("not json", None),

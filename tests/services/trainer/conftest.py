@@ -63,6 +63,8 @@ class CollectingContext:
         if self.after_publish is not None:
             self.after_publish(self, event)
 
+    publish_soon = publish
+
     @property
     def progress(self) -> list[TrainingProgress]:
         return [e for e in self.published if isinstance(e, TrainingProgress)]

@@ -109,12 +109,24 @@ def test_early_convergence_still_leaves_a_final_checkpoint(tmp_path, one_thread)
     ]
 
 
+PLACEMENT = {
+    "rank": 0,
+    "members": ["w-0", "w-1"],
+    "rendezvous": {"node_id": "w-0", "host": "127.0.0.1", "port": 29500},
+}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda p: p["spec"].update(dataset="mnist"), "unknown dataset"),
         (lambda p: p["architecture"].update(input_dim=0), "input_dim"),
         (lambda p: p["spec"]["training"].update(strategy="ddp"), "needs its placement"),
+        (lambda p: p.update(placement=PLACEMENT), "a single task runs without placement"),
+        (
+            lambda p: p.update(placement={**PLACEMENT, "rank": 2}),
+            "rank 2, 0 servers, 2 ranks",
+        ),
     ],
 )
 def test_a_bad_task_reports_a_failed_finish(tmp_path, one_thread, change, message) -> None:

@@ -63,3 +63,5 @@ class InProcessWorkerNode:
             headers={"Nats-Msg-Id": str(event.event_id)},
         )
         asyncio.run_coroutine_threadsafe(publish, self._loop).result(timeout=30)
+
+    publish_soon = publish  # a test double: every publish waits for its ack

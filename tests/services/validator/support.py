@@ -42,6 +42,8 @@ class RecordingContext:
     def publish(self, event: Event) -> None:
         self.published.append(event)
 
+    publish_soon = publish  # a test double: every publish waits for its ack
+
 
 def task_handler(kind: str) -> TaskHandler:
     """Resolve a task kind through the registry the node processes use."""
@@ -97,6 +99,8 @@ class InProcessValidatorNode:
             headers={"Nats-Msg-Id": str(event.event_id)},
         )
         asyncio.run_coroutine_threadsafe(publish, self._loop).result(timeout=10)
+
+    publish_soon = publish  # a test double: every publish waits for its ack
 
 
 class EventWatcher:

@@ -154,3 +154,30 @@ def test_monitor_reports_val_loss_plateau_and_divergence() -> None:
     diverging.update(1, train_loss=math.nan, train_accuracy=0.1, val_loss=math.nan)
     assert diverging.diverged
     assert not diverging.converged
+
+
+def test_the_model_kept_is_the_best_validation_epoch(digits: DatasetSplits, tmp_path: Any) -> None:
+    # A high rate with no early stop overfits: the best validation epoch comes before the last.
+    config = TrainConfig(
+        epochs=25,
+        batch_size=16,
+        learning_rate=0.02,
+        seed=3,
+        early_stopping=False,
+        checkpoint_every=25,
+    )
+    arch = _digits_arch(digits, dropout=0.0)
+    checkpoints: list[TrainingCheckpoint] = []
+    model, result = train_classifier(digits, arch, config, on_checkpoint=checkpoints.append)
+    assert result.best_epoch < result.final.epoch
+    assert result.best.epoch == result.best_epoch
+    val_loss, _ = loss_and_accuracy(model, digits.x_val, digits.y_val)
+    assert val_loss == pytest.approx(result.best.val_loss, rel=1e-6)
+    assert val_loss < result.final.val_loss
+
+    # The checkpoint carries the best weights, so a resumed run still keeps them.
+    save_checkpoint(tmp_path / "last", checkpoints[-1])
+    restored = load_checkpoint(tmp_path / "last")
+    assert restored.best_model_state is not None
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(restored.best_model_state[name], tensor), name
