@@ -60,23 +60,43 @@ def owned_by(parameters: Parameters, owners: list[int], rank: int) -> list[nn.Pa
 # --- synchronous ---------------------------------------------------------------------------
 
 
+class _Shards:
+    """The parameters grouped by owning server, each group moved as one flat tensor: one
+    collective per server per step instead of one per parameter tensor."""
+
+    def __init__(self, parameters: Parameters, owners: list[int]) -> None:
+        self.by_server = {s: owned_by(parameters, owners, s) for s in sorted(set(owners))}
+
+    def flat_weights(self, server: int) -> torch.Tensor:
+        return torch.nn.utils.parameters_to_vector(self.by_server[server]).detach()
+
+    def set_weights(self, server: int, flat: torch.Tensor) -> None:
+        torch.nn.utils.vector_to_parameters(flat, self.by_server[server])
+
+    def size(self, server: int) -> int:
+        return _flat_size(self.by_server[server])
+
+
 class SyncPush:
     """A worker's synchronous step: its gradients to their owners, the new weights back."""
 
     def __init__(self, parameters: Parameters, owners: list[int]) -> None:
-        self._pairs = list(zip(parameters, owners, strict=True))
+        self._shards = _Shards(parameters, owners)
 
     def __call__(self) -> None:
-        for parameter, owner in self._pairs:
-            assert parameter.grad is not None, "called after backward()"
-            dist.reduce(parameter.grad, dst=owner, op=dist.ReduceOp.SUM)
-        for parameter, owner in self._pairs:
-            dist.broadcast(parameter.data, src=owner)
+        for server, parameters in self._shards.by_server.items():
+            assert all(p.grad is not None for p in parameters), "called after backward()"
+            grads = torch.cat([p.grad.reshape(-1) for p in parameters if p.grad is not None])
+            dist.reduce(grads, dst=server, op=dist.ReduceOp.SUM)
+        for server in self._shards.by_server:
+            weights = torch.empty(self._shards.size(server))
+            dist.broadcast(weights, src=server)
+            self._shards.set_weights(server, weights)
 
 
 class SyncParameterServer:
-    """A server's side of the synchronous steps. It takes part in every parameter's
-    collectives (adding nothing to another server's sums) and steps only its own shard."""
+    """A server's side of the synchronous steps. It takes part in every shard's collectives
+    (adding nothing to another server's sums) and steps only its own shard."""
 
     def __init__(
         self,
@@ -87,22 +107,32 @@ class SyncParameterServer:
         rank: int,
         workers: int,
     ) -> None:
-        self._pairs = list(zip(parameters, owners, strict=True))
+        self._shards = _Shards(parameters, owners)
         self._optimizer = optimizer
         self._rank = rank
         self._workers = workers
 
     def serve(self, steps: int) -> None:
+        mine = self._shards.by_server[self._rank]
         for _ in range(steps):
-            for parameter, owner in self._pairs:
-                summed = torch.zeros_like(parameter)
-                dist.reduce(summed, dst=owner, op=dist.ReduceOp.SUM)
-                if owner == self._rank:
-                    parameter.grad = summed.div_(self._workers)
+            for server in self._shards.by_server:
+                summed = torch.zeros(self._shards.size(server))
+                dist.reduce(summed, dst=server, op=dist.ReduceOp.SUM)
+                if server == self._rank:
+                    summed.div_(self._workers)
+                    offset = 0
+                    for parameter in mine:
+                        count = parameter.numel()
+                        parameter.grad = summed[offset : offset + count].view_as(parameter)
+                        offset += count
             self._optimizer.step()
             self._optimizer.zero_grad(set_to_none=True)
-            for parameter, owner in self._pairs:
-                dist.broadcast(parameter.data, src=owner)
+            for server in self._shards.by_server:
+                if server == self._rank:
+                    weights = self._shards.flat_weights(server)
+                else:
+                    weights = torch.empty(self._shards.size(server))
+                dist.broadcast(weights, src=server)
 
 
 # --- asynchronous: stale-synchronous parallel ---------------------------------------------
