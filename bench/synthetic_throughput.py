@@ -1,9 +1,12 @@
 """Training throughput per worker on a seeded synthetic classification set (100k rows x 100
 features, 10 classes), against plain PyTorch in one process measured in the same run: the
-same MLP, batch and optimizer, one thread, a bare loop over shuffled mini-batches. The goal
-is that each worker of a distributed job trains at >= 80% of that single-process rate.
+same MLP, batch and optimizer, one thread, a bare loop over shuffled mini-batches, in a
+spawned process like the ranks. The goal is that each worker of a distributed job trains at
+>= 80% of that single-process rate. Every batch size is measured in turn (baseline, then the
+platform's jobs), since the gradient exchange per step costs the same whatever the batch.
 
     .venv/bin/python -m bench.synthetic_throughput [--rows 100000] [--epochs 2]
+        [--batch-sizes 128 512 2048]
 """
 
 from __future__ import annotations
@@ -61,6 +64,21 @@ def synthetic_splits(rows: int, seed: int = 0) -> DatasetSplits:
     )
 
 
+def _plain(rows: int, config: TrainConfig, out: str) -> None:
+    torch.set_num_threads(1)
+    torch.save({"rate": plain_torch_rate(synthetic_splits(rows), config)}, out)
+
+
+def plain_rate_in_a_process(rows: int, config: TrainConfig) -> float:
+    with tempfile.TemporaryDirectory() as directory:
+        out = str(Path(directory) / "plain.pt")
+        process = mp.get_context("spawn").Process(target=_plain, args=(rows, config, out))
+        process.start()
+        process.join()
+        rate: float = torch.load(out, weights_only=True)["rate"]
+    return rate
+
+
 def plain_torch_rate(splits: DatasetSplits, config: TrainConfig) -> float:
     """The baseline: a bare loop, the rows it trains on per second of training."""
     torch.manual_seed(config.seed)
@@ -108,34 +126,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128, help="per worker")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512, 2048])
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=1e-3,
-        early_stopping=False,
-        checkpoint_every=0,
-    )
-    baseline = plain_torch_rate(synthetic_splits(args.rows), config)
     jobs = [
-        ("single (platform, 1 process)", {"strategy": "single", "world_size": 1}),
+        ("single (platform)", {"strategy": "single", "world_size": 1}),
         ("ddp, 2 workers", {"strategy": "ddp", "world_size": 2}),
         (
-            "parameter_server sync, 2 workers",
+            "ps sync, 2 workers",
             {"strategy": "parameter_server", "world_size": 3, "servers": 1},
         ),
     ]
     print(
         f"synthetic {args.rows} x {FEATURES}, {CLASSES} classes, MLP "
-        f"{design_architecture(FEATURES, CLASSES).hidden_layers}, batch {args.batch_size} "
-        f"per worker, {args.epochs} epochs, 1 thread per process"
+        f"{design_architecture(FEATURES, CLASSES).hidden_layers}, {args.epochs} epochs, "
+        "1 thread per process; samples/s per worker and its ratio to plain torch"
     )
-    print(f"{'plain torch, 1 process':<36}{baseline:>12.0f} samples/s   (baseline)")
-    for name, job in jobs:
-        rate = per_worker_rate(job, args.rows, config)
-        print(f"{name:<36}{rate:>12.0f} samples/s per worker   {rate / baseline:5.2f}x")
+    print(f"{'batch/worker':>12}{'plain torch':>13}" + "".join(f"{n:>26}" for n, _ in jobs))
+    for batch_size in args.batch_sizes:
+        config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=batch_size,
+            learning_rate=1e-3,
+            early_stopping=False,
+            checkpoint_every=0,
+        )
+        baseline = plain_rate_in_a_process(args.rows, config)
+        cells = []
+        for _, job in jobs:
+            rate = per_worker_rate(job, args.rows, config)
+            cells.append(f"{rate:>17.0f} ({rate / baseline:4.2f}x)")
+        print(f"{batch_size:>12}{baseline:>13.0f}" + "".join(cells), flush=True)
     return 0
 
 

@@ -31,6 +31,10 @@ def _training_text(progress: dict) -> str:
         parts.append(f"loss {progress['train_loss']:.4f}")
     if progress.get("val_accuracy") is not None:
         parts.append(f"val_acc {progress['val_accuracy']:.3f}")
+    if progress.get("samples_per_second"):
+        workers = progress.get("workers") or 1
+        plural = "s" if workers != 1 else ""
+        parts.append(f"{progress['samples_per_second']:,.0f} samples/s on {workers} worker{plural}")
     return "training  " + "  ".join(parts)
 
 

@@ -180,6 +180,8 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
             "epochs": event.epochs,
             "train_loss": event.train_loss,
             "val_accuracy": event.val_accuracy,
+            "samples_per_second": event.samples_per_second,
+            "workers": sum(1 for n in event.nodes or [] if n.get("role") == "worker") or None,
         }
         return record_progress(wf, ph, progress)
 

@@ -23,6 +23,8 @@ class ProgressOut(BaseModel):
     epochs: int | None = None
     train_loss: float | None = None
     val_accuracy: float | None = None
+    samples_per_second: float | None = None  # of all the job's workers together
+    workers: int | None = None  # worker processes training the job
 
 
 class ResultOut(BaseModel):

@@ -115,12 +115,15 @@ def _job_group(job: TrainTask) -> Iterator[None]:
 
     meet = placement.rendezvous
     store = group_store(meet.host, meet.port, f"job-{job.job_id}", placement.timeout_s)
+    # NCCL moves CUDA tensors: DDP's gradients on GPUs. The parameter server's point-to-point
+    # traffic is CPU tensors, on gloo.
+    backend = meet.backend if job.spec.training.strategy == "ddp" else "gloo"
     with joined_group(
         store,
         placement.rank,
         placement.world_size,
         timeout_s=placement.timeout_s,
-        backend=meet.backend,
+        backend=backend,
     ):
         yield
 
@@ -190,7 +193,7 @@ def _run(
         # Checkpointed above, so the cancelled run can be resumed from where it stopped.
         raise TrainingCancelled(f"cancelled after epoch {result.final.epoch}")
     # The model kept is the best validation epoch's, not the last one trained.
-    run.model.load_state_dict(run.trainer.best_weights())
+    run.model.cpu().load_state_dict(run.trainer.best_weights())
     best = result.best
     history = [EpochReport.model_validate(m.to_dict()) for m in result.history]
     summary: dict[str, Any] = {

@@ -137,6 +137,8 @@ class EpochSync:
         self._labels = list(labels) if labels is not None else None
         self._stop_requested = stop_requested
         self._meter = ProcessMeter()
+        # NCCL gathers CUDA tensors only.
+        self._device = job_device(placement)
 
     def exchange(
         self, *, would_stop: bool, val_loss: float, samples: int, samples_per_second: float
@@ -147,12 +149,14 @@ class EpochSync:
         mine = torch.tensor(
             [float(would_stop), val_loss, samples, samples_per_second, cpu, rss],
             dtype=torch.float64,
+            device=self._device,
         )
         gathered = [mine]
         if self._placement.world_size > 1:
             world = self._placement.world_size
-            gathered = [torch.empty(self._FIELDS, dtype=torch.float64) for _ in range(world)]
+            gathered = [torch.empty_like(mine) for _ in range(world)]
             dist.all_gather(gathered, mine)
+            gathered = [row.cpu() for row in gathered]
         lead = gathered[self._placement.lead_rank]
         return AgreedEpoch(
             stop=bool(lead[0].item()),
@@ -271,8 +275,14 @@ def _worker_trainer(
         world_size=placement.workers,
     )
     if placement.strategy == "ddp":
-        wrapped = DistributedDataParallel(model)
-        return Trainer(wrapped, architecture, splits, config, epoch_sampler=order, **hooks)
+        device = job_device(placement)
+        if device.type == "cuda":
+            wrapped = DistributedDataParallel(model.to(device), device_ids=[device.index])
+        else:
+            wrapped = DistributedDataParallel(model)
+        return Trainer(
+            wrapped, architecture, splits, config, epoch_sampler=order, device=device, **hooks
+        )
     parameters = list(model.parameters())
     owners = shard_owners(parameters, range(placement.servers))
     step = (
@@ -283,6 +293,17 @@ def _worker_trainer(
     return Trainer(
         model, architecture, splits, config, epoch_sampler=order, apply_gradients=step, **hooks
     )
+
+
+def job_device(placement: Placement) -> torch.device:
+    """Where a DDP worker computes: a GPU of its own when the job's group runs on NCCL (every
+    worker has CUDA), else the CPU. The parameter server always moves CPU tensors on gloo."""
+    if placement.strategy != "ddp" or not dist.is_initialized():
+        return torch.device("cpu")
+    if dist.get_backend() != "nccl":
+        return torch.device("cpu")
+    # Workers sharing a host take its GPUs in turn.
+    return torch.device("cuda", placement.worker_index % torch.cuda.device_count())
 
 
 def _serve(

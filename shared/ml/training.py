@@ -170,7 +170,10 @@ class Trainer:
         epoch_sampler: EpochSampler | None = None,
         apply_gradients: Callable[[], None] | None = None,
         coordinate: EpochCoordinator | None = None,
+        device: torch.device | None = None,
     ) -> None:
+        # The model must already be on `device` (DDP wraps it there); the splits go there once.
+        self._device = device or torch.device("cpu")
         self.model = model
         self.architecture = architecture
         self.config = config
@@ -183,10 +186,10 @@ class Trainer:
         self._apply_gradients = apply_gradients or self.optimizer.step
         self._coordinate = coordinate
         self._schedule = LearningRateSchedule(config)
-        self._x_train = torch.from_numpy(splits.x_train)
-        self._y_train = torch.from_numpy(splits.y_train)
-        self._x_val = torch.from_numpy(splits.x_val)
-        self._y_val = torch.from_numpy(splits.y_val)
+        self._x_train = torch.from_numpy(splits.x_train).to(self._device)
+        self._y_train = torch.from_numpy(splits.y_train).to(self._device)
+        self._x_val = torch.from_numpy(splits.x_val).to(self._device)
+        self._y_val = torch.from_numpy(splits.y_val).to(self._device)
         self._monitor = ConvergenceMonitor(
             config.patience, config.convergence_threshold, config.accuracy_plateau_tolerance
         )
@@ -208,7 +211,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._schedule.rate(epoch)
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        rows = torch.as_tensor(self._epoch_sampler(epoch), dtype=torch.int64)
+        rows = torch.as_tensor(self._epoch_sampler(epoch), dtype=torch.int64, device=self._device)
         norms: list[torch.Tensor] = []
         for batch in rows.split(self.config.batch_size):
             self.optimizer.zero_grad(set_to_none=True)
