@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from services.cluster.process_manager import node_command
 from services.cluster.service.topology import NodeAddress, verify_topology
 from shared.artifacts import ArtifactStore
 from shared.bus import STREAM_CONFIG, STREAM_NAME
@@ -75,10 +75,14 @@ class LocalNodes:
         for role in self._roles:
             rank = ranks[role] = ranks.get(role, -1) + 1
             node_id = f"{self.cluster_id.hex[:8]}-{role}-{rank}"
-            command = [sys.executable, "-m", "services.cluster.node", "--cluster-id"]
-            command += [str(self.cluster_id), "--node-id", node_id, "--role", role]
-            command += ["--rank", str(rank), "--workflow-id", str(self.cluster_id)]
-            command += ["--tenant-id", TENANT]
+            command = node_command(
+                self.cluster_id,
+                node_id,
+                role,
+                rank,
+                tenant_id=TENANT,
+                workflow_id=self.cluster_id,
+            )
             log = (logs / f"{node_id}.log").open("wb")
             self._processes.append(
                 subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=log)

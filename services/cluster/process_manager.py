@@ -65,6 +65,39 @@ def plan_nodes(cluster_id: uuid.UUID, layout: dict[str, int]) -> list[NodePlan]:
     ]
 
 
+def node_command(
+    cluster_id: uuid.UUID,
+    node_id: str,
+    role: str,
+    rank: int,
+    *,
+    tenant_id: str,
+    workflow_id: uuid.UUID,
+    host: str = "127.0.0.1",
+) -> list[str]:
+    """How a node process is started, here or by hand on another host (`host` is the address
+    the other nodes reach it on)."""
+    return [
+        sys.executable,
+        "-m",
+        "services.cluster.node",
+        "--cluster-id",
+        str(cluster_id),
+        "--node-id",
+        node_id,
+        "--role",
+        role,
+        "--rank",
+        str(rank),
+        "--tenant-id",
+        tenant_id,
+        "--workflow-id",
+        str(workflow_id),
+        "--host",
+        host,
+    ]
+
+
 class NodeProcessManager:
     def __init__(self, log_dir: Path, env: dict[str, str], host: str) -> None:
         self._log_dir = log_dir
@@ -86,26 +119,16 @@ class NodeProcessManager:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         started = []
         for plan in plans:
-            command = [
-                sys.executable,
-                "-m",
-                "services.cluster.node",
-                "--cluster-id",
-                str(cluster_id),
-                "--node-id",
+            # A standalone cluster's events carry the cluster id as their workflow id.
+            command = node_command(
+                cluster_id,
                 plan.node_id,
-                "--role",
                 plan.role,
-                "--rank",
-                str(plan.rank),
-                "--tenant-id",
-                tenant_id,
-                # A standalone cluster's events carry the cluster id as their workflow id.
-                "--workflow-id",
-                str(workflow_id or cluster_id),
-                "--host",
-                self._host,
-            ]
+                plan.rank,
+                tenant_id=tenant_id,
+                workflow_id=workflow_id or cluster_id,
+                host=self._host,
+            )
             with open(self._log_dir / f"{plan.node_id}.log", "ab") as log:
                 process = subprocess.Popen(
                     command,

@@ -239,26 +239,12 @@ def _run(
 
 
 def train_config(t: TrainingSpec) -> TrainConfig:
-    """The spec's training section as shared.ml's TrainConfig (the strategy is not in it:
-    it decides where the steps run, not what they compute)."""
+    """The spec's training section as shared.ml's TrainConfig: every field they share (the
+    strategy and its settings are not among them: they decide where the steps run, not what
+    they compute). The generated train.py reads training.json the same way."""
     from shared.ml.training import TrainConfig
 
-    return TrainConfig(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        optimizer=t.optimizer,
-        weight_decay=t.weight_decay,
-        seed=t.seed,
-        checkpoint_every=t.checkpoint_every,
-        patience=t.patience,
-        lr_schedule=t.lr_schedule,
-        warmup_epochs=t.warmup_epochs,
-        lr_step_epochs=t.lr_step_epochs,
-        lr_gamma=t.lr_gamma,
-        lr_patience=t.lr_patience,
-        grad_clip_norm=t.grad_clip_norm,
-    )
+    return TrainConfig(**t.model_dump(include=set(TrainConfig.model_fields)))
 
 
 def _strategy_of(placement: Placement) -> dict[str, Any]:

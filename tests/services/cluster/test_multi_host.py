@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from services.cluster.process_manager import PROJECT_ROOT
+from services.cluster.process_manager import PROJECT_ROOT, node_command
 from services.cluster.service.topology import NodeAddress, verify_topology
 from shared.artifacts import ArtifactStore
 from shared.contracts import JobPlacement, Rendezvous, TrainArtifacts, TrainTask
@@ -29,25 +28,10 @@ TENANT = "t-multi-host"
 
 def _node_command(cluster_id: uuid.UUID, name: str, host: str) -> list[str]:
     role, rank = name.rsplit("-", 1)
-    return [
-        sys.executable,
-        "-m",
-        "services.cluster.node",
-        "--cluster-id",
-        str(cluster_id),
-        "--node-id",
-        f"{cluster_id.hex[:8]}-{name}",
-        "--role",
-        role,
-        "--rank",
-        rank,
-        "--workflow-id",
-        str(cluster_id),
-        "--tenant-id",
-        TENANT,
-        "--host",
-        host,
-    ]
+    node_id = f"{cluster_id.hex[:8]}-{name}"
+    return node_command(
+        cluster_id, node_id, role, int(rank), tenant_id=TENANT, workflow_id=cluster_id, host=host
+    )
 
 
 @pytest.fixture

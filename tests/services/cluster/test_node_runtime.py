@@ -21,29 +21,15 @@ from opentelemetry import propagate
 
 from services.cluster.node.task_context import NodeTaskContext
 from services.cluster.process_manager import PROJECT_ROOT
+from services.cluster.process_manager import node_command as start_node
 from shared.contracts import Event, NodeInfo, TrainingFinished
 
+TENANT = "t-node-test"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def node_command(cluster_id: uuid.UUID, node_id: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "services.cluster.node",
-        "--cluster-id",
-        str(cluster_id),
-        "--node-id",
-        node_id,
-        "--role",
-        "worker",
-        "--rank",
-        "0",
-        "--workflow-id",
-        str(cluster_id),
-        "--tenant-id",
-        "t-node-test",
-    ]
+    return start_node(cluster_id, node_id, "worker", 0, tenant_id=TENANT, workflow_id=cluster_id)
 
 
 @pytest.fixture

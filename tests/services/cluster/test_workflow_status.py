@@ -89,6 +89,8 @@ async def test_training_progress_is_shown_and_never_goes_back(
             val_loss=0.9,
             val_accuracy=epoch / 4,
             seconds=0.1,
+            samples_per_second=1000.0 * epoch,
+            nodes=[{"rank": r, "role": "worker", "samples": 10} for r in range(2)],
         )
         for epoch in (2, 1)  # a late, older epoch must not replace a newer one
     ]
@@ -101,6 +103,8 @@ async def test_training_progress_is_shown_and_never_goes_back(
         "epochs": 10,
         "train_loss": 0.5,
         "val_accuracy": 0.5,
+        "samples_per_second": 2000.0,
+        "workers": 2,
     }
     assert workflow["current_phase"] == 3 and workflow["phases"][2]["status"] == "running"
 

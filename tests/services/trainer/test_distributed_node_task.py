@@ -167,3 +167,35 @@ def test_train_script_reproduces_the_ddp_job(ddp_job: Any, tmp_path: Path, launc
     # Same seed, split, shards and steps on one thread per rank: bit-identical weights.
     assert retrained["weights_sha256"] == original["weights_sha256"]
     assert retrained["extra"]["strategy"] == "ddp" and retrained["extra"]["world_size"] == 2
+
+
+def test_a_rank_that_fails_fails_the_job_within_the_collective_timeout(tmp_path: Path) -> None:
+    # Rank 1 cannot even start (its payload names no dataset Nexus has), so rank 0 waits at
+    # the rendezvous for it: for the job's timeout, not gloo's default of half an hour.
+    store = ArtifactStore(f"file://{tmp_path / 'artifacts'}")
+    spec = _spec("ddp")
+    store_server = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=60)
+    )
+    meet = Rendezvous(node_id="coordinator", host="127.0.0.1", port=store_server.port)
+    placement = {"members": ["worker-0", "worker-1"], "timeout_s": 3, "rendezvous": meet}
+    base = train_payload(store, spec, placement={"rank": 0, **placement})
+    broken = {**base, "placement": {**base["placement"], "rank": 1}}
+    broken["spec"] = {**base["spec"], "dataset": "imagenet"}
+    spawn = multiprocessing.get_context("spawn")
+    outputs = [tmp_path / "rank-0.json", tmp_path / "rank-1.json"]
+    processes = [
+        spawn.Process(target=_rank_process, args=(payload, store.root_url, str(out)))
+        for payload, out in zip((base, broken), outputs, strict=True)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    lead, other = (json.loads(out.read_text()) for out in outputs)
+    assert [e["type"] for e in other] == ["TrainingFinished"]
+    assert not other[0]["succeeded"] and "unknown dataset" in other[0]["error"]
+    assert [e["type"] for e in lead] == ["TrainingFinished"]
+    assert not lead[0]["succeeded"]
+    assert lead[0]["result"]["seconds"] < 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.trainer.node_task import run_training
+from services.trainer.node_task import run_training, train_config
 from shared.artifacts import ArtifactStore, local_path
 from shared.contracts import Event, TrainTask
 from tests.services.trainer.conftest import (
@@ -166,20 +166,13 @@ def test_the_node_trains_the_plain_loops_weights_to_the_bit(
 
     from shared.ml.architecture import Architecture
     from shared.ml.data import load_splits
-    from shared.ml.training import TrainConfig, train_classifier
+    from shared.ml.training import train_classifier
 
     torch.set_num_threads(1)
     job = TrainTask.model_validate(trained_run.payload)
     t = job.spec.training
     splits = load_splits("digits", seed=t.seed, val_fraction=0.15, test_fraction=0.15)
-    config = TrainConfig(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        seed=t.seed,
-        patience=t.patience,
-        checkpoint_every=t.checkpoint_every,
-    )
+    config = train_config(t)
     _, result = train_classifier(splits, Architecture.model_validate(job.architecture), config)
     plain = [(m.train_loss, m.val_loss) for m in result.history]
     assert [(p.train_loss, p.val_loss) for p in trained_run.context.progress] == plain
