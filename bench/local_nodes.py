@@ -42,6 +42,7 @@ class LocalNodes:
         self.store = ArtifactStore(f"file://{home / 'artifacts'}")
         self.nodes: list[NodeAddress] = []
         self.rendezvous: Rendezvous | None = None
+        self.connected_seconds = 0.0  # from starting the processes to a connected topology
         self._processes: list[subprocess.Popen[bytes]] = []
         self._nc: Client
         self._finished: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -69,6 +70,7 @@ class LocalNodes:
             "NEXUS_ARTIFACTS": self.store.root_url,
             "NEXUS_LOG_LEVEL": "WARNING",
         }
+        started = time.perf_counter()
         ranks: dict[str, int] = {}
         logs = self._home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,7 @@ class LocalNodes:
         if not topology["connected"]:
             raise RuntimeError(f"the nodes did not connect: {topology['checks']}")
         self.rendezvous = Rendezvous.model_validate(topology["rendezvous"])
+        self.connected_seconds = time.perf_counter() - started
         return self
 
     async def __aexit__(

@@ -28,6 +28,23 @@ def ensure_torch() -> ModuleType:
         return sys.modules["torch"]
 
 
+def prewarm_training_stack() -> None:
+    """Import what a `train` or `validate` task will need (shared.ml, scikit-learn's
+    datasets), so the first job after the topology check starts in milliseconds rather than
+    seconds. Run in a background thread while the node waits for its first job; a task that
+    arrives meanwhile simply waits on the import lock."""
+    torch = ensure_torch()
+    import sklearn.datasets  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    import shared.ml.checkpoint  # noqa: F401
+    import shared.ml.data  # noqa: F401
+    import shared.ml.strategies  # noqa: F401
+
+    # The first optimizer a process builds imports torch's compiler stack: over a second.
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], foreach=True)
+
+
 class ConnectPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

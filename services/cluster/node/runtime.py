@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from services.cluster.node.rendezvous import (
     destroy_process_group_if_any,
     ensure_torch,
     host_rendezvous,
+    prewarm_training_stack,
 )
 from services.cluster.node.task_context import (
     NodeTaskContext,
@@ -94,6 +96,10 @@ class NodeRuntime:
                 await self._nc.drain()
                 return 1
             heartbeat = asyncio.create_task(self._heartbeat_forever(), name="heartbeat")
+            # While the cluster waits for the other nodes and checks the topology, load what
+            # a job needs, so the first one starts in milliseconds; a task that arrives
+            # meanwhile waits on the import lock.
+            threading.Thread(target=_prewarm, name="prewarm", daemon=True).start()
             await self._stopping.wait()
             return await self._shutdown(heartbeat)
         finally:
@@ -212,6 +218,7 @@ class NodeRuntime:
             await _reply(
                 msg, {"accepted": True, "node": self.identity.info.model_dump(), "busy": busy}
             )
+
         elif request.kind == "cancel":
             await _reply(msg, self._cancel(request.payload.get("task_id")))
         elif self._stopping.is_set():
@@ -324,6 +331,13 @@ class NodeRuntime:
             logger.warning("NATS drain failed: %s", exc)
         logger.info("node %s stopped in %.2f s", self.node_id, time.monotonic() - stopping_since)
         return 0
+
+
+def _prewarm() -> None:
+    try:
+        prewarm_training_stack()
+    except Exception:  # the task that needs them will import them, and report any error
+        logger.warning("could not pre-load the training stack", exc_info=True)
 
 
 def _run_handler_sync(kind: str, payload: dict[str, Any], context: NodeTaskContext) -> None:
