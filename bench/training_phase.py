@@ -26,7 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.multiprocessing as mp
+
 from bench.local_nodes import PROJECT_ROOT, LocalNodes
+from services.trainer.node_task import train_config
+from shared.ml.architecture import Architecture
+from shared.ml.data import load_splits
+from shared.ml.distributed import process_group
+from shared.ml.strategies import Placement, run_rank
+from shared.processes import free_port
 from shared.spec import WorkflowSpec
 
 ARCHITECTURE = {
@@ -57,6 +66,28 @@ def job_spec(epochs: int, strategy: str = "ddp") -> WorkflowSpec:
     )
 
 
+def _spawned_rank(rank: int, port: int, epochs: int, out: str) -> None:
+    torch.set_num_threads(1)
+    spec = job_spec(epochs)
+    splits = load_splits(spec.dataset, seed=spec.training.seed)
+    placement = Placement(strategy="ddp", rank=rank, world_size=2)
+    with process_group("127.0.0.1", port, rank, 2, timeout_s=120):
+        run = run_rank(placement, splits, Architecture(**ARCHITECTURE), train_config(spec.training))
+    if rank == 0:
+        assert run.result is not None
+        torch.save({"loop_seconds": run.result.seconds}, out)
+
+
+def spawned_once(epochs: int) -> dict[str, float]:
+    """The platform's rank code without the nodes around it (torch.multiprocessing.spawn):
+    tells the trainer's own cost from the node's."""
+    with tempfile.TemporaryDirectory() as directory:
+        out = str(Path(directory) / "rank0.pt")
+        mp.spawn(_spawned_rank, args=(free_port("127.0.0.1"), epochs, out), nprocs=2)
+        figures: dict[str, float] = torch.load(out, weights_only=True)
+    return figures
+
+
 def torchrun_once(epochs: int, workers: int) -> dict[str, float]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc-per-node", str(workers), "bench/torchrun_ddp_digits.py"]
@@ -77,9 +108,12 @@ def torchrun_once(epochs: int, workers: int) -> dict[str, float]:
     return {**figures, "wall_seconds": wall}
 
 
-async def measure(epochs: int, runs: int) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+Runs = list[dict[str, float]]
+
+
+async def measure(epochs: int, runs: int) -> tuple[Runs, Runs, Runs]:
     """Platform and torchrun runs interleaved, so a drift of the machine's speed hits both."""
-    platform, baseline = [], []
+    platform, spawned, baseline = [], [], []
     with tempfile.TemporaryDirectory() as home:
         roles = ["parameter_server", "worker", "worker"]
         async with LocalNodes(Path(home), roles) as nodes:
@@ -101,9 +135,10 @@ async def measure(epochs: int, runs: int) -> tuple[list[dict[str, float]], list[
                         "val_accuracy": result["kept"]["val_accuracy"],
                     }
                 )
-                await nodes.idle()  # the nodes wait, idle, while torchrun runs
+                await nodes.idle()  # the nodes wait, idle, while the others run
+                spawned.append(await asyncio.to_thread(spawned_once, epochs))
                 baseline.append(await asyncio.to_thread(torchrun_once, epochs, 2))
-    return platform, baseline
+    return platform, spawned, baseline
 
 
 def median(rows: list[dict[str, float]], key: str) -> float:
@@ -116,7 +151,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
 
-    platform, baseline = asyncio.run(measure(args.epochs, args.runs))
+    platform, spawned, baseline = asyncio.run(measure(args.epochs, args.runs))
     rows = [
         ("training loop (s)", "loop_seconds", "loop_seconds"),
         ("set-up to first step (s)", "setup_seconds", "setup_seconds"),
@@ -128,6 +163,11 @@ def main() -> int:
         mine, base = median(platform, ours), median(baseline, theirs)
         print(f"{label:<32}{mine:>10.3f}{base:>10.3f}{mine / base:>8.2f}")
     print("(torchrun's last figure is its whole wall time: it has no warm processes)")
+    bare = median(spawned, "loop_seconds")
+    print(
+        f"the same rank code spawned without nodes: loop {bare:.3f} s, "
+        f"{bare / median(baseline, 'loop_seconds'):.2f}x torchrun's"
+    )
     accuracy = median(platform, "val_accuracy")
     print(f"validation accuracy of the platform's kept model: {accuracy:.4f}")
     return 0
