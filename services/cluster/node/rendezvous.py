@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Held while torch is imported: two threads importing it at once (the pre-load and a
+# shutdown) can abort the process.
 _torch_lock = threading.Lock()
 
 
@@ -132,10 +134,16 @@ def connect(payload: ConnectPayload) -> dict[str, Any]:
 
 
 def destroy_process_group_if_any() -> None:
-    """On shutdown, leave a process group a task left behind (only if torch was ever loaded)."""
-    if "torch" not in sys.modules:
+    """On shutdown, leave a process group a task left behind (only if torch was ever loaded).
+    While torch is still being imported no task has run, so there is no group to leave."""
+    if not _torch_lock.acquire(blocking=False):
         return
-    import torch.distributed as dist
+    try:
+        if "torch" not in sys.modules:
+            return
+        import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        _torch_lock.release()
