@@ -16,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.contracts import (
     EpochReport,
+    JobPlacement,
     TrainingFinished,
     TrainingProgress,
     TrainResult,
@@ -42,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 class TrainingCancelled(Exception):
     """Raised between epochs once the node has been asked to cancel the task."""
+
+
+class JobAborted(Exception):
+    """Another rank of the job gave up before the job's process group formed."""
 
 
 @dataclass
@@ -99,12 +105,12 @@ def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResu
         val_fraction=VAL_FRACTION,
         test_fraction=TEST_FRACTION,
     )
-    with _job_group(job):
+    with _job_group(job, context):
         return _run(job, context, record, architecture, splits)
 
 
 @contextlib.contextmanager
-def _job_group(job: TrainTask) -> Iterator[None]:
+def _job_group(job: TrainTask, context: TaskContext) -> Iterator[None]:
     """The job's process group (none for `single`), left however the task ends."""
     placement = job.placement
     if placement is None:
@@ -115,6 +121,7 @@ def _job_group(job: TrainTask) -> Iterator[None]:
 
     meet = placement.rendezvous
     store = group_store(meet.host, meet.port, f"job-{job.job_id}", placement.timeout_s)
+    _wait_for_every_rank(store, placement, context)
     # NCCL moves CUDA tensors: DDP's gradients on GPUs. The parameter server's point-to-point
     # traffic is CPU tensors, on gloo.
     backend = meet.backend if job.spec.training.strategy == "ddp" else "gloo"
@@ -126,6 +133,32 @@ def _job_group(job: TrainTask) -> Iterator[None]:
         backend=backend,
     ):
         yield
+
+
+ARRIVED_KEY, ABORTED_KEY = "nexus/arrived", "nexus/aborted"
+
+
+def _wait_for_every_rank(store: Any, placement: JobPlacement, context: TaskContext) -> None:
+    """Meet the job's other ranks at its store before joining the process group, whose own
+    rendezvous cannot be interrupted: a cancel (the trainer cancels the ranks that started
+    when another could not), or another rank giving up, ends the wait at once; the job's
+    timeout ends it otherwise."""
+    store.add(ARRIVED_KEY, 1)
+    deadline = time.monotonic() + placement.timeout_s
+    while (arrived := store.add(ARRIVED_KEY, 0)) < placement.world_size:
+        if context.cancelled.is_set():
+            store.set(ABORTED_KEY, context.node.node_id)
+            raise TrainingCancelled("cancelled at the rendezvous")
+        if store.check([ABORTED_KEY]):
+            quitter = store.get(ABORTED_KEY).decode()
+            raise JobAborted(f"the rank on {quitter} left the rendezvous")
+        if time.monotonic() > deadline:
+            store.set(ABORTED_KEY, context.node.node_id)
+            raise TimeoutError(
+                f"{arrived} of {placement.world_size} ranks reached the rendezvous within "
+                f"{placement.timeout_s:g} s"
+            )
+        time.sleep(0.005)
 
 
 def _run(
@@ -151,6 +184,7 @@ def _run(
             servers=job.placement.servers,
             ps_mode=t.ps_mode,
             max_staleness=t.max_staleness,
+            local_rank=job.placement.local_rank,
         )
         labels = job.placement.members
     checkpoints = record.checkpoints
@@ -269,6 +303,9 @@ def _finish(
 ) -> None:
     # An invalid payload still names its job when it can, so the service can close it.
     ids = job.model_dump(include={"job_id", "workflow_id", "tenant_id"}) if job else payload
+    if not all(isinstance(ids.get(k), str | uuid.UUID) for k in ("job_id", "workflow_id")):
+        logger.error("a train task named no job to report to: %s", error)
+        return
     context.publish(
         TrainingFinished(
             workflow_id=ids["workflow_id"],

@@ -128,6 +128,8 @@ class JobPlacement(BaseModel):
     rank: int = Field(ge=0)
     members: list[str] = Field(min_length=1, max_length=64)
     servers: int = Field(default=0, ge=0)
+    # This process's place among the job's workers on its own host: its GPU under NCCL.
+    local_rank: int = Field(default=0, ge=0)
     rendezvous: Rendezvous
     # Bounds the rendezvous and every collective: a lost peer fails the job this fast.
     timeout_s: float = Field(default=60.0, gt=0, le=3600)

@@ -67,6 +67,7 @@ class Placement:
     servers: int = 0  # ranks 0..servers-1 are parameter servers
     ps_mode: PsMode = "sync"
     max_staleness: int = 0
+    local_rank: int | None = None  # among the job's workers on this host; None: worker_index
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
@@ -274,6 +275,7 @@ def _worker_trainer(
         rank=placement.worker_index,
         world_size=placement.workers,
     )
+    hooks["seed_offset"] = placement.worker_index
     if placement.strategy == "ddp":
         device = job_device(placement)
         if device.type == "cuda":
@@ -302,8 +304,10 @@ def job_device(placement: Placement) -> torch.device:
         return torch.device("cpu")
     if dist.get_backend() != "nccl":
         return torch.device("cpu")
-    # Workers sharing a host take its GPUs in turn.
-    return torch.device("cuda", placement.worker_index % torch.cuda.device_count())
+    # Workers sharing a host take its GPUs in turn; the cluster chose NCCL only when there
+    # is one GPU for each (services/cluster/service/topology.py).
+    local = placement.worker_index if placement.local_rank is None else placement.local_rank
+    return torch.device("cuda", local)
 
 
 def _serve(
@@ -314,8 +318,8 @@ def _serve(
     sync: EpochSync,
 ) -> list[tuple[int, int, int]]:
     """A parameter server's epochs: serve one epoch of steps, meet the workers, go on until
-    the lead says stop. The learning-rate schedule is the workers' (it sees the lead's
-    validation loss), so the rates the workers report are the ones applied here."""
+    the lead says stop. It runs its own copy of the workers' learning-rate schedule, fed the
+    lead's validation loss, so the rates the workers report are the ones applied here."""
     parameters = list(model.parameters())
     owners = shard_owners(parameters, range(placement.servers))
     optimizer = config.build_optimizer(owned_by(parameters, owners, placement.rank))

@@ -171,6 +171,7 @@ class Trainer:
         apply_gradients: Callable[[], None] | None = None,
         coordinate: EpochCoordinator | None = None,
         device: torch.device | None = None,
+        seed_offset: int = 0,
     ) -> None:
         # The model must already be on `device` (DDP wraps it there); the splits go there once.
         self._device = device or torch.device("cpu")
@@ -185,6 +186,8 @@ class Trainer:
         # server's worker) push them and pull the new weights.
         self._apply_gradients = apply_gradients or self.optimizer.step
         self._coordinate = coordinate
+        # Each worker of a job draws its own dropout masks (seed + its shard's index).
+        self._seed_offset = seed_offset
         self._schedule = LearningRateSchedule(config)
         self._x_train = torch.from_numpy(splits.x_train).to(self._device)
         self._y_train = torch.from_numpy(splits.y_train).to(self._device)
@@ -259,7 +262,7 @@ class Trainer:
         elif self._epoch == 0:
             # Dropout draws from the global RNG: seed it so a run depends only on its config
             # and initial weights, whatever the process did before.
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(self.config.seed + self._seed_offset)
         started = time.perf_counter()
         finished = self._finished()
         while not finished:

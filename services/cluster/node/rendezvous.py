@@ -68,12 +68,13 @@ class ConnectPayload(BaseModel):
 # The TCPStore this node hosts once the cluster elected it coordinator: it stays up for the
 # node's life, and each process group (a connect check, a job) meets under its own prefix.
 _hosted_store: Any = None
+_hosted_host = ""
 _hosted_lock = threading.Lock()
 
 
 def host_rendezvous(host: str) -> dict[str, Any]:
     """Become the cluster's rendezvous: open (once) a TCPStore on a free port; reply where."""
-    global _hosted_store
+    global _hosted_store, _hosted_host
     ensure_torch()
     import torch.distributed as dist
 
@@ -84,6 +85,7 @@ def host_rendezvous(host: str) -> dict[str, Any]:
             _hosted_store = dist.TCPStore(
                 host, 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=30)
             )
+            _hosted_host = host
         port = int(_hosted_store.port)
     torch = sys.modules["torch"]
     return {"ok": True, "host": host, "port": port, "cuda": bool(torch.cuda.is_available())}
@@ -97,7 +99,7 @@ def group_store(master_addr: str, master_port: int, prefix: str, timeout_s: floa
 
     with _hosted_lock:
         hosted = _hosted_store
-    if hosted is not None and int(hosted.port) == master_port:
+    if hosted is not None and (_hosted_host, int(hosted.port)) == (master_addr, master_port):
         base = hosted
     else:
         base = dist.TCPStore(
@@ -129,6 +131,7 @@ def connect(payload: ConnectPayload) -> dict[str, Any]:
         "world_size": payload.world_size,
         "rank": payload.rank,
         "cuda": bool(torch.cuda.is_available()),
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "seconds": round(time.perf_counter() - started, 4),
     }
 

@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import importlib
 import importlib.util
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts import Event, NodeInfo
 from shared.node_tasks import TASK_HANDLERS, TaskHandler
+
+logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 30.0
 # Events `publish_soon` may leave unacknowledged before it waits for the oldest.
@@ -59,14 +62,20 @@ class NodeTaskContext:
         progress it follows)."""
         future = self._schedule(event)
         while self._in_flight:
-            self._in_flight.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+            self._settle_oldest()
         future.result(timeout=PUBLISH_TIMEOUT_S)
 
     def publish_soon(self, event: Event) -> None:
         """Publish without waiting for the ack: the loop sends events in the order given."""
         if len(self._in_flight) >= MAX_IN_FLIGHT:
-            self._in_flight.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+            self._settle_oldest()
         self._in_flight.append(self._schedule(event))
+
+    def _settle_oldest(self) -> None:
+        try:
+            self._in_flight.popleft().result(timeout=PUBLISH_TIMEOUT_S)
+        except Exception as exc:  # a lost progress event must not fail the task
+            logger.warning("a progress event was not published: %s", exc)
 
     def _schedule(self, event: Event) -> concurrent.futures.Future[None]:
         headers = {"Nats-Msg-Id": str(event.event_id)}

@@ -27,6 +27,20 @@ class NodeAddress:
     host: str
 
 
+def _backend(group: list[NodeAddress], results: list[dict[str, Any]]) -> str:
+    """NCCL when every worker has a GPU of its own (each host has at least as many GPUs as
+    workers: NCCL refuses two ranks on one GPU), else gloo."""
+    replies = {r["node_id"]: r["reply"] for r in results if r["check"] == "connect"}
+    workers = [n for n in group if n.role == "worker"]
+    per_host: dict[str, int] = {}
+    for worker in workers:
+        per_host[worker.host] = per_host.get(worker.host, 0) + 1
+    own_gpu = all(
+        replies.get(w.node_id, {}).get("cuda_devices", 0) >= per_host[w.host] for w in workers
+    )
+    return "nccl" if workers and own_gpu else "gloo"
+
+
 def process_group(nodes: list[NodeAddress]) -> list[NodeAddress]:
     """Parameter servers first (the first one is the coordinator), then workers."""
     role_order = {"parameter_server": 0, "worker": 1}
@@ -88,8 +102,7 @@ async def verify_topology(nc: Client, nodes: list[NodeAddress], timeout: float) 
             checks.append(_check(nc, node, "ping", {}, PING_TIMEOUT_S))
     results += await asyncio.gather(*checks)
     connected = bool(results) and all(r["ok"] for r in results)
-    workers = [r for r in results if r["check"] == "connect" and r["role"] == "worker"]
-    backend = "nccl" if workers and all(r["reply"].get("cuda") for r in workers) else "gloo"
+    backend = _backend(group, results)
     return {
         "connected": connected,
         "backend": backend,

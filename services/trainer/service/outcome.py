@@ -94,8 +94,10 @@ async def finish_training(context: AnyContext, uow: UnitOfWork, event: TrainingF
     repository = TrainerRepository(uow.session, job.tenant_id)
     await repository.record_epochs(job.id, result.history_dicts())
     if job.status == "cancelled":
-        # Its PhaseFailed went out with the cancel; keep what the run saved until then.
-        job.checkpoints = result.checkpoints
+        # Its PhaseFailed went out with the cancel; keep what the run saved until then (the
+        # lead writes the checkpoints; another rank's report has none).
+        if event.node_id == job.node_id:
+            job.checkpoints = result.checkpoints
         return
     if not event.succeeded:
         raise PhaseError(f"training failed on node {event.node_id}: {event.error}")

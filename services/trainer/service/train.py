@@ -46,6 +46,10 @@ async def create_job(
     job_id = uuid.uuid4()
     artifacts = TrainArtifacts.for_workflow(context.artifacts, event.tenant_id, event.workflow_id)
     ids = [m.node_id for m in members]
+    # A worker's GPU is its turn among the job's workers on the same host.
+    local_ranks = [
+        sum(1 for w in members[servers:rank] if w.host == m.host) for rank, m in enumerate(members)
+    ]
 
     def task_for(rank: int) -> TrainTask:
         placement = None
@@ -55,6 +59,7 @@ async def create_job(
                 rank=rank,
                 members=ids,
                 servers=servers,
+                local_rank=local_ranks[rank],
                 rendezvous=event.rendezvous,
                 timeout_s=context.settings.collective_timeout_s,
             )
@@ -128,7 +133,7 @@ async def send_train_tasks(context: AnyContext, tasks: list[tuple[TrainTask, str
 async def record_dispatch(
     uow: UnitOfWork, tasks: list[tuple[TrainTask, str]], error: str | None
 ) -> None:
-    task, node_id = tasks[0]
+    task = tasks[0][0]
     repository = TrainerRepository(uow.session, task.tenant_id)
     if error is None:
         await repository.mark_started(task.job_id)

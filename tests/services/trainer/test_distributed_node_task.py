@@ -199,3 +199,26 @@ def test_a_rank_that_fails_fails_the_job_within_the_collective_timeout(tmp_path:
     assert [e["type"] for e in lead] == ["TrainingFinished"]
     assert not lead[0]["succeeded"]
     assert lead[0]["result"]["seconds"] < 30
+
+
+def test_a_cancel_ends_the_wait_at_the_rendezvous_at_once(tmp_path: Path) -> None:
+    # The other rank never comes (it was refused): the trainer cancels this one, which must
+    # not sit out the job's timeout.
+    import threading
+    import time
+
+    store = ArtifactStore(f"file://{tmp_path / 'artifacts'}")
+    store_server = dist.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=60)
+    )
+    meet = Rendezvous(node_id="coordinator", host="127.0.0.1", port=store_server.port)
+    placement = {"rank": 0, "members": ["worker-0", "worker-1"], "timeout_s": 120}
+    payload = train_payload(store, _spec("ddp"), placement={**placement, "rendezvous": meet})
+    context = CollectingContext(store.root_url, node=node("worker", 0, "worker-0"))
+    threading.Timer(0.5, context.cancelled.set).start()
+    started = time.monotonic()
+    run_training(payload, context)
+    assert time.monotonic() - started < 10
+    finished = context.finished
+    assert not finished.succeeded and finished.result.cancelled
+    assert "cancelled at the rendezvous" in (finished.error or "")
