@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.nn.utils import clip_grads_with_norm_
 
 from shared.ml.architecture import Architecture, build_model
 from shared.ml.checkpoint import TrainingCheckpoint, unwrap_model, weights_of
@@ -79,6 +79,14 @@ class TrainConfig(BaseModel):
             return torch.optim.RMSprop(parameters, momentum=self.momentum, **common)
         optimizer = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
         return optimizer(parameters, **common)
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The gradient's L2 norm over every tensor: torch's get_total_norm without its wrappers,
+    which cost a tenth of a small model's step."""
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def seed_everything(seed: int) -> None:
@@ -220,8 +228,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(self.model(self._x_train[batch]), self._y_train[batch])
             loss.backward()
-            grads = [p.grad for p in parameters if p.grad is not None]
-            norm = get_total_norm(grads)
+            norm = _total_norm([p.grad for p in parameters if p.grad is not None])
             if self.config.grad_clip_norm is not None:
                 clip_grads_with_norm_(parameters, self.config.grad_clip_norm, norm)
             norms.append(norm)
