@@ -13,6 +13,7 @@ epoch at or above it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -63,6 +64,7 @@ def _rank(rank: int, port: int, job: dict[str, Any], config: TrainConfig, out: s
         assert run.result is not None
         rates = [m.samples_per_second or 0.0 for m in run.result.history]
         torch.save({"curve": curve, "rates": rates, "wall": wall}, out)
+    os._exit(0)  # torch's teardown of gloo's threads can abort a finished rank
 
 
 def measure(job: dict[str, Any], config: TrainConfig) -> dict[str, Any]:

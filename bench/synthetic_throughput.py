@@ -12,6 +12,7 @@ platform's jobs), since the gradient exchange per step costs the same whatever t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -111,6 +112,7 @@ def _rank(
         assert run.result is not None
         nodes = [n for m in run.result.history for n in m.nodes or [] if n["role"] == "worker"]
         torch.save({"rates": [n["samples_per_second"] for n in nodes]}, out)
+    os._exit(0)  # torch's teardown of gloo's threads can abort a finished rank
 
 
 def per_worker_rate(job: dict[str, Any], rows: int, config: TrainConfig) -> float:

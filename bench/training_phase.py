@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def _spawned_rank(rank: int, port: int, epochs: int, out: str) -> None:
     if rank == 0:
         assert run.result is not None
         torch.save({"loop_seconds": run.result.seconds}, out)
+    os._exit(0)  # torch's teardown of gloo's threads can abort a finished rank
 
 
 def spawned_once(epochs: int) -> dict[str, float]:

@@ -59,6 +59,9 @@ def _rank_process(payload: dict[str, Any], artifacts_url: str, out: str) -> None
     run_training(payload, context)
     published = [{"type": type(e).__name__, **e.model_dump(mode="json")} for e in context.published]
     Path(out).write_text(json.dumps(published))
+    # Leave as a node process does (services/cluster/node/__main__.py): torch's teardown of
+    # gloo's threads can abort a process that has finished its work.
+    os._exit(0)
 
 
 def _run_job(spec: WorkflowSpec, store: ArtifactStore, servers: int, tmp: Path) -> list[list[dict]]:

@@ -6,6 +6,7 @@ batch 2·b over the same permutation; the asynchronous server keeps its stalenes
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ def _rank(
         torch.save({"weights": run.model.state_dict(), "history": history}, out / "lead.pt")
     if placement.is_server:
         torch.save({"log": run.version_log}, out / f"server-{rank}.pt")
+    # Leave as a node process does: torch's teardown of gloo's threads can abort a process
+    # that has finished its work.
+    os._exit(0)
 
 
 def _run(job: dict[str, Any], splits: DatasetSplits, arch: Architecture, out: Path) -> dict:
