@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from shared.ml.architecture import build_model, design_architecture
-from shared.ml.data import DatasetSplits, Normalization
+from shared.ml.data import DatasetSplits, splits_of
 from shared.ml.distributed import process_group
 from shared.ml.strategies import Placement, run_rank
 from shared.ml.training import TrainConfig
@@ -47,22 +47,8 @@ def synthetic_splits(rows: int, seed: int = 0) -> DatasetSplits:
     )
     order = np.random.default_rng(seed).permutation(rows)
     train, val, test = np.split(order, [int(0.7 * rows), int(0.85 * rows)])
-    x32 = x.astype(np.float32)
-    normalization = Normalization.fit(x32[train])
-    return DatasetSplits(
-        name="synthetic",
-        x_train=normalization.apply(x32[train]),
-        y_train=y[train],
-        x_val=normalization.apply(x32[val]),
-        y_val=y[val],
-        x_test=normalization.apply(x32[test]),
-        y_test=y[test],
-        x_test_raw=x[test],
-        num_features=FEATURES,
-        num_classes=CLASSES,
-        class_names=[str(c) for c in range(CLASSES)],
-        normalization=normalization,
-    )
+    classes = [str(c) for c in range(CLASSES)]
+    return splits_of("synthetic", x, y.astype(np.int64), classes, train, val, test)
 
 
 def _plain(rows: int, config: TrainConfig, out: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -133,6 +134,19 @@ def load_splits(
         stratify=y[rest],
         random_state=seed,
     )
+    return splits_of(name, raw, y, class_names, train, val, test)
+
+
+def splits_of(
+    name: str,
+    raw: np.ndarray,
+    y: np.ndarray,
+    class_names: Sequence[str],
+    train: np.ndarray,
+    val: np.ndarray,
+    test: np.ndarray,
+) -> DatasetSplits:
+    """The splits of (raw, y) at the given row indices, normalized on the training rows."""
     x = raw.astype(np.float32)
     normalization = Normalization.fit(x[train])
     return DatasetSplits(

@@ -125,9 +125,6 @@ class AgreedEpoch:
 class EpochSync:
     """The job's one meeting per epoch: every rank's figures, and the lead's decision."""
 
-    # would_stop, val_loss, samples, samples/s, cpu %, rss MB
-    _FIELDS = 6
-
     def __init__(
         self,
         placement: Placement,
@@ -147,6 +144,7 @@ class EpochSync:
         cpu, rss = self._meter.sample()
         if self._stop_requested is not None and self._stop_requested():
             would_stop = True  # a cancel: every rank stops after this epoch, together
+        # One row per rank: would_stop, val_loss, samples, samples/s, cpu %, rss MB.
         mine = torch.tensor(
             [float(would_stop), val_loss, samples, samples_per_second, cpu, rss],
             dtype=torch.float64,

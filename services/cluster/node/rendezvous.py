@@ -87,8 +87,7 @@ def host_rendezvous(host: str) -> dict[str, Any]:
             )
             _hosted_host = host
         port = int(_hosted_store.port)
-    torch = sys.modules["torch"]
-    return {"ok": True, "host": host, "port": port, "cuda": bool(torch.cuda.is_available())}
+    return {"ok": True, "host": host, "port": port}
 
 
 def group_store(master_addr: str, master_port: int, prefix: str, timeout_s: float) -> Any:
@@ -109,8 +108,8 @@ def group_store(master_addr: str, master_port: int, prefix: str, timeout_s: floa
 
 
 def connect(payload: ConnectPayload) -> dict[str, Any]:
-    """Join a gloo group at the coordinator, all_reduce a ones tensor, leave. Also says
-    whether this node has CUDA, so the cluster knows which backend its jobs can use.
+    """Join a gloo group at the coordinator, all_reduce a ones tensor, leave. Also says how
+    many GPUs this node has, so the cluster knows which backend its jobs can use.
     Blocking: run in a thread."""
     torch = ensure_torch()
     import torch.distributed as dist
@@ -130,7 +129,6 @@ def connect(payload: ConnectPayload) -> dict[str, Any]:
         "sum": total,
         "world_size": payload.world_size,
         "rank": payload.rank,
-        "cuda": bool(torch.cuda.is_available()),
         "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "seconds": round(time.perf_counter() - started, 4),
     }

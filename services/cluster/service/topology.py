@@ -82,7 +82,8 @@ async def verify_topology(nc: Client, nodes: list[NodeAddress], timeout: float) 
         hosted = await _check(nc, master, "rendezvous", {}, timeout)
         results.append(hosted)
         if hosted["ok"]:
-            rendezvous = {"node_id": master.node_id, **hosted["reply"]}
+            where = hosted["reply"]
+            rendezvous = {"node_id": master.node_id, "host": where["host"], "port": where["port"]}
     checks = []
     if rendezvous is not None:
         prefix = f"connect-{uuid.uuid4()}"
@@ -108,15 +109,6 @@ async def verify_topology(nc: Client, nodes: list[NodeAddress], timeout: float) 
         "backend": backend,
         "world_size": len(group),
         "master": master.node_id if master else None,
-        "rendezvous": (
-            {
-                "node_id": rendezvous["node_id"],
-                "host": rendezvous["host"],
-                "port": rendezvous["port"],
-                "backend": backend,
-            }
-            if rendezvous is not None and connected
-            else None
-        ),
+        "rendezvous": {**rendezvous, "backend": backend} if rendezvous and connected else None,
         "checks": [{k: v for k, v in r.items() if k != "reply"} for r in results],
     }
