@@ -6,7 +6,12 @@ spawned process like the ranks. The goal is that each worker of a distributed jo
 platform's jobs), since the gradient exchange per step costs the same whatever the batch.
 
     .venv/bin/python -m bench.synthetic_throughput [--rows 100000] [--epochs 2]
-        [--batch-sizes 128 512 2048]
+        [--batch-sizes 128 512 2048 4096 8192]
+
+Each row also prints the floor a step's exchange sets on this machine: one all_reduce of the
+gradient's size on the DDP job's idle group, against plain torch's time for one step. Where
+the exchange is comparable to the step (small batches on a machine whose loopback round trip
+costs ~0.1 ms), no DDP can reach the goal; the ratio rises with the batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
@@ -94,27 +100,43 @@ def _rank(
     architecture = design_architecture(FEATURES, CLASSES)
     with process_group("127.0.0.1", port, rank, placement.world_size, timeout_s=300):
         run = run_rank(placement, splits, architecture, config)
+        exchange = gradient_exchange_seconds(run.model)
     if placement.is_lead:
         assert run.result is not None
         nodes = [n for m in run.result.history for n in m.nodes or [] if n["role"] == "worker"]
-        torch.save({"rates": [n["samples_per_second"] for n in nodes]}, out)
+        rates = [n["samples_per_second"] for n in nodes]
+        torch.save({"rates": rates, "exchange_seconds": exchange}, out)
     os._exit(0)  # torch's teardown of gloo's threads can abort a finished rank
 
 
-def per_worker_rate(job: dict[str, Any], rows: int, config: TrainConfig) -> float:
+def gradient_exchange_seconds(model: torch.nn.Module, repeats: int = 50) -> float:
+    """The median time of one all_reduce of a tensor the size of the model's gradient, the
+    machine's floor for one DDP step's exchange, measured on the job's group once it idles."""
+    gradient = torch.zeros(sum(p.numel() for p in model.parameters()))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        dist.all_reduce(gradient)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[repeats // 2]
+
+
+def per_worker_rate(job: dict[str, Any], rows: int, config: TrainConfig) -> tuple[float, float]:
+    """The job's mean samples/s per worker, and its gradient exchange time (seconds)."""
     with tempfile.TemporaryDirectory() as directory:
         out = str(Path(directory) / "rates.pt")
         port = free_port("127.0.0.1")
         mp.spawn(_rank, args=(port, job, rows, config, out), nprocs=job["world_size"])
-        rates: list[float] = torch.load(out, weights_only=True)["rates"]
-    return sum(rates) / len(rates)
+        figures = torch.load(out, weights_only=True)
+    rates: list[float] = figures["rates"]
+    return sum(rates) / len(rates), float(figures["exchange_seconds"])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512, 2048])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512, 2048, 4096, 8192])
     args = parser.parse_args()
     jobs = [
         ("single (platform)", {"strategy": "single", "world_size": 1}),
@@ -129,7 +151,8 @@ def main() -> int:
         f"{design_architecture(FEATURES, CLASSES).hidden_layers}, {args.epochs} epochs, "
         "1 thread per process; samples/s per worker and its ratio to plain torch"
     )
-    print(f"{'batch/worker':>12}{'plain torch':>13}" + "".join(f"{n:>26}" for n, _ in jobs))
+    header = f"{'batch/worker':>12}{'plain torch':>13}" + "".join(f"{n:>26}" for n, _ in jobs)
+    print(header + f"{'plain step':>12}{'all_reduce':>12}")
     for batch_size in args.batch_sizes:
         config = TrainConfig(
             epochs=args.epochs,
@@ -139,11 +162,13 @@ def main() -> int:
             checkpoint_every=0,
         )
         baseline = plain_rate_in_a_process(args.rows, config)
-        cells = []
-        for _, job in jobs:
-            rate = per_worker_rate(job, args.rows, config)
+        cells, exchanges = [], {}
+        for name, job in jobs:
+            rate, exchanges[name] = per_worker_rate(job, args.rows, config)
             cells.append(f"{rate:>17.0f} ({rate / baseline:4.2f}x)")
-        print(f"{batch_size:>12}{baseline:>13.0f}" + "".join(cells), flush=True)
+        step_ms = 1000 * batch_size / baseline
+        floor = f"{step_ms:>9.2f} ms{1000 * exchanges['ddp, 2 workers']:>9.2f} ms"
+        print(f"{batch_size:>12}{baseline:>13.0f}" + "".join(cells) + floor, flush=True)
     return 0
 
 
