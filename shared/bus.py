@@ -8,15 +8,20 @@ service's router on it, then start it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
+from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
-from faststream.nats.annotations import NatsMessage
+from faststream.nats.annotations import JsClient, NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
+from faststream.prometheus import ConsumeAttrs
+from faststream.prometheus.middleware import PrometheusMiddleware
+from nats.aio.msg import Msg
 from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
@@ -30,7 +35,8 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from shared.contracts import Event, subject_of
+from shared.contracts import Event, EventDeadLettered, subject_of
+from shared.contracts.bus import DeadLetterKind
 from shared.errors import summarize_validation_errors
 from shared.subjects import NODE_HEARTBEAT_SUBJECT, NODE_TASK_SUBJECT, STREAM_NAME
 
@@ -54,6 +60,41 @@ STREAM_CONFIG = StreamConfig(
 NEXUS_STREAM = JStream(STREAM_NAME, declare=False)
 
 
+class _PatternLabelled(NatsMetricsSettingsProvider):
+    """Labels a consumed message by the subject pattern of a node subject (which names its
+    cluster and node), not the subject itself: one metric series per subscription instead
+    of one more for every node ever started."""
+
+    def get_consume_attrs_from_message(self, msg: StreamMessage[Msg]) -> ConsumeAttrs:
+        attrs = super().get_consume_attrs_from_message(msg)
+        attrs["destination_name"] = metric_subject(attrs["destination_name"])
+        return attrs
+
+
+def metric_subject(subject: str) -> str:
+    """`nodes.<cluster>.<node>.heartbeat` -> `nodes.*.*.heartbeat`; other subjects as they are
+    (theirs are a fixed set)."""
+    tokens = subject.split(".")
+    if tokens[0] != "nodes" or len(tokens) < 3:
+        return subject
+    return ".".join([tokens[0], *("*" for _ in tokens[1:-1]), tokens[-1]])
+
+
+def _metrics_settings(msg: Msg | Sequence[Msg] | None) -> NatsMetricsSettingsProvider | None:
+    # Pull subscribers here take one message at a time; KV and object-store watches none.
+    return _PatternLabelled() if isinstance(msg, Msg) or msg is None else None
+
+
+class _BoundedPrometheusMiddleware(NatsPrometheusMiddleware):
+    def __init__(self, *, registry: CollectorRegistry, app_name: str) -> None:
+        PrometheusMiddleware.__init__(
+            self,
+            settings_provider_factory=_metrics_settings,  # type: ignore[arg-type]
+            registry=registry,
+            app_name=app_name,
+        )
+
+
 def create_broker(
     nats_url: str,
     service: str,
@@ -63,7 +104,7 @@ def create_broker(
     middlewares: list[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)]
     if metrics_registry is not None:
         middlewares.append(
-            NatsPrometheusMiddleware(registry=metrics_registry, app_name=f"nexus_{service}")
+            _BoundedPrometheusMiddleware(registry=metrics_registry, app_name=f"nexus_{service}")
         )
     # FastStream logs every message at INFO by default, which costs more than handling it.
     logger = logging.getLogger(f"nexus.{service}.bus")
@@ -100,9 +141,21 @@ def consumer_name(consumer: str) -> str:
     return f"{_consumer_prefix}{consumer}"
 
 
-# A handler that fails (a dependency down, say) is retried after this delay rather than at
-# once, so an outage does not become a hot redelivery loop.
-RETRY_DELAY_S = 5.0
+# A handler that fails (a dependency down, say) is redelivered with a growing delay, so an
+# outage does not become a hot redelivery loop, and a bounded number of times: the message is
+# then dead-lettered (EventDeadLettered) and terminated, and its workflow fails with the reason.
+# With these values a consumer keeps trying for about half a minute (1+2+4+8+16 s), long
+# enough for Postgres or a peer service to restart.
+RETRY_DELAY_S = 1.0
+MAX_RETRY_DELAY_S = 30.0
+MAX_DELIVERIES = 6
+# The start of a dead-lettered body kept for the operator; bodies can be large (a spec).
+_DEAD_LETTER_PAYLOAD_CHARS = 4096
+
+
+def retry_delay(deliveries: int) -> float:
+    """The wait before the next delivery of a message that failed `deliveries` times."""
+    return min(RETRY_DELAY_S * 2 ** (deliveries - 1), MAX_RETRY_DELAY_S)
 
 
 def durable_subscriber(
@@ -112,13 +165,23 @@ def durable_subscriber(
     *,
     subject: str | None = None,
     timeout: float = 5.0,
+    dead_letters: bool = True,
 ) -> Callable[[Callable[[EventT], Awaitable[None]]], Any]:
     """A durable pull consumer of `event_type` on the NEXUS stream.
 
     The message is parsed here: one that is not a valid `event_type` (not JSON, a missing
-    field, a spec that does not validate) is rejected once and never redelivered, since no
+    field, a spec that does not validate) is dead-lettered and terminated at once, since no
     retry can make it valid. The handler acks after its commit; an exception naks with a
-    delay so JetStream redelivers later (handlers are idempotent on event_id)."""
+    growing delay so JetStream redelivers later (handlers are idempotent on event_id), up to
+    MAX_DELIVERIES, after which the message is dead-lettered too. `dead_letters=False` is for
+    the consumer of dead letters itself, which must not feed itself."""
+    config: dict[str, Any] = {
+        # The server's own bound, one past ours: a backstop should our last attempt be lost
+        # with its process before it could dead-letter the message.
+        "max_deliver": MAX_DELIVERIES + 1,
+    }
+    if _consumer_prefix:
+        config["inactive_threshold"] = 600.0  # a test consumer is removed when idle
     subscriber = router.subscriber(
         subject or event_type.subject,
         stream=NEXUS_STREAM,
@@ -126,8 +189,7 @@ def durable_subscriber(
         # A consumer created for the first time starts at new events rather than replaying
         # the stream's week of history; once created, it resumes where it stopped.
         deliver_policy=DeliverPolicy.NEW,
-        # A prefixed (test) consumer is removed by the server after ten idle minutes.
-        config=ConsumerConfig(inactive_threshold=600.0) if _consumer_prefix else None,
+        config=ConsumerConfig(**config),
         pull_sub=PullSub(batch_size=1, timeout=timeout),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
@@ -135,28 +197,71 @@ def durable_subscriber(
     def register(handler: Callable[[EventT], Awaitable[None]]) -> Any:
         log = logging.getLogger(handler.__module__)
 
-        async def parse_then_handle(message: NatsMessage) -> None:
+        async def dead_letter(
+            message: NatsMessage,
+            js: JsClient,
+            kind: DeadLetterKind,
+            reason: str,
+            event: Event | None = None,
+        ) -> None:
+            if not dead_letters:
+                return
+            letter = EventDeadLettered(
+                workflow_id=event.workflow_id if event is not None else None,
+                tenant_id=event.tenant_id if event is not None else "",
+                consumer=consumer,
+                original_subject=message.raw_message.subject,
+                kind=kind,
+                reason=reason[:2000],
+                deliveries=deliveries_of(message),
+                payload=message.body[:_DEAD_LETTER_PAYLOAD_CHARS].decode(errors="replace"),
+            )
+            try:
+                await js.publish(
+                    subject_of(letter),
+                    letter.model_dump_json().encode(),
+                    stream=STREAM_NAME,
+                    headers={"Nats-Msg-Id": str(letter.event_id)},
+                    timeout=10,
+                )
+            except Exception as exc:  # the message is terminated anyway: nothing waits on it
+                log.error("%s could not record a dead letter: %s", consumer, exc)
+
+        async def parse_then_handle(message: NatsMessage, js: JsClient) -> None:
             try:
                 event = event_type.model_validate_json(message.body)
             except ValidationError as exc:
                 problems = summarize_validation_errors([dict(e) for e in exc.errors()])
-                log.warning(
-                    "%s rejected a malformed %s: %s", consumer, event_type.__name__, problems
-                )
+                reason = f"not a valid {event_type.__name__}: {problems}"
+                log.warning("%s dead-lettered a malformed message: %s", consumer, reason)
+                await dead_letter(message, js, "malformed", reason)
                 raise RejectMessage from exc
             try:
                 await handler(event)
             except HandlerException:
                 raise
             except Exception as exc:
-                log.exception("%s failed; redelivery in %.0fs", consumer, RETRY_DELAY_S)
-                raise NackMessage(delay=RETRY_DELAY_S) from exc
+                deliveries = deliveries_of(message)
+                if deliveries >= MAX_DELIVERIES:
+                    reason = f"{consumer} failed {deliveries} times: {type(exc).__name__}: {exc}"
+                    log.exception("%s; dead-lettered", reason)
+                    await dead_letter(message, js, "handler_failed", reason, event)
+                    raise RejectMessage from exc
+                delay = retry_delay(deliveries)
+                log.exception("%s failed; redelivery in %.0fs", consumer, delay)
+                raise NackMessage(delay=delay) from exc
 
         parse_then_handle.__name__ = handler.__name__
         parse_then_handle.__qualname__ = handler.__qualname__
         return subscriber(parse_then_handle)
 
     return register
+
+
+def deliveries_of(message: NatsMessage) -> int:
+    """How many times JetStream has delivered this message, this delivery included."""
+    metadata = message.raw_message.metadata
+    return max(1, int(metadata.num_delivered or 1))
 
 
 def publisher_for(broker: NatsBroker) -> Callable[..., Any]:

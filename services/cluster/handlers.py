@@ -27,6 +27,7 @@ from services.cluster.state import ClusterContext
 from shared.bus import NODE_HEARTBEAT_SUBJECT, durable_subscriber
 from shared.contracts import (
     Event,
+    EventDeadLettered,
     NodeRegistered,
     Phase1Completed,
     Phase2Completed,
@@ -39,6 +40,7 @@ from shared.contracts import (
 )
 from shared.db import SYSTEM, UnitOfWork
 from shared.errors import Unauthorized, summarize_validation_errors
+from shared.phases import fail_phase
 from shared.project_layout import ProjectFile
 from shared.spec import WorkflowSpec
 
@@ -120,13 +122,17 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
     async def on_heartbeat(body: dict[str, Any]) -> None:
         note_heartbeat(context.state, body)
 
-    def record(event_type: type[E], consumer: str, subject: str | None = None) -> Any:
+    def record(
+        event_type: type[E], consumer: str, subject: str | None = None, **options: Any
+    ) -> Any:
         """Register `update` as a durable, idempotent consumer of `event_type` that gets the
         event's workflow (locked) and its phases; unknown workflows are acknowledged and
-        skipped."""
+        skipped. `options` go to `durable_subscriber`."""
 
         def register(update: RecordUpdate[E]) -> RecordUpdate[E]:
             async def handle(event: E) -> None:
+                if event.workflow_id is None:
+                    return  # a dead letter of a malformed message names no workflow
                 async with context.unit_of_work() as uow:
                     if not await uow.first_time(consumer, event.event_id):
                         return
@@ -136,7 +142,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                         return  # not ours (or another tenant's claim): nothing to update
                     await update(event, uow, workflow, await workflows.phases_of(workflow.id))
 
-            durable_subscriber(router, event_type, consumer, subject=subject)(handle)
+            durable_subscriber(router, event_type, consumer, subject=subject, **options)(handle)
             return update
 
         return register
@@ -189,6 +195,18 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
         failed = record_phase_failed(wf, ph, event.phase, event.reason)
         await nodes.release_workflow_nodes(context, uow, wf.tenant_id, wf.id)
         return failed
+
+    @record(EventDeadLettered, "cluster-dead-letters", "nexus.deadletter.>", dead_letters=False)
+    async def on_dead_letter(
+        event: EventDeadLettered, uow: UnitOfWork, wf: Workflow, ph: Phases
+    ) -> bool:
+        """A consumer gave up on an event of this workflow after retrying it: the workflow
+        cannot go on, so it fails in its current phase (whose owner then cleans up)."""
+        reason = f"an event could not be handled: {event.reason}"
+        if not record_phase_failed(wf, ph, wf.current_phase, reason):
+            return False
+        await fail_phase(uow, wf.current_phase, wf.id, wf.tenant_id, reason)
+        return True
 
     # One durable consumer per phase's failure subject: a wildcard could catch other events.
     for phase in range(1, 6):

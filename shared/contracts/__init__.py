@@ -6,6 +6,7 @@ JetStream stream `NEXUS`; consumers are durable and idempotent on `event_id`.
 """
 
 from shared.contracts.base import PHASE_NAMES, SCHEMA_VERSION, Event, subject_of
+from shared.contracts.bus import EventDeadLettered
 from shared.contracts.memory import MemoryWritten
 from shared.contracts.nodes import ClusterStarted, NodeInfo, NodeRegistered, NodeRole, Rendezvous
 from shared.contracts.tasks import TaskFinished
@@ -44,6 +45,7 @@ __all__ = [
     "ClusterStarted",
     "EpochReport",
     "Event",
+    "EventDeadLettered",
     "Latency",
     "MemoryWritten",
     "NodeInfo",

@@ -8,12 +8,23 @@ import uuid
 from typing import ClassVar
 
 import pytest
-from faststream.nats import NatsRouter
+from faststream.nats import NatsBroker, NatsRouter
+from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from shared.bus import create_broker, durable_subscriber, ensure_stream, publish_event
-from shared.contracts import Event, Phase1Completed
+from shared.bus import (
+    MAX_RETRY_DELAY_S,
+    RETRY_DELAY_S,
+    STREAM_NAME,
+    create_broker,
+    durable_subscriber,
+    ensure_stream,
+    publish_event,
+    retry_delay,
+)
+from shared.contracts import Event, EventDeadLettered, Phase1Completed
 
 
 class ProbeEvent(Event):
@@ -114,3 +125,120 @@ def test_a_diverged_epoch_survives_the_trip_as_json() -> None:
     received = TrainingProgress.model_validate_json(event.model_dump_json())
     assert received.train_loss is None
     assert received.val_loss is None
+
+
+async def _dead_letters(broker: NatsBroker, consumer: str) -> asyncio.Queue[EventDeadLettered]:
+    """A plain subscription to the dead letters of `consumer`, started before the test acts."""
+    letters: asyncio.Queue[EventDeadLettered] = asyncio.Queue()
+
+    async def on_letter(message: Msg) -> None:
+        await letters.put(EventDeadLettered.model_validate_json(message.data))
+
+    await broker.connection.subscribe(f"nexus.deadletter.{consumer}", cb=on_letter)
+    return letters
+
+
+async def test_a_malformed_message_is_dead_lettered_at_once_and_the_next_is_handled(
+    nats_url: str,
+) -> None:
+    broker = create_broker(nats_url, "test", TracerProvider(), None)
+    consumer = f"test-poison-{uuid.uuid4().hex[:8]}"
+    handled: asyncio.Queue[ProbeEvent] = asyncio.Queue()
+    router = NatsRouter()
+
+    @durable_subscriber(router, ProbeEvent, consumer, timeout=0.5)
+    async def on_probe(event: ProbeEvent) -> None:
+        await handled.put(event)
+
+    broker.include_router(router)
+    await broker.connect()
+    await ensure_stream(broker)
+    await broker.start()
+    try:
+        letters = await _dead_letters(broker, consumer)
+        js = broker.connection.jetstream()
+        await js.publish(ProbeEvent.subject, b"{}", stream=STREAM_NAME)
+        good = ProbeEvent(workflow_id=uuid.uuid4(), tenant_id="t", note="after the poison")
+        await publish_event(broker, good)
+        letter = await asyncio.wait_for(letters.get(), timeout=10)
+        assert await asyncio.wait_for(handled.get(), timeout=10) == good
+    finally:
+        await broker.stop()
+    assert letter.kind == "malformed"
+    assert letter.deliveries == 1
+    assert letter.workflow_id is None  # a claim in a malformed message is not trusted
+    assert letter.original_subject == ProbeEvent.subject
+    assert letter.payload == "{}"
+    assert "workflow_id" in letter.reason and "note" in letter.reason
+
+
+async def test_a_handler_that_keeps_failing_is_retried_with_backoff_then_dead_lettered(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.bus.RETRY_DELAY_S", 0.1)
+    monkeypatch.setattr("shared.bus.MAX_DELIVERIES", 4)
+    broker = create_broker(nats_url, "test", TracerProvider(), None)
+    consumer = f"test-failing-{uuid.uuid4().hex[:8]}"
+    attempts: list[float] = []
+    router = NatsRouter()
+
+    @durable_subscriber(router, FlakyEvent, consumer, timeout=0.5)
+    async def on_flaky(event: FlakyEvent) -> None:
+        attempts.append(time.monotonic())
+        raise ConnectionError("the database is down")
+
+    broker.include_router(router)
+    await broker.connect()
+    await ensure_stream(broker)
+    await broker.start()
+    try:
+        letters = await _dead_letters(broker, consumer)
+        sent = FlakyEvent(workflow_id=uuid.uuid4(), tenant_id="t-9")
+        await publish_event(broker, sent)
+        letter = await asyncio.wait_for(letters.get(), timeout=20)
+        await asyncio.sleep(1.0)  # terminated: no delivery after the dead letter
+    finally:
+        await broker.stop()
+    assert len(attempts) == 4
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    assert gaps[0] >= 0.08 and gaps[1] >= 0.18 and gaps[2] >= 0.38  # 0.1, 0.2, 0.4 s
+    assert letter.kind == "handler_failed"
+    assert (letter.workflow_id, letter.tenant_id) == (sent.workflow_id, "t-9")
+    assert letter.deliveries == 4
+    assert "ConnectionError: the database is down" in letter.reason
+
+
+def test_the_redelivery_delay_doubles_up_to_its_cap() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3)] == [
+        RETRY_DELAY_S,
+        2 * RETRY_DELAY_S,
+        4 * RETRY_DELAY_S,
+    ]
+    assert retry_delay(50) == MAX_RETRY_DELAY_S
+
+
+async def test_node_subjects_share_one_metric_series_whatever_the_node(nats_url: str) -> None:
+    registry = CollectorRegistry()
+    broker = create_broker(nats_url, "test", TracerProvider(), registry)
+    cluster = uuid.uuid4().hex[:8]
+    beats: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+
+    @broker.subscriber(f"nodes.{cluster}.*.heartbeat")
+    async def on_beat(body: dict[str, str]) -> None:
+        await beats.put(body)
+
+    await broker.start()
+    try:
+        for node in ("n1", "n2", "n3"):
+            await broker.publish({"node_id": node}, f"nodes.{cluster}.{node}.heartbeat")
+        for _ in range(3):
+            await asyncio.wait_for(beats.get(), timeout=10)
+    finally:
+        await broker.stop()
+    labels = {
+        sample.labels.get("handler")
+        for family in registry.collect()
+        for sample in family.samples
+        if "handler" in sample.labels
+    }
+    assert labels == {"nodes.*.*.heartbeat"}

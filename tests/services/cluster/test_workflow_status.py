@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client
 
 from shared.contracts import (
+    EventDeadLettered,
     Phase2Completed,
     Phase3Completed,
     Phase4Passed,
@@ -227,3 +228,25 @@ async def test_events_of_another_tenant_do_not_touch_the_workflow(
     await wait_until(lambda: handled(app, intruder.event_id), timeout=20)
     workflow = (await client.get(f"/workflows/{workflow_id}", headers=headers)).json()
     assert workflow["status"] == "running" and workflow["error"] is None
+
+
+async def test_a_dead_lettered_event_fails_its_workflow_in_the_current_phase(
+    app: FastAPI, client: httpx.AsyncClient, nc: Client, internal_token: str, tenant_id: str
+) -> None:
+    headers = as_service(internal_token, tenant_id)
+    workflow_id = await seed_workflow(app, tenant_id)
+    letter = EventDeadLettered(
+        workflow_id=workflow_id,
+        tenant_id=tenant_id,
+        consumer="validator-start",
+        original_subject="nexus.phase3.completed",
+        kind="handler_failed",
+        reason="validator-start failed 6 times: OperationalError: the database is down",
+        deliveries=6,
+        payload="{}",
+    )
+    await publish(nc, letter)
+    failed = await _wait_for(client, headers, workflow_id, lambda w: w["status"] == "failed")
+    assert failed["error"] == f"an event could not be handled: {letter.reason}"
+    current = failed["current_phase"]
+    assert failed["phases"][current - 1]["status"] == "failed"
