@@ -2,13 +2,21 @@
 
 Traces are always produced (so context crosses HTTP and NATS) but exported only when
 `NEXUS_OTLP_ENDPOINT` is set. Logs are one JSON object per line, carrying the trace id.
+
+Logs are bounded: a message repeated in a loop (the same logger, level and format string)
+is let through a few times a minute, the rest counted and reported once; and where the
+process that started us names a file (`NEXUS_LOG_FILE`), it is rotated by size
+(`NEXUS_LOG_MAX_BYTES`, three old files kept).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,12 +40,73 @@ class JsonLogFormatter(logging.Formatter):
             entry["span_id"] = format(span_context.span_id, "016x")
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        suppressed = getattr(record, "suppressed", 0)
+        if suppressed:
+            entry["suppressed"] = suppressed  # like messages dropped since this one last ran
         return json.dumps(entry, default=str)
 
 
+class RepeatLimiter(logging.Filter):
+    """Lets each message (logger, level, format string) through at most `burst` times per
+    `window_s`; the first one after the window carries how many were dropped. A consumer
+    failing in a loop then writes a few lines a minute, not thousands."""
+
+    # Format strings are a fixed set in our code; the cap bounds the rest (f-strings).
+    _MAX_KEYS = 2000
+
+    def __init__(self, burst: int = 10, window_s: float = 60.0) -> None:
+        super().__init__()
+        self._burst = burst
+        self._window_s = window_s
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # -> [start, count, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is None or now - seen[0] >= self._window_s:
+            if len(self._seen) >= self._MAX_KEYS:
+                self._seen.clear()
+            record.suppressed = int(seen[2]) if seen is not None else 0
+            self._seen[key] = [now, 1, 0]
+            return True
+        seen[1] += 1
+        if seen[1] <= self._burst:
+            return True
+        seen[2] += 1
+        return False
+
+
+class _RotatingLog(logging.handlers.RotatingFileHandler):
+    """A size-rotated log file that also takes the process's stdout and stderr (a crash's
+    traceback, a library's print), moved to each new file as the old one rotates."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=3, encoding="utf-8")
+        self._redirect_std_streams()
+
+    def doRollover(self) -> None:  # noqa: N802  (logging's name)
+        super().doRollover()
+        self._redirect_std_streams()
+
+    def _redirect_std_streams(self) -> None:
+        if self.stream is None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            os.dup2(self.stream.fileno(), fd)
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    log_file = os.environ.get("NEXUS_LOG_FILE")
+    handler: logging.Handler
+    if log_file:
+        handler = _RotatingLog(log_file, int(os.environ.get("NEXUS_LOG_MAX_BYTES", 20 * 2**20)))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

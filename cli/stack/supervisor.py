@@ -63,7 +63,9 @@ def spawn(
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             list(argv),
-            env=dict(env),
+            # A service rotates the file it logs to (shared.telemetry); NATS and Postgres
+            # ignore the variable.
+            env={**env, "NEXUS_LOG_FILE": str(log_path)},
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -129,11 +129,13 @@ class NodeProcessManager:
                 workflow_id=workflow_id or cluster_id,
                 host=self._host,
             )
-            with open(self._log_dir / f"{plan.node_id}.log", "ab") as log:
+            log_path = self._log_dir / f"{plan.node_id}.log"
+            with open(log_path, "ab") as log:
                 process = subprocess.Popen(
                     command,
                     cwd=PROJECT_ROOT,
-                    env={**self.env, **trace_context_env()},
+                    # The node rotates the file it logs to (shared.telemetry).
+                    env={**self.env, **trace_context_env(), "NEXUS_LOG_FILE": str(log_path)},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -125,6 +125,7 @@ class ModelProcessManager:
             p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH", "")) if p
         )
         env["OMP_NUM_THREADS"] = "1"
+        env["NEXUS_LOG_FILE"] = str(log_path)  # the server rotates it (shared.telemetry)
         with log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
             log.flush()
