@@ -71,6 +71,8 @@ class NexusSettings(BaseSettings):
     nats_url: str
     otlp_endpoint: str | None = None
     log_level: str = "INFO"
+    # How often a node says it is alive; the cluster declares it lost after three missed.
+    heartbeat_interval_s: float = Field(default=0.5, gt=0, le=60)
     # Prefix of this deployment's durable consumer names (tests use one per run).
     consumer_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", max_length=40)
     internal_token: SecretStr | None = None

@@ -6,4 +6,3 @@ STREAM_NAME = "NEXUS"
 # Core-NATS (not persisted) subjects for node liveness and task dispatch.
 NODE_HEARTBEAT_SUBJECT = "nodes.{cluster_id}.{node_id}.heartbeat"
 NODE_TASK_SUBJECT = "nodes.{node_id}.task"
-HEARTBEAT_INTERVAL_S = 2.0

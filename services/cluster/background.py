@@ -16,6 +16,8 @@ from services.cluster.state import ClusterContext
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_FLUSH_INTERVAL_S = 1.0
+# Detection time is at most the silence allowed plus one period of this check.
+LOSS_CHECKS_PER_INTERVAL = 4
 
 
 async def start(context: ClusterContext) -> None:
@@ -24,6 +26,7 @@ async def start(context: ClusterContext) -> None:
         await supervision.recover_orphans(context, uow)
     context.state.spawn(flush_heartbeats_forever(context), name="cluster-heartbeats")
     context.state.spawn(watch_forever(context), name="cluster-watchdog")
+    context.state.spawn(detect_losses_forever(context), name="cluster-loss-detector")
 
 
 async def stop(context: ClusterContext) -> None:
@@ -57,6 +60,25 @@ async def flush_heartbeats_forever(context: ClusterContext) -> None:
                 await supervision.record_heartbeats(uow, beats)
         except Exception:
             logger.exception("could not record %d heartbeats", len(beats))
+
+
+async def detect_losses_forever(context: ClusterContext) -> None:
+    """Look for exited and silent nodes a few times per heartbeat interval; the database is
+    touched only when one is found."""
+    period = context.settings.heartbeat_interval_s / LOSS_CHECKS_PER_INTERVAL
+    unrecorded: dict[str, supervision.Loss] = {}  # a reaped exit is seen only once
+    while True:
+        await asyncio.sleep(period)
+        losses = {**unrecorded, **supervision.losses_now(context)}
+        if not losses:
+            continue
+        try:
+            async with context.unit_of_work() as uow:
+                await supervision.declare_lost(context, uow, losses)
+            unrecorded = {}
+        except Exception:
+            logger.exception("could not record lost nodes %s", sorted(losses))
+            unrecorded = losses
 
 
 async def watch_forever(context: ClusterContext) -> None:

@@ -86,7 +86,12 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                 )
                 return
             await set_up_workflow(
-                uow, context.artifacts, principal.tenant_id, spec, event.workflow_id
+                uow,
+                context.artifacts,
+                principal.tenant_id,
+                spec,
+                event.workflow_id,
+                heartbeat_interval_s=context.settings.heartbeat_interval_s,
             )
 
     @durable_subscriber(router, Phase1Completed, "cluster-nodes")

@@ -220,6 +220,13 @@ class ClusterRepository:
         )
         return list(result)
 
+    async def live_nodes(self, node_ids: list[str]) -> list[Node]:
+        """Those of `node_ids` still starting or registered, locked."""
+        result = await self._session.scalars(
+            select(Node).where(Node.id.in_(node_ids), Node.status.in_(LIVE_NODE)).with_for_update()
+        )
+        return list(result)
+
     async def set_node_status(self, node_ids: list[str], status: str) -> None:
         if node_ids:
             await self._session.execute(

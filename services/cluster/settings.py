@@ -12,8 +12,6 @@ class ClusterSettings(ServiceSettings):
     # Budget of the gloo rendezvous + all_reduce that proves the topology is connected
     # (it includes each node's first `import torch`).
     topology_timeout_s: float = Field(default=60.0, gt=0)
-    # A registered node whose heartbeat is older than this is marked lost.
-    heartbeat_timeout_s: float = Field(default=10.0, gt=0)
     # SIGTERM, then SIGKILL after this long.
     node_stop_grace_s: float = Field(default=5.0, gt=0)
     # A phase1.completed older than this (the service was down) fails phase 2 instead of

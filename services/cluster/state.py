@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends
+from prometheus_client import CollectorRegistry, Counter
 
 from services.cluster.process_manager import NodeProcessManager, node_environment
 from services.cluster.settings import ClusterSettings
@@ -28,12 +29,41 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class NodeMetrics:
+    """Prometheus counters of node churn, on the service's registry."""
+
+    joined: Counter
+    lost: Counter
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> NodeMetrics:
+        return cls(
+            joined=Counter(
+                "nexus_nodes_joined_total",
+                "Node registrations accepted into a cluster",
+                ["role"],
+                registry=registry,
+            ),
+            lost=Counter(
+                "nexus_nodes_lost_total",
+                "Nodes declared lost: their process exited, or they missed three heartbeats",
+                ["role", "cause"],
+                registry=registry,
+            ),
+        )
+
+
 @dataclass
 class ClusterState:
     manager: NodeProcessManager
+    metrics: NodeMetrics
     owner: str = field(default_factory=owner_id)
     # node id -> when its latest heartbeat arrived; flushed to Postgres about once a second.
     heartbeats: dict[str, datetime] = field(default_factory=dict)
+    # node id -> monotonic time of its latest heartbeat, for the silence check; a node leaves
+    # it when declared lost or stopped.
+    last_heard: dict[str, float] = field(default_factory=dict)
     # cluster id -> monotonic time its nodes were started (for the registration deadline).
     starting: dict[uuid.UUID, float] = field(default_factory=dict)
     verifying: set[uuid.UUID] = field(default_factory=set)
@@ -50,6 +80,11 @@ class ClusterState:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def silent_nodes(self, silent_after_s: float) -> dict[str, float]:
+        """Nodes not heard for longer than `silent_after_s`: node id -> seconds silent."""
+        now = time.monotonic()
+        return {n: now - t for n, t in self.last_heard.items() if now - t > silent_after_s}
 
     def nodes_started(self, cluster_id: uuid.UUID) -> None:
         self.starting[cluster_id] = time.monotonic()
@@ -69,11 +104,12 @@ def create_state(context: ServiceContext[ClusterSettings, ClusterState]) -> Clus
             "NEXUS_HOME": str(settings.home),
             "NEXUS_ENV": settings.env,
             "NEXUS_LOG_LEVEL": settings.log_level,
+            "NEXUS_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
             **({"NEXUS_OTLP_ENDPOINT": settings.otlp_endpoint} if settings.otlp_endpoint else {}),
         }
     )
     manager = NodeProcessManager(settings.home / "logs" / "nodes", env, settings.node_host)
-    return ClusterState(manager=manager)
+    return ClusterState(manager=manager, metrics=NodeMetrics.on(context.metrics_registry))
 
 
 ClusterContext = ServiceContext[ClusterSettings, ClusterState]

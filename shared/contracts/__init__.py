@@ -8,7 +8,15 @@ JetStream stream `NEXUS`; consumers are durable and idempotent on `event_id`.
 from shared.contracts.base import PHASE_NAMES, SCHEMA_VERSION, Event, subject_of
 from shared.contracts.bus import EventDeadLettered
 from shared.contracts.memory import MemoryWritten
-from shared.contracts.nodes import ClusterStarted, NodeInfo, NodeRegistered, NodeRole, Rendezvous
+from shared.contracts.nodes import (
+    ClusterStarted,
+    NodeInfo,
+    NodeJoined,
+    NodeLost,
+    NodeRegistered,
+    NodeRole,
+    Rendezvous,
+)
 from shared.contracts.tasks import TaskFinished
 from shared.contracts.training import (
     EpochReport,
@@ -49,6 +57,8 @@ __all__ = [
     "Latency",
     "MemoryWritten",
     "NodeInfo",
+    "NodeJoined",
+    "NodeLost",
     "Rendezvous",
     "JobPlacement",
     "node_totals",

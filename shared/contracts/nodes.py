@@ -42,6 +42,29 @@ class NodeRegistered(Event):
     node: NodeInfo
 
 
+class NodeJoined(Event):
+    """The cluster service accepted a node's registration: it is part of its cluster (at
+    start, or later as a replacement)."""
+
+    subject: ClassVar[str] = "nexus.node.joined"
+    cluster_id: uuid.UUID
+    node: NodeInfo
+
+
+class NodeLost(Event):
+    """A node of a cluster is gone: its process exited (noticed at once by the service that
+    started it), or it missed three heartbeats (a hung process, another host)."""
+
+    subject: ClassVar[str] = "nexus.node.lost"
+    cluster_id: uuid.UUID
+    node_id: str
+    role: NodeRole
+    rank: int
+    reason: str
+    exit_code: int | None = None  # when the process exited
+    silent_s: float | None = None  # when it stopped heartbeating: for how long
+
+
 class ClusterStarted(Event):
     """How a workflow's cluster came up: its registered nodes and the measured topology, or
     the error that kept it from coming up. A fact of the cluster service; the trainer, phase

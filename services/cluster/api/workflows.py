@@ -36,7 +36,12 @@ async def submit_workflow(
 ) -> WorkflowOut:
     """Submit a workflow spec: phase 1 (setup) runs now, the other phases follow by events."""
     workflow, phases = await set_up_workflow(
-        uow, context.artifacts, principal.tenant_id, spec, uuid.uuid4()
+        uow,
+        context.artifacts,
+        principal.tenant_id,
+        spec,
+        uuid.uuid4(),
+        heartbeat_interval_s=context.settings.heartbeat_interval_s,
     )
     return workflow_out(workflow, list(phases.values()))
 

@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
         node_id=args.node_id, role=args.role, rank=args.rank, pid=os.getpid(), host=args.host
     )
     identity = NodeIdentity(args.cluster_id, args.workflow_id, args.tenant_id, info)
-    runtime = NodeRuntime(identity, settings.nats_url, settings.artifacts)
+    runtime = NodeRuntime(
+        identity, settings.nats_url, settings.artifacts, settings.heartbeat_interval_s
+    )
     code = asyncio.run(runtime.run())
     provider.shutdown()
     logging.shutdown()

@@ -40,7 +40,6 @@ from services.cluster.node.task_context import (
 )
 from shared.contracts import Event, NodeInfo, NodeRegistered, subject_of
 from shared.subjects import (
-    HEARTBEAT_INTERVAL_S,
     NODE_HEARTBEAT_SUBJECT,
     NODE_TASK_SUBJECT,
     STREAM_NAME,
@@ -62,8 +61,15 @@ class NodeIdentity:
 
 
 class NodeRuntime:
-    def __init__(self, identity: NodeIdentity, nats_url: str, artifacts_url: str) -> None:
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        nats_url: str,
+        artifacts_url: str,
+        heartbeat_interval_s: float,
+    ) -> None:
         self.identity = identity
+        self._heartbeat_interval_s = heartbeat_interval_s
         self._nats_url = nats_url
         self._artifacts_url = artifacts_url
         self._parent_pid = os.getppid()
@@ -142,7 +148,7 @@ class NodeRuntime:
                 logger.warning("parent process %d is gone; stopping", self._parent_pid)
                 self._stopping.set()
                 return
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            await asyncio.sleep(self._heartbeat_interval_s)
 
     # -- registration and liveness --------------------------------------------------------
 
@@ -186,7 +192,7 @@ class NodeRuntime:
             except Exception as exc:  # reconnecting; the next tick tries again
                 logger.warning("heartbeat not sent: %s", exc)
             try:
-                await asyncio.wait_for(self._stopping.wait(), HEARTBEAT_INTERVAL_S)
+                await asyncio.wait_for(self._stopping.wait(), self._heartbeat_interval_s)
             except TimeoutError:
                 pass
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from services.cluster.repository import (
 )
 from services.cluster.service.topology import NodeAddress
 from services.cluster.state import ClusterContext
-from shared.contracts import ClusterStarted, MemoryWritten, NodeInfo, NodeRegistered
+from shared.contracts import ClusterStarted, MemoryWritten, NodeInfo, NodeJoined, NodeRegistered
 from shared.db import SYSTEM, UnitOfWork
 from shared.project_layout import MemoryKey
 from shared.spec import ClusterSpec, WorkflowSpec
@@ -86,7 +87,19 @@ async def record_registration(
     if cluster is None:
         logger.warning("registration of %s for unknown cluster", event.node.node_id)
         return False
-    await repo.register(cluster.id, event.node, event.occurred_at)
+    node = await repo.register(cluster.id, event.node, event.occurred_at)
+    if node.status == "registered":  # not a late registration of a node already gone
+        # From now on its silence counts (its heartbeats start right after registering).
+        context.state.last_heard.setdefault(node.id, time.monotonic())
+        context.state.metrics.joined.labels(role=node.role).inc()
+        await uow.emit(
+            NodeJoined(
+                workflow_id=event.workflow_id,
+                tenant_id=event.tenant_id,
+                cluster_id=cluster.id,
+                node=event.node,
+            )
+        )
     nodes = await repo.nodes_of(cluster.id)
     registered = sum(1 for n in nodes if n.status == "registered")
     everyone = registered >= expected_nodes(cluster)

@@ -23,7 +23,7 @@ from shared.db import UnitOfWork
 from shared.phases import fail_phase
 from shared.project_layout import MemoryKey, ProjectFile
 from shared.spec import TEST_FRACTION, VAL_FRACTION, WorkflowSpec
-from shared.subjects import HEARTBEAT_INTERVAL_S, NODE_HEARTBEAT_SUBJECT
+from shared.subjects import NODE_HEARTBEAT_SUBJECT
 
 
 async def set_up_workflow(
@@ -32,6 +32,8 @@ async def set_up_workflow(
     tenant_id: str,
     spec: WorkflowSpec,
     workflow_id: uuid.UUID,
+    *,
+    heartbeat_interval_s: float,
 ) -> tuple[Workflow, dict[int, WorkflowPhase]]:
     spec_json = spec.model_dump(mode="json")
     workflow, phases = await WorkflowRepository(uow.session, tenant_id).create(
@@ -43,7 +45,9 @@ async def set_up_workflow(
     await ClusterRepository(uow.session, tenant_id).create(
         cluster_id, tenant_id, workflow_id, layout
     )
-    files = await asyncio.to_thread(scaffold_project, artifacts, tenant_id, workflow_id, spec)
+    files = await asyncio.to_thread(
+        scaffold_project, artifacts, tenant_id, workflow_id, spec, heartbeat_interval_s
+    )
     record_phase_completed(workflow, phases, 1, {"cluster_id": str(cluster_id), "files": files})
     await uow.emit(
         MemoryWritten(
@@ -84,7 +88,11 @@ async def record_refused_workflow(
 
 
 def scaffold_project(
-    store: ArtifactStore, tenant_id: str, workflow_id: uuid.UUID, spec: WorkflowSpec
+    store: ArtifactStore,
+    tenant_id: str,
+    workflow_id: uuid.UUID,
+    spec: WorkflowSpec,
+    heartbeat_interval_s: float,
 ) -> list[str]:
     """Write phase 1's configs (blocking: run it in a thread). Returns their project paths."""
     # Imported here: it loads scikit-learn, which only setting up a workflow needs.
@@ -105,7 +113,7 @@ def scaffold_project(
                 set(TrainingProgress.model_fields) - set(Event.model_fields) - {"job_id"}
             ),
             "heartbeat_subject": NODE_HEARTBEAT_SUBJECT,
-            "heartbeat_interval_s": HEARTBEAT_INTERVAL_S,
+            "heartbeat_interval_s": heartbeat_interval_s,
             "checkpoint_every": spec.training.checkpoint_every,
             "early_stopping_patience": spec.training.patience,
             "gates": spec.gates.model_dump(mode="json"),

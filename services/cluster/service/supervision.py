@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psutil
@@ -16,12 +17,17 @@ from services.cluster.repository import ClusterRepository, WorkflowRepository
 from services.cluster.service.nodes import expected_nodes, fail_cluster, stop_cluster
 from services.cluster.service.status import record_phase_failed
 from services.cluster.state import ClusterContext, ClusterState, owner_id
+from shared.contracts import NodeLost
 from shared.db import SYSTEM, UnitOfWork
 from shared.phases import fail_phase
 
 logger = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 2.0
+# A node silent for this many heartbeat intervals is declared lost.
+HEARTBEAT_MISSES = 3
+# How late a heartbeat may reach the database (flushed once a second) and be looked at.
+DATABASE_LAG_S = 1.0 + WATCHDOG_INTERVAL_S
 
 
 def note_heartbeat(state: ClusterState, body: dict[str, object]) -> None:
@@ -29,6 +35,70 @@ def note_heartbeat(state: ClusterState, body: dict[str, object]) -> None:
     if isinstance(node_id, str) and node_id:
         # The time it arrived here, not the node's clock, which may be skewed.
         state.heartbeats[node_id] = datetime.now(UTC)
+        state.last_heard[node_id] = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Why a node is declared lost."""
+
+    reason: str
+    exit_code: int | None = None
+    silent_s: float | None = None
+
+    @property
+    def cause(self) -> str:
+        return "exited" if self.exit_code is not None else "silent"
+
+
+def losses_now(context: ClusterContext) -> dict[str, Loss]:
+    """The nodes gone since the last look: processes of ours that exited (noticed at once,
+    without a database query), and any node, ours or another host's, silent for
+    three heartbeat intervals."""
+    settings = context.settings
+    losses = {
+        node_id: Loss(f"its process exited with code {code}", exit_code=code)
+        for node_id, code in context.state.manager.exited().items()
+    }
+    silent_after = HEARTBEAT_MISSES * settings.heartbeat_interval_s
+    for node_id, silent in context.state.silent_nodes(silent_after).items():
+        reason = f"it missed {HEARTBEAT_MISSES} heartbeats (silent for {silent:.1f} s)"
+        losses.setdefault(node_id, Loss(reason, silent_s=round(silent, 3)))
+    return losses
+
+
+async def declare_lost(context: ClusterContext, uow: UnitOfWork, losses: dict[str, Loss]) -> None:
+    """Mark the nodes lost and publish `nexus.node.lost` for each that was still live (one
+    already stopped on purpose, or declared before, is no news)."""
+    state = context.state
+    for node_id in losses:
+        state.last_heard.pop(node_id, None)
+    repo = ClusterRepository(uow.session, SYSTEM)
+    nodes = await repo.live_nodes(list(losses))
+    if not nodes:
+        return
+    await repo.set_node_status([n.id for n in nodes], "lost")
+    for node in nodes:
+        loss = losses[node.id]
+        cluster = await repo.get(node.cluster_id)
+        if cluster is None:
+            continue
+        logger.warning("node %s of cluster %s lost: %s", node.id, cluster.id, loss.reason)
+        state.metrics.lost.labels(role=node.role, cause=loss.cause).inc()
+        await uow.emit(
+            NodeLost(
+                # A standalone cluster's events carry its id as their workflow id.
+                workflow_id=cluster.workflow_id or cluster.id,
+                tenant_id=cluster.tenant_id,
+                cluster_id=cluster.id,
+                node_id=node.id,
+                role=node.role,  # type: ignore[arg-type]  # the column holds only NodeRole values
+                rank=node.rank,
+                reason=loss.reason,
+                exit_code=loss.exit_code,
+                silent_s=loss.silent_s,
+            )
+        )
 
 
 async def record_heartbeats(uow: UnitOfWork, beats: dict[str, datetime]) -> None:
@@ -38,9 +108,10 @@ async def record_heartbeats(uow: UnitOfWork, beats: dict[str, datetime]) -> None
 
 
 async def watch_once(context: ClusterContext, uow: UnitOfWork) -> None:
-    """Mark exited and silent nodes lost; fail clusters that did not come up in time."""
+    """Mark lost the nodes not heard since this process started (their heartbeats in the
+    database are old: a node of a predecessor that died with it); fail clusters that did not
+    come up in time. (Exits and silences of nodes heard here are `losses_now`'s.)"""
     state, settings = context.state, context.settings
-    exited = state.manager.exited()
     now = time.monotonic()
     registration_s = settings.node_registration_timeout_s
     # A topology check in flight gets its own budget before the cluster counts as stuck.
@@ -51,14 +122,13 @@ async def watch_once(context: ClusterContext, uow: UnitOfWork) -> None:
         if now - started > (verification_s if cluster_id in state.verifying else registration_s)
     ]
     repo = ClusterRepository(uow.session, SYSTEM)
-    if exited:
-        logger.warning("node processes exited: %s", exited)
-        await repo.set_node_status(list(exited), "lost")
-    heard_before = datetime.now(UTC) - timedelta(seconds=settings.heartbeat_timeout_s)
-    stale = await repo.stale_nodes(heard_before)
+    # Heartbeats reach the database a flush interval late; a watchdog pass may be late too.
+    silent_after = HEARTBEAT_MISSES * settings.heartbeat_interval_s + DATABASE_LAG_S
+    heard_before = datetime.now(UTC) - timedelta(seconds=silent_after)
+    stale = [n.id for n in await repo.stale_nodes(heard_before) if n.id not in state.last_heard]
     if stale:
-        logger.warning("nodes stopped heartbeating: %s", [n.id for n in stale])
-        await repo.set_node_status([n.id for n in stale], "lost")
+        reason = f"it sent no heartbeat for {silent_after:.0f} s"
+        await declare_lost(context, uow, {node_id: Loss(reason) for node_id in stale})
     for cluster_id in overdue:
         state.starting.pop(cluster_id, None)
         cluster = await repo.get(cluster_id, for_update=True)

@@ -135,7 +135,7 @@ def _project(store: ArtifactStore, finished: dict, tmp: Path) -> Path:
     """The job's generated project: phase 1's configs, phase 2's files, phase 3's model."""
     spec = _spec("ddp")
     tenant, workflow = "t-test", uuid.UUID(finished["workflow_id"])
-    scaffold_project(store, tenant, workflow, spec)
+    scaffold_project(store, tenant, workflow, spec, heartbeat_interval_s=0.5)
     write_design_files(store, tenant, workflow, spec, design_network(spec))
     copy = tmp / "project"
     shutil.copytree(local_path(store.workflow_url(tenant, workflow)), copy)

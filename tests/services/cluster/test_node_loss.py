@@ -1,0 +1,84 @@
+"""A node that dies is noticed at once, a node that hangs after three missed heartbeats; both
+are marked lost and announced on `nexus.node.lost`. Real node processes, a real SIGKILL and
+SIGSTOP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tests.services.cluster.conftest import wait_until
+from tests.support import as_service
+
+
+async def _registered_cluster(
+    client: httpx.AsyncClient, headers: dict[str, str], workers: int
+) -> dict[str, Any]:
+    layout = {"workers": workers, "parameter_servers": 0, "validators": 1}
+    created = await client.post("/clusters", json=layout, headers=headers)
+    assert created.status_code == 201
+    cluster_id = created.json()["id"]
+
+    async def registered() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"/clusters/{cluster_id}", headers=headers)).json()
+        return body if all(n["status"] == "registered" for n in body["nodes"]) else None
+
+    found: dict[str, Any] = await wait_until(registered, timeout=60)
+    return found
+
+
+def _metric(app: FastAPI, name: str, **labels: str) -> float:
+    value = app.state.metrics_registry.get_sample_value(name, labels)
+    return float(value or 0.0)
+
+
+async def test_a_killed_node_is_lost_within_a_second_and_a_hung_one_after_three_beats(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    internal_token: str,
+    tenant_id: str,
+    watch: Any,
+) -> None:
+    headers = as_service(internal_token, tenant_id)
+    lost_events = await watch("nexus.node.lost")
+    cluster = await _registered_cluster(client, headers, workers=2)
+    killed, hung = [n for n in cluster["nodes"] if n["role"] == "worker"]
+    interval = app.state.context.settings.heartbeat_interval_s
+    joined = _metric(app, "nexus_nodes_joined_total", role="worker")
+    assert joined >= 2
+
+    try:
+        await asyncio.sleep(2 * interval)  # both heartbeating
+        os.kill(killed["pid"], signal.SIGKILL)
+        sent = time.monotonic()
+        event = await lost_events.wait_for(lambda e: e["node_id"] == killed["id"], timeout=10)
+        killed_after = time.monotonic() - sent
+        assert event["exit_code"] == -signal.SIGKILL and event["silent_s"] is None
+        assert event["cluster_id"] == cluster["id"] and event["role"] == "worker"
+        assert "exited" in event["reason"]
+
+        os.kill(hung["pid"], signal.SIGSTOP)
+        stopped = time.monotonic()
+        event = await lost_events.wait_for(lambda e: e["node_id"] == hung["id"], timeout=15)
+        hung_after = time.monotonic() - stopped
+        assert event["exit_code"] is None and event["silent_s"] >= 3 * interval
+        assert "missed 3 heartbeats" in event["reason"]
+    finally:
+        os.kill(hung["pid"], signal.SIGCONT)
+
+    # Generous bounds for a loaded test machine; bench/ measures the real figures.
+    assert killed_after < 1.0 + 4 * interval
+    # Its last beat came up to an interval before the SIGSTOP.
+    assert 2 * interval <= hung_after < 3 * interval + 4.0
+    body = (await client.get(f"/clusters/{cluster['id']}", headers=headers)).json()
+    statuses = {n["id"]: n["status"] for n in body["nodes"]}
+    assert statuses[killed["id"]] == statuses[hung["id"]] == "lost"
+    assert _metric(app, "nexus_nodes_lost_total", role="worker", cause="exited") >= 1
+    assert _metric(app, "nexus_nodes_lost_total", role="worker", cause="silent") >= 1
+    await client.delete(f"/clusters/{cluster['id']}", headers=headers)
