@@ -12,6 +12,7 @@ from services.trainer.state import TrainerContext
 from shared.bus import durable_subscriber
 from shared.contracts import (
     ClusterStarted,
+    NodeLost,
     Phase2Completed,
     TrainingFinished,
     TrainingProgress,
@@ -24,6 +25,7 @@ CONFIGURE = "trainer-configure"
 TRAIN = "trainer-train"
 PROGRESS = "trainer-progress"
 FINISHED = "trainer-finished"
+NODE_LOST = "trainer-node-lost"
 
 
 def create_handlers(context: TrainerContext) -> NatsRouter:
@@ -63,5 +65,11 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
             await outcome.record_failure(uow, event, reason)
 
         await run_phase_step(context, event, FINISHED, 3, step, record_failure)
+
+    @durable_subscriber(router, NodeLost, NODE_LOST)
+    async def on_node_lost(event: NodeLost) -> None:
+        async with context.unit_of_work() as uow:
+            if await uow.first_time(NODE_LOST, event.event_id):
+                await outcome.fail_jobs_on_lost_node(uow, event)
 
     return router

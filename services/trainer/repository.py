@@ -10,7 +10,12 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.trainer.models import ArchitectureRecord, TrainingEpoch, TrainingJob
+from services.trainer.models import (
+    FINISHED_STATUSES,
+    ArchitectureRecord,
+    TrainingEpoch,
+    TrainingJob,
+)
 from shared.db import Scope, check_scope, in_scope
 
 
@@ -85,6 +90,19 @@ class TrainerRepository:
             stmt = stmt.with_for_update()
         job: TrainingJob | None = await self._session.scalar(stmt)
         return job
+
+    async def unfinished_jobs_on(self, cluster_id: uuid.UUID) -> list[TrainingJob]:
+        """The cluster's jobs not finished yet, locked."""
+        stmt = (
+            select(TrainingJob)
+            .where(
+                TrainingJob.cluster_id == cluster_id,
+                in_scope(TrainingJob.tenant_id, self._scope),
+                TrainingJob.status.not_in(FINISHED_STATUSES),
+            )
+            .with_for_update()
+        )
+        return list(await self._session.scalars(stmt))
 
     async def list_jobs(
         self, workflow_id: uuid.UUID | None, status: str | None, limit: int

@@ -13,6 +13,7 @@ from shared.artifacts import ArtifactStore
 from shared.contracts import (
     EpochReport,
     MemoryWritten,
+    NodeLost,
     Phase3Completed,
     TrainArtifacts,
     TrainingFinished,
@@ -21,7 +22,7 @@ from shared.contracts import (
 )
 from shared.db import SYSTEM, UnitOfWork
 from shared.ml.files import CHECKPOINT_FILES, MODEL_FILES
-from shared.phases import PhaseError
+from shared.phases import PhaseError, fail_phase
 from shared.project_layout import MemoryKey
 from shared.service_app import AnyContext
 from shared.spec import WorkflowSpec
@@ -113,6 +114,25 @@ async def record_failure(uow: UnitOfWork, event: TrainingFinished, reason: str) 
         repository = TrainerRepository(uow.session, job.tenant_id)
         await repository.record_epochs(job.id, event.result.history_dicts())
         await repository.finish_job(job, "failed", metrics=event.result.metrics(), error=reason)
+
+
+async def fail_jobs_on_lost_node(uow: UnitOfWork, event: NodeLost) -> None:
+    """A node of the cluster is gone: a job it was a process of cannot finish (its ranks
+    would wait in a collective for it until their timeout), so it fails now, and phase 3 with
+    it; the cluster then stops the workflow's other nodes."""
+    repository = TrainerRepository(uow.session, event.tenant_id)
+    for job in await repository.unfinished_jobs_on(event.cluster_id):
+        members = job.config.get("members") or [{"node_id": job.node_id, "role": "worker"}]
+        if event.node_id not in {m["node_id"] for m in members}:
+            continue
+        reason = (
+            f"node {event.node_id} ({event.role} rank {event.rank}) was lost during "
+            f"training: {event.reason}"
+        )
+        logger.warning("training job %s failed: %s", job.id, reason)
+        await repository.finish_job(job, "failed", error=reason)
+        details = {"job_id": str(job.id), "lost_node": event.node_id}
+        await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, details)
 
 
 async def _complete_phase3(

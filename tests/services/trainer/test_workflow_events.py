@@ -16,7 +16,7 @@ import pytest
 from services.trainer.app import create_app
 from services.trainer.settings import TrainerSettings
 from shared.artifacts import ArtifactStore
-from shared.contracts import ClusterStarted, Event, NodeInfo, Phase2Completed
+from shared.contracts import ClusterStarted, Event, NodeInfo, NodeLost, Phase2Completed
 from tests.services.trainer.conftest import digits_spec, node
 from tests.services.trainer.worker_node import InProcessWorkerNode
 from tests.support import as_service, memory_keys, running
@@ -240,3 +240,67 @@ async def _job_of(
     listed = await trainer.get("/jobs", params={"workflow_id": str(workflow_id)}, headers=headers)
     (job,) = listed.json()["jobs"]
     return job  # type: ignore[no-any-return]
+
+
+async def test_a_node_lost_mid_training_fails_its_job_and_phase3_at_once(
+    trainer: httpx.AsyncClient,
+    watch: Any,
+    service_env: dict[str, str],
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    workflow_id, worker = uuid.uuid4(), node()
+    store_url = f"file://{service_env['NEXUS_HOME']}/artifacts"
+    spec = digits_spec(epochs=1000, patience=1000)  # would train for minutes
+    phase2 = _phase2_completed(workflow_id, tenant_id, worker, spec)
+    async with InProcessWorkerNode(service_env["NEXUS_NATS_URL"], worker, store_url):
+        await publish(service_env["NEXUS_NATS_URL"], phase2)
+        await watch(workflow_id, "nexus.training.progress")
+        lost = NodeLost(
+            workflow_id=workflow_id,
+            tenant_id=tenant_id,
+            cluster_id=phase2.cluster_id,
+            node_id=worker.node_id,
+            role="worker",
+            rank=0,
+            reason="its process exited with code -9",
+            exit_code=-9,
+        )
+        await publish(service_env["NEXUS_NATS_URL"], lost)
+        subject, event = await watch(workflow_id, "nexus.phase3.completed", "nexus.phase3.failed")
+    assert subject == "nexus.phase3.failed"
+    assert event["reason"] == (
+        f"node {worker.node_id} (worker rank 0) was lost during training: "
+        "its process exited with code -9"
+    )
+    job = await _job_of(trainer, workflow_id, as_service(internal_token, tenant_id))
+    assert job["status"] == "failed" and job["error"] == event["reason"]
+
+
+async def test_a_lost_node_of_another_cluster_or_tenant_leaves_the_job_alone(
+    trainer: httpx.AsyncClient,
+    watch: Any,
+    service_env: dict[str, str],
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    workflow_id, worker = uuid.uuid4(), node()
+    store_url = f"file://{service_env['NEXUS_HOME']}/artifacts"
+    spec = digits_spec(epochs=1000, patience=1000)
+    phase2 = _phase2_completed(workflow_id, tenant_id, worker, spec)
+    common = {"workflow_id": workflow_id, "node_id": worker.node_id, "role": "worker", "rank": 0}
+    claims = [
+        NodeLost(tenant_id="intruder", cluster_id=phase2.cluster_id, reason="forged", **common),
+        NodeLost(tenant_id=tenant_id, cluster_id=uuid.uuid4(), reason="elsewhere", **common),
+        # Handled after the two above (one consumer, in order): the job's real loss.
+        NodeLost(tenant_id=tenant_id, cluster_id=phase2.cluster_id, reason="real", **common),
+    ]
+    async with InProcessWorkerNode(service_env["NEXUS_NATS_URL"], worker, store_url):
+        await publish(service_env["NEXUS_NATS_URL"], phase2)
+        await watch(workflow_id, "nexus.training.progress")
+        for claim in claims:
+            await publish(service_env["NEXUS_NATS_URL"], claim)
+        subject, event = await watch(workflow_id, "nexus.phase3.completed", "nexus.phase3.failed")
+    assert subject == "nexus.phase3.failed" and event["reason"].endswith("during training: real")
+    job = await _job_of(trainer, workflow_id, as_service(internal_token, tenant_id))
+    assert job["error"] == event["reason"]
