@@ -10,12 +10,13 @@ from services.validator.service import validate
 from services.validator.service.conclude import conclude
 from services.validator.state import ValidatorContext
 from shared.bus import durable_subscriber
-from shared.contracts import Phase3Completed, ValidationFinished
+from shared.contracts import NodeLost, Phase3Completed, ValidationFinished
 from shared.db import UnitOfWork
 from shared.phases import run_phase_step
 
 START = "validator-phase3"
 RESULTS = "validator-results"
+NODE_LOST = "validator-node-lost"
 
 
 def create_handlers(context: ValidatorContext) -> NatsRouter:
@@ -39,5 +40,11 @@ def create_handlers(context: ValidatorContext) -> NatsRouter:
         async with context.unit_of_work() as uow:
             if await uow.first_time(RESULTS, event.event_id):
                 await conclude(context, uow, event)
+
+    @durable_subscriber(router, NodeLost, NODE_LOST)
+    async def on_node_lost(event: NodeLost) -> None:
+        async with context.unit_of_work() as uow:
+            if await uow.first_time(NODE_LOST, event.event_id):
+                await validate.fail_validations_on_lost_node(uow, event)
 
     return router

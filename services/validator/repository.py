@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,6 +98,20 @@ class ValidationRepository:
             )
             .limit(1)
         )
+
+    async def open_on_node(self, cluster_id: uuid.UUID, node_id: str) -> Sequence[Validation]:
+        """The validations still queued or running on a node of a cluster, locked."""
+        result = await self._session.scalars(
+            select(Validation)
+            .where(
+                in_scope(Validation.tenant_id, self._scope),
+                Validation.cluster_id == cluster_id,
+                Validation.node_id == node_id,
+                Validation.status.in_(OPEN_STATUSES),
+            )
+            .with_for_update()
+        )
+        return result.all()
 
     async def finish(
         self,

@@ -12,7 +12,7 @@ from services.validator.models import Validation
 from services.validator.repository import ValidationRepository
 from services.validator.service.nodes import NodeUnavailable, ValidatorNode, find_validator
 from services.validator.state import ValidatorContext
-from shared.contracts import Phase3Completed, ValidateTask
+from shared.contracts import NodeLost, Phase3Completed, ValidateTask
 from shared.db import SYSTEM, UnitOfWork
 from shared.node_tasks import TaskNotStarted, send_node_task
 from shared.phases import fail_phase
@@ -86,6 +86,18 @@ async def record_dispatch(
     await ValidationRepository(uow.session, current.tenant_id).finish(current, "error", error=error)
     if current.trigger == "phase":
         await fail_validation(uow, current, f"validation could not start: {error}")
+
+
+async def fail_validations_on_lost_node(uow: UnitOfWork, event: NodeLost) -> None:
+    """The validator node measuring a model is gone: its report will never come, so the
+    validation ends in error now (and phase 4 with it) instead of waiting."""
+    repository = ValidationRepository(uow.session, event.tenant_id)
+    for validation in await repository.open_on_node(event.cluster_id, event.node_id):
+        reason = f"validator node {event.node_id} was lost during validation: {event.reason}"
+        logger.warning("validation %s: %s", validation.id, reason)
+        await repository.finish(validation, "error", error=reason)
+        if validation.trigger == "phase":
+            await fail_validation(uow, validation, reason, {"lost_node": event.node_id})
 
 
 async def fail_validation(

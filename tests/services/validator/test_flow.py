@@ -17,7 +17,7 @@ import pytest
 from services.validator.handlers import START as PHASE3_CONSUMER
 from shared.artifacts import ArtifactStore
 from shared.bus import STREAM_NAME, consumer_name, publish_event
-from shared.contracts import NodeInfo, Phase3Completed
+from shared.contracts import NodeInfo, NodeLost, Phase3Completed
 from tests.services.validator.conftest import DIGITS_SPEC, install_model
 from tests.services.validator.support import (
     CLUSTER_DIRECTORY,
@@ -280,3 +280,54 @@ async def test_an_event_with_an_invalid_spec_is_rejected_and_the_next_one_handle
         headers=as_service(internal_token, tenant_id),
     )
     assert listed.json()["validations"] == []
+
+
+async def test_a_validator_node_lost_mid_validation_fails_phase4_at_once(
+    validator: tuple[httpx.AsyncClient, Any],
+    nats_url: str,
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    client, context = validator
+    workflow_id, node = uuid.uuid4(), validator_node_info()
+    event = phase3_completed(tenant_id, workflow_id, "file:///model", [node])
+    nc = await nats.connect(nats_url)
+
+    async def accept_and_hang(message: Any) -> None:  # a node that takes the task, then dies
+        await message.respond(json.dumps({"accepted": True}).encode())
+
+    await nc.subscribe(f"nodes.{node.node_id}.task", cb=accept_and_hang)
+    headers = as_service(internal_token, tenant_id)
+    try:
+        async with EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher:
+            await publish_event(context.broker, event)
+
+            async def running() -> list[dict[str, Any]]:
+                listed = await client.get(
+                    "/validations", params={"workflow_id": str(workflow_id)}, headers=headers
+                )
+                return [v for v in listed.json()["validations"] if v["status"] == "running"]
+
+            async with asyncio.timeout(30):
+                while not await running():
+                    await asyncio.sleep(0.1)
+            lost = NodeLost(
+                workflow_id=workflow_id,
+                tenant_id=tenant_id,
+                cluster_id=event.cluster_id,
+                node_id=node.node_id,
+                role="validator",
+                rank=0,
+                reason="it missed 3 heartbeats (silent for 1.6 s)",
+                silent_s=1.6,
+            )
+            await publish_event(context.broker, lost)
+            subject, outcome = await watcher.first()
+    finally:
+        await nc.close()
+    reason = f"validator node {node.node_id} was lost during validation: {lost.reason}"
+    assert subject == "nexus.phase4.failed" and outcome["reason"] == reason
+    (validation,) = (
+        await client.get("/validations", params={"workflow_id": str(workflow_id)}, headers=headers)
+    ).json()["validations"]
+    assert validation["status"] == "error" and validation["error"] == reason
