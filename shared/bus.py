@@ -17,7 +17,6 @@ from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.annotations import JsClient, NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from faststream.nats.prometheus import NatsPrometheusMiddleware
 from faststream.nats.prometheus.provider import NatsMetricsSettingsProvider
 from faststream.prometheus import ConsumeAttrs
 from faststream.prometheus.middleware import PrometheusMiddleware
@@ -85,10 +84,12 @@ def _metrics_settings(msg: Msg | Sequence[Msg] | None) -> NatsMetricsSettingsPro
     return _PatternLabelled() if isinstance(msg, Msg) or msg is None else None
 
 
-class _BoundedPrometheusMiddleware(NatsPrometheusMiddleware):
+class _BoundedPrometheusMiddleware(PrometheusMiddleware[Msg | Sequence[Msg], Any]):
+    """FastStream's NATS metrics middleware (NatsPrometheusMiddleware, which only picks the
+    settings provider) with node subjects labelled by their pattern."""
+
     def __init__(self, *, registry: CollectorRegistry, app_name: str) -> None:
-        PrometheusMiddleware.__init__(
-            self,
+        super().__init__(
             settings_provider_factory=_metrics_settings,  # type: ignore[arg-type]
             registry=registry,
             app_name=app_name,

@@ -12,6 +12,15 @@ from pathlib import Path
 
 import psutil
 
+# The file a started process logs to and rotates (shared.telemetry.configure_logging).
+LOG_FILE_VARIABLE = "NEXUS_LOG_FILE"
+
+
+def logging_to(path: Path) -> dict[str, str]:
+    """The environment that has a started process log to (and rotate) `path`, the file its
+    stdout and stderr are appended to."""
+    return {LOG_FILE_VARIABLE: str(path)}
+
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

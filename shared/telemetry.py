@@ -25,6 +25,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from shared.processes import LOG_FILE_VARIABLE
+
 
 class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -42,7 +44,7 @@ class JsonLogFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         suppressed = getattr(record, "suppressed", 0)
         if suppressed:
-            entry["suppressed"] = suppressed  # like messages dropped since this one last ran
+            entry["suppressed"] = suppressed  # copies of this message dropped since it last ran
         return json.dumps(entry, default=str)
 
 
@@ -99,7 +101,7 @@ class _RotatingLog(logging.handlers.RotatingFileHandler):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    log_file = os.environ.get("NEXUS_LOG_FILE")
+    log_file = os.environ.get(LOG_FILE_VARIABLE)
     handler: logging.Handler
     if log_file:
         handler = _RotatingLog(log_file, int(os.environ.get("NEXUS_LOG_MAX_BYTES", 20 * 2**20)))

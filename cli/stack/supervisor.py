@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from shared.processes import terminate
+from shared.processes import logging_to, terminate
 
 # create_time is derived from boot time + start ticks; the same process always yields the
 # same float, so a small tolerance only absorbs rounding, never a different process.
@@ -65,7 +65,7 @@ def spawn(
             list(argv),
             # A service rotates the file it logs to (shared.telemetry); NATS and Postgres
             # ignore the variable.
-            env={**env, "NEXUS_LOG_FILE": str(log_path)},
+            env={**env, **logging_to(log_path)},
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,

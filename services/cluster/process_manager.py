@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 from opentelemetry import propagate
 
-from shared.processes import terminate
+from shared.processes import logging_to, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class NodeProcessManager:
                     command,
                     cwd=PROJECT_ROOT,
                     # The node rotates the file it logs to (shared.telemetry).
-                    env={**self.env, **trace_context_env(), "NEXUS_LOG_FILE": str(log_path)},
+                    env={**self.env, **trace_context_env(), **logging_to(log_path)},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

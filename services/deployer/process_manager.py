@@ -17,7 +17,7 @@ import httpx
 import psutil
 
 from shared.artifacts import local_path
-from shared.processes import log_tail, port_is_free, terminate
+from shared.processes import log_tail, logging_to, port_is_free, terminate
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ModelProcessManager:
             p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH", "")) if p
         )
         env["OMP_NUM_THREADS"] = "1"
-        env["NEXUS_LOG_FILE"] = str(log_path)  # the server rotates it (shared.telemetry)
+        env.update(logging_to(log_path))  # the server rotates it (shared.telemetry)
         with log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
             log.flush()

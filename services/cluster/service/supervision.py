@@ -78,9 +78,10 @@ async def declare_lost(context: ClusterContext, uow: UnitOfWork, losses: dict[st
     if not nodes:
         return
     await repo.set_node_status([n.id for n in nodes], "lost")
+    clusters = {c: await repo.get(c) for c in {n.cluster_id for n in nodes}}
     for node in nodes:
         loss = losses[node.id]
-        cluster = await repo.get(node.cluster_id)
+        cluster = clusters[node.cluster_id]
         if cluster is None:
             continue
         logger.warning("node %s of cluster %s lost: %s", node.id, cluster.id, loss.reason)
