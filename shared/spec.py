@@ -71,6 +71,13 @@ class TrainingSpec(_Strict):
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     checkpoint_every: int = Field(default=5, ge=1, le=1000)
     patience: int = Field(default=5, ge=1, le=1000)
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="training fails if it has not finished this long after it started "
+        "(default: estimated from the epochs and the pace of the last one)",
+    )
 
     @model_validator(mode="after")
     def _warm_up_within_the_run(self) -> TrainingSpec:

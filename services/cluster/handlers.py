@@ -15,6 +15,7 @@ from services.cluster.background import launch, verify_cluster
 from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
 from services.cluster.service import nodes
+from services.cluster.service.deadlines import DeadlinePolicy, extend_for_epoch, stamp_deadlines
 from services.cluster.service.setup import record_refused_workflow, set_up_workflow
 from services.cluster.service.status import (
     record_phase_completed,
@@ -55,6 +56,7 @@ RecordUpdate = Callable[[E, UnitOfWork, Workflow, Phases], Awaitable[bool]]
 
 def create_handlers(context: ClusterContext) -> NatsRouter:
     router = NatsRouter()
+    deadlines = DeadlinePolicy.from_settings(context.settings)
 
     @durable_subscriber(router, WorkflowRequested, "cluster-setup")
     async def on_workflow_requested(event: WorkflowRequested) -> None:
@@ -85,7 +87,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                     uow, principal.tenant_id, event.workflow_id, event.spec, reason
                 )
                 return
-            await set_up_workflow(
+            workflow, phases = await set_up_workflow(
                 uow,
                 context.artifacts,
                 principal.tenant_id,
@@ -93,6 +95,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                 event.workflow_id,
                 heartbeat_interval_s=context.settings.heartbeat_interval_s,
             )
+            stamp_deadlines(deadlines, workflow, phases)
 
     @durable_subscriber(router, Phase1Completed, "cluster-nodes")
     async def on_phase1_completed(event: Phase1Completed) -> None:
@@ -145,7 +148,9 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                     workflow = await workflows.get(event.workflow_id, for_update=True)
                     if workflow is None:
                         return  # not ours (or another tenant's claim): nothing to update
-                    await update(event, uow, workflow, await workflows.phases_of(workflow.id))
+                    phases = await workflows.phases_of(workflow.id)
+                    if await update(event, uow, workflow, phases):
+                        stamp_deadlines(deadlines, workflow, phases)
 
             durable_subscriber(router, event_type, consumer, subject=subject, **options)(handle)
             return update
@@ -194,7 +199,10 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
             "samples_per_second": event.samples_per_second,
             "workers": sum(1 for n in event.nodes or [] if n.get("role") == "worker") or None,
         }
-        return record_progress(wf, ph, progress)
+        if not record_progress(wf, ph, progress):
+            return False
+        extend_for_epoch(deadlines, wf, ph, progress, event.seconds)
+        return True
 
     async def on_failed(event: PhaseFailed, uow: UnitOfWork, wf: Workflow, ph: Phases) -> bool:
         failed = record_phase_failed(wf, ph, event.phase, event.reason)

@@ -89,6 +89,19 @@ class WorkflowRepository:
             by_workflow[phase.workflow_id].append(phase)
         return by_workflow
 
+    async def running_phases(self) -> list[tuple[Workflow, WorkflowPhase]]:
+        """The phase each running workflow is in (the deadline watch's view)."""
+        stmt = (
+            select(Workflow, WorkflowPhase)
+            .join(WorkflowPhase, WorkflowPhase.workflow_id == Workflow.id)
+            .where(
+                Workflow.status == "running",
+                WorkflowPhase.status == "running",
+                in_scope(Workflow.tenant_id, self._scope),
+            )
+        )
+        return [(w, p) for w, p in (await self._session.execute(stmt)).all()]
+
     async def phases_of(self, workflow_id: uuid.UUID) -> dict[int, WorkflowPhase]:
         found = await self.phases([workflow_id])
         return {phase.phase: phase for phase in found[workflow_id]}

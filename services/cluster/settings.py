@@ -17,5 +17,12 @@ class ClusterSettings(ServiceSettings):
     # A phase1.completed older than this (the service was down) fails phase 2 instead of
     # starting nodes for a request nobody is waiting on any more.
     node_start_max_age_s: float = Field(default=600.0, gt=0)
+    # Deadlines (service/deadlines.py): a phase still running past its deadline fails.
+    # Any phase but training may take this long; training gets it as a margin on its estimate.
+    phase_deadline_s: float = Field(default=120.0, gt=0, le=86400)
+    # Training's budget until it reports its first epoch (start-up plus one epoch).
+    training_first_epoch_deadline_s: float = Field(default=600.0, gt=0, le=604800)
+    # How much slower than its last epoch the remaining epochs may run.
+    training_deadline_factor: float = Field(default=3.0, ge=1.0, le=100.0)
     # Address the nodes report and rendezvous on; nodes run on this host.
     node_host: str = "127.0.0.1"

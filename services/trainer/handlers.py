@@ -14,6 +14,7 @@ from shared.contracts import (
     ClusterStarted,
     NodeLost,
     Phase2Completed,
+    PhaseFailed,
     TrainingFinished,
     TrainingProgress,
     TrainTask,
@@ -26,6 +27,7 @@ TRAIN = "trainer-train"
 PROGRESS = "trainer-progress"
 FINISHED = "trainer-finished"
 NODE_LOST = "trainer-node-lost"
+PHASE3_FAILED = "trainer-phase3-failed"
 
 
 def create_handlers(context: TrainerContext) -> NatsRouter:
@@ -71,5 +73,11 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
         async with context.unit_of_work() as uow:
             if await uow.first_time(NODE_LOST, event.event_id):
                 await outcome.fail_jobs_on_lost_node(uow, event)
+
+    @durable_subscriber(router, PhaseFailed, PHASE3_FAILED, subject="nexus.phase3.failed")
+    async def on_phase3_failed(event: PhaseFailed) -> None:
+        async with context.unit_of_work() as uow:
+            if await uow.first_time(PHASE3_FAILED, event.event_id):
+                await outcome.close_jobs_of_failed_phase(uow, event)
 
     return router

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,10 +93,17 @@ class TrainerRepository:
 
     async def unfinished_jobs_on(self, cluster_id: uuid.UUID) -> list[TrainingJob]:
         """The cluster's jobs not finished yet, locked."""
+        return await self._unfinished(TrainingJob.cluster_id == cluster_id)
+
+    async def unfinished_jobs_of(self, workflow_id: uuid.UUID) -> list[TrainingJob]:
+        """The workflow's jobs not finished yet, locked."""
+        return await self._unfinished(TrainingJob.workflow_id == workflow_id)
+
+    async def _unfinished(self, where: ColumnElement[bool]) -> list[TrainingJob]:
         stmt = (
             select(TrainingJob)
             .where(
-                TrainingJob.cluster_id == cluster_id,
+                where,
                 in_scope(TrainingJob.tenant_id, self._scope),
                 TrainingJob.status.not_in(FINISHED_STATUSES),
             )

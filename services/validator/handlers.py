@@ -10,13 +10,14 @@ from services.validator.service import validate
 from services.validator.service.conclude import conclude
 from services.validator.state import ValidatorContext
 from shared.bus import durable_subscriber
-from shared.contracts import NodeLost, Phase3Completed, ValidationFinished
+from shared.contracts import NodeLost, Phase3Completed, PhaseFailed, ValidationFinished
 from shared.db import UnitOfWork
 from shared.phases import run_phase_step
 
 START = "validator-phase3"
 RESULTS = "validator-results"
 NODE_LOST = "validator-node-lost"
+PHASE4_FAILED = "validator-phase4-failed"
 
 
 def create_handlers(context: ValidatorContext) -> NatsRouter:
@@ -46,5 +47,11 @@ def create_handlers(context: ValidatorContext) -> NatsRouter:
         async with context.unit_of_work() as uow:
             if await uow.first_time(NODE_LOST, event.event_id):
                 await validate.fail_validations_on_lost_node(uow, event)
+
+    @durable_subscriber(router, PhaseFailed, PHASE4_FAILED, subject="nexus.phase4.failed")
+    async def on_phase4_failed(event: PhaseFailed) -> None:
+        async with context.unit_of_work() as uow:
+            if await uow.first_time(PHASE4_FAILED, event.event_id):
+                await validate.close_validations_of_failed_phase(uow, event)
 
     return router

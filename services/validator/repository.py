@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.validator.models import OPEN_STATUSES, Validation
@@ -101,13 +101,19 @@ class ValidationRepository:
 
     async def open_on_node(self, cluster_id: uuid.UUID, node_id: str) -> Sequence[Validation]:
         """The validations still queued or running on a node of a cluster, locked."""
+        return await self._open(Validation.cluster_id == cluster_id, Validation.node_id == node_id)
+
+    async def open_of_workflow(self, workflow_id: uuid.UUID) -> Sequence[Validation]:
+        """The workflow's validations still queued or running, locked."""
+        return await self._open(Validation.workflow_id == workflow_id)
+
+    async def _open(self, *where: ColumnElement[bool]) -> Sequence[Validation]:
         result = await self._session.scalars(
             select(Validation)
             .where(
                 in_scope(Validation.tenant_id, self._scope),
-                Validation.cluster_id == cluster_id,
-                Validation.node_id == node_id,
                 Validation.status.in_(OPEN_STATUSES),
+                *where,
             )
             .with_for_update()
         )

@@ -37,6 +37,7 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
             "max_staleness applies to ps_mode 'async' only",
         ),
         ({"training": {"max_staleness": -1}}, "greater than or equal to 0"),
+        ({"training": {"deadline_s": 0}}, "Input should be greater than 0"),
         (
             {
                 "training": {"strategy": "parameter_server"},

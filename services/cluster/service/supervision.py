@@ -14,6 +14,7 @@ import psutil
 
 from services.cluster.models import Cluster
 from services.cluster.repository import ClusterRepository, WorkflowRepository
+from services.cluster.service.deadlines import DeadlinePolicy, fail_overdue_phases
 from services.cluster.service.nodes import expected_nodes, fail_cluster, stop_cluster
 from services.cluster.service.status import record_phase_failed
 from services.cluster.state import ClusterContext, ClusterState, owner_id
@@ -111,7 +112,8 @@ async def record_heartbeats(uow: UnitOfWork, beats: dict[str, datetime]) -> None
 async def watch_once(context: ClusterContext, uow: UnitOfWork) -> None:
     """Mark lost the nodes not heard since this process started (their heartbeats in the
     database are old: a node of a predecessor that died with it); fail clusters that did not
-    come up in time. (Exits and silences of nodes heard here are `losses_now`'s.)"""
+    come up in time; fail phases past their deadline. (Exits and silences of nodes heard
+    here are `losses_now`'s.)"""
     state, settings = context.state, context.settings
     now = time.monotonic()
     registration_s = settings.node_registration_timeout_s
@@ -135,6 +137,7 @@ async def watch_once(context: ClusterContext, uow: UnitOfWork) -> None:
         cluster = await repo.get(cluster_id, for_update=True)
         if cluster is not None and cluster.status == "starting":
             await fail_cluster(context, uow, cluster, await _why_not_ready(repo, cluster))
+    await fail_overdue_phases(DeadlinePolicy.from_settings(settings), uow)
 
 
 async def _why_not_ready(repo: ClusterRepository, cluster: Cluster) -> str:

@@ -15,6 +15,7 @@ from shared.contracts import (
     MemoryWritten,
     NodeLost,
     Phase3Completed,
+    PhaseFailed,
     TrainArtifacts,
     TrainingFinished,
     TrainingProgress,
@@ -133,6 +134,15 @@ async def fail_jobs_on_lost_node(uow: UnitOfWork, event: NodeLost) -> None:
         await repository.finish_job(job, "failed", error=reason)
         details = {"job_id": str(job.id), "lost_node": event.node_id}
         await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, details)
+
+
+async def close_jobs_of_failed_phase(uow: UnitOfWork, event: PhaseFailed) -> None:
+    """Phase 3 failed elsewhere (its deadline passed, an event was dead-lettered): a job still
+    open is failed with that reason; the cluster stops its nodes."""
+    repository = TrainerRepository(uow.session, event.tenant_id)
+    for job in await repository.unfinished_jobs_of(event.workflow_id):
+        logger.warning("training job %s failed: %s", job.id, event.reason)
+        await repository.finish_job(job, "failed", error=event.reason)
 
 
 async def _complete_phase3(

@@ -12,7 +12,7 @@ from services.validator.models import Validation
 from services.validator.repository import ValidationRepository
 from services.validator.service.nodes import NodeUnavailable, ValidatorNode, find_validator
 from services.validator.state import ValidatorContext
-from shared.contracts import NodeLost, Phase3Completed, ValidateTask
+from shared.contracts import NodeLost, Phase3Completed, PhaseFailed, ValidateTask
 from shared.db import SYSTEM, UnitOfWork
 from shared.node_tasks import TaskNotStarted, send_node_task
 from shared.phases import fail_phase
@@ -98,6 +98,15 @@ async def fail_validations_on_lost_node(uow: UnitOfWork, event: NodeLost) -> Non
         await repository.finish(validation, "error", error=reason)
         if validation.trigger == "phase":
             await fail_validation(uow, validation, reason, {"lost_node": event.node_id})
+
+
+async def close_validations_of_failed_phase(uow: UnitOfWork, event: PhaseFailed) -> None:
+    """Phase 4 failed elsewhere (its deadline passed): a validation still open ends in error
+    with that reason, so it is not reported later for a workflow that has ended."""
+    repository = ValidationRepository(uow.session, event.tenant_id)
+    for validation in await repository.open_of_workflow(event.workflow_id):
+        logger.warning("validation %s: %s", validation.id, event.reason)
+        await repository.finish(validation, "error", error=event.reason)
 
 
 async def fail_validation(

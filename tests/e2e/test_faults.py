@@ -1,0 +1,74 @@
+"""Faults as a user meets them, on the whole stack as real processes: a phase that runs past
+its deadline fails with the reason and leaves no node process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.e2e.test_digits_workflow import digits_spec, wait_for_workflow
+
+pytestmark = pytest.mark.e2e
+
+
+async def _node_pids(client: httpx.AsyncClient, workflow_id: str) -> list[int]:
+    """The pids of the workflow's node processes, once they are all registered."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        workflow = (await client.get(f"/workflows/{workflow_id}")).json()
+        cluster_id = (workflow["phases"][0]["detail"] or {}).get("cluster_id")
+        if cluster_id:
+            cluster = (await client.get(f"/clusters/{cluster_id}")).json()
+            nodes = cluster["nodes"]
+            if nodes and all(n["status"] == "registered" for n in nodes):
+                return [n["pid"] for n in nodes]
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the nodes of workflow {workflow_id} did not register")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_training_past_its_deadline_fails_with_the_reason_and_no_process_is_left(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
+) -> None:
+    spec = digits_spec()
+    spec["name"] = "digits-deadline"
+    # Far more epochs than 3 s hold, and no early stop.
+    spec["training"] |= {"epochs": 1000, "patience": 1000, "deadline_s": 3}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow_id = posted.json()["id"]
+    pids = await _node_pids(cluster_client, workflow_id)
+
+    workflow = await wait_for_workflow(cluster_client, workflow_id, timeout=120)
+    assert workflow["status"] == "failed"
+    assert workflow["current_phase"] == 3
+    assert "phase 3 (train) did not finish by its deadline, 3 s after it" in workflow["error"]
+    assert "training.deadline_s" in workflow["error"]
+    training = workflow["phases"][2]
+    assert training["status"] == "failed" and training["detail"]["deadline_at"]
+    # It trained for a while first: the deadline, not a start-up failure, ended it.
+    assert workflow["progress"]["epoch"] >= 1
+
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert not [pid for pid in pids if _alive(pid)], "node processes outlived the workflow"
+    cluster_id = workflow["phases"][0]["detail"]["cluster_id"]
+    cluster = (await cluster_client.get(f"/clusters/{cluster_id}")).json()
+    assert {n["status"] for n in cluster["nodes"]} == {"stopped"}
+    # The trainer closed its job with the same reason.
+    headers = {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(base_url=stack.url("trainer"), headers=headers) as trainer:
+        jobs = (await trainer.get("/jobs", params={"workflow_id": workflow_id})).json()["jobs"]
+    assert [(j["status"], j["error"]) for j in jobs] == [("failed", workflow["error"])]
