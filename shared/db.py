@@ -206,6 +206,12 @@ async def relay_outbox(
     return len(rows)
 
 
+async def advisory_lock(session: AsyncSession, key: str) -> None:
+    """Serialize, until this transaction ends, every transaction that takes the same key:
+    for a check and a write that must not interleave (a quota and what it counts)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
 @dataclass(frozen=True)
 class SystemScope:
     """Every tenant's rows, asked for by name: the service's own duties (supervision,

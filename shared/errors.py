@@ -59,6 +59,13 @@ class Unprocessable(NexusError):
     error = "validation_error"
 
 
+class TooManyRequests(NexusError):
+    """A quota is used up: the request may succeed once the tenant's work finishes."""
+
+    status_code = 429
+    error = "quota_exceeded"
+
+
 class Unavailable(NexusError):
     status_code = 503
     error = "unavailable"

@@ -9,13 +9,16 @@ import uuid
 
 from services.cluster.models import Cluster
 from services.cluster.process_manager import NodePlan
-from services.cluster.service import nodes, supervision
+from services.cluster.service import admission, nodes, supervision
 from services.cluster.service.topology import verify_topology
 from services.cluster.state import ClusterContext
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_FLUSH_INTERVAL_S = 1.0
+# Queued clusters are looked at when nodes stop, and at least this often (another service
+# process on the host may have freed the room).
+ADMISSION_INTERVAL_S = 2.0
 # Detection time is at most the silence allowed plus one period of this check.
 LOSS_CHECKS_PER_INTERVAL = 4
 
@@ -27,6 +30,7 @@ async def start(context: ClusterContext) -> None:
     context.state.spawn(flush_heartbeats_forever(context), name="cluster-heartbeats")
     context.state.spawn(watch_forever(context), name="cluster-watchdog")
     context.state.spawn(detect_losses_forever(context), name="cluster-loss-detector")
+    context.state.spawn(admit_forever(context), name="cluster-admission")
 
 
 async def stop(context: ClusterContext) -> None:
@@ -46,6 +50,23 @@ async def launch(context: ClusterContext, cluster: Cluster, plans: list[NodePlan
     outcome = await nodes.start_processes(context, cluster, plans)
     async with context.unit_of_work() as uow:
         await nodes.record_launch(context, uow, cluster.id, outcome)
+
+
+async def admit_forever(context: ClusterContext) -> None:
+    """Start the queued clusters that fit, in order, whenever room may have freed."""
+    freed = context.state.capacity_freed
+    while True:
+        try:
+            await asyncio.wait_for(freed.wait(), ADMISSION_INTERVAL_S)
+        except TimeoutError:
+            pass
+        freed.clear()
+        try:
+            async with context.unit_of_work() as uow:
+                admitted = await admission.admit_queued(context, uow)
+            await asyncio.gather(*(launch(context, c, plans) for c, plans in admitted))
+        except Exception:
+            logger.exception("could not start queued clusters")
 
 
 async def flush_heartbeats_forever(context: ClusterContext) -> None:

@@ -15,6 +15,7 @@ from services.cluster.background import launch, verify_cluster
 from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
 from services.cluster.service import nodes
+from services.cluster.service.admission import admit_or_queue, check_quotas
 from services.cluster.service.deadlines import DeadlinePolicy, extend_for_epoch, stamp_deadlines
 from services.cluster.service.setup import record_refused_workflow, set_up_workflow
 from services.cluster.service.status import (
@@ -40,7 +41,12 @@ from shared.contracts import (
     WorkflowRequested,
 )
 from shared.db import SYSTEM, UnitOfWork
-from shared.errors import Unauthorized, summarize_validation_errors
+from shared.errors import (
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+    summarize_validation_errors,
+)
 from shared.phases import fail_phase
 from shared.project_layout import ProjectFile
 from shared.spec import WorkflowSpec
@@ -87,6 +93,19 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                     uow, principal.tenant_id, event.workflow_id, event.spec, reason
                 )
                 return
+            try:
+                await check_quotas(
+                    context.settings,
+                    uow,
+                    principal.tenant_id,
+                    spec.cluster.node_count,
+                    workflow=True,
+                )
+            except (TooManyRequests, Unprocessable) as exc:
+                await record_refused_workflow(
+                    uow, principal.tenant_id, event.workflow_id, event.spec, str(exc.detail)
+                )
+                return
             workflow, phases = await set_up_workflow(
                 uow,
                 context.artifacts,
@@ -112,8 +131,9 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                 reason = f"nodes were not started within {age:.0f} s of phase 1 (service down?)"
                 await nodes.fail_cluster(context, uow, cluster, reason)
                 return
-            plans = await nodes.claim_nodes(context, uow, cluster)
-        await launch(context, cluster, plans)
+            plans = await admit_or_queue(context, uow, cluster)
+        if plans is not None:
+            await launch(context, cluster, plans)
 
     @durable_subscriber(router, NodeRegistered, "cluster-node-registered")
     async def on_node_registered(event: NodeRegistered) -> None:

@@ -16,6 +16,9 @@ from shared.contracts import PHASE_NAMES, NodeInfo
 from shared.db import Scope, check_scope, in_scope
 
 ACTIVE_CLUSTER = ("starting", "ready")
+# Waiting for room on the host: no nodes yet, but it counts against its tenant's quotas.
+QUEUED = "queued"
+HELD_CLUSTER = (QUEUED, *ACTIVE_CLUSTER)
 LIVE_NODE = ("starting", "registered")
 
 
@@ -67,6 +70,14 @@ class WorkflowRepository:
             .limit(limit)
         )
         return list(result)
+
+    async def count_unfinished(self) -> int:
+        """Workflows pending, queued or running: what the running-workflows quota counts."""
+        stmt = select(func.count()).where(
+            Workflow.status.not_in(("completed", "failed")),
+            in_scope(Workflow.tenant_id, self._scope),
+        )
+        return int(await self._session.scalar(stmt) or 0)
 
     async def count(self) -> int:
         total = await self._session.scalar(
@@ -166,6 +177,37 @@ class ClusterRepository:
             .order_by(Cluster.created_at)
         )
         return list(result)
+
+    async def held(self) -> list[Cluster]:
+        """The clusters that run or wait to: what a tenant's quotas count."""
+        result = await self._session.scalars(
+            select(Cluster).where(
+                Cluster.status.in_(HELD_CLUSTER), in_scope(Cluster.tenant_id, self._scope)
+            )
+        )
+        return list(result)
+
+    async def active_on_host(self, host: str) -> list[Cluster]:
+        """The active clusters whose nodes a service process on `host` started."""
+        result = await self._session.scalars(
+            select(Cluster).where(
+                Cluster.status.in_(ACTIVE_CLUSTER),
+                Cluster.owner.startswith(f"{host}:", autoescape=True),
+                in_scope(Cluster.tenant_id, self._scope),
+            )
+        )
+        return list(result)
+
+    async def queued(self, *, for_update: bool = False) -> list[Cluster]:
+        """The clusters waiting for room, first come first."""
+        stmt = (
+            select(Cluster)
+            .where(Cluster.status == QUEUED, in_scope(Cluster.tenant_id, self._scope))
+            .order_by(Cluster.created_at, Cluster.id)
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        return list(await self._session.scalars(stmt))
 
     def set_status(self, cluster: Cluster, status: str, error: str | None = None) -> None:
         cluster.status = status

@@ -43,6 +43,8 @@ class WorkflowOut(BaseModel):
     progress: ProgressOut | None
     error: str | None
     result: ResultOut | None
+    # While `queued` for room on the host: 1 is next to start.
+    queue_position: int | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -67,5 +69,6 @@ class ClusterOut(BaseModel):
     error: str | None
     topology: dict[str, Any] | None
     nodes: list[NodeOut]
+    queue_position: int | None = None  # while `queued`: 1 is next to start
     created_at: datetime
     updated_at: datetime

@@ -1,3 +1,5 @@
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 
 from shared.settings import SERVICE_PORTS, ServiceSettings
@@ -24,5 +26,16 @@ class ClusterSettings(ServiceSettings):
     training_first_epoch_deadline_s: float = Field(default=600.0, gt=0, le=604800)
     # How much slower than its last epoch the remaining epochs may run.
     training_deadline_factor: float = Field(default=3.0, ge=1.0, le=100.0)
+    # Admission (service/admission.py). The node processes this host runs at once; 0: what
+    # its cores and memory hold. Beyond it, clusters wait in a queue.
+    max_node_processes: int = Field(default=0, ge=0, le=100_000)
+    # What one tenant may hold at once; beyond a quota a request gets 429.
+    tenant_max_workflows: int = Field(default=10, ge=1)
+    tenant_max_clusters: int = Field(default=10, ge=1)
+    tenant_max_nodes: int = Field(default=40, ge=1)
+    # Per-tenant overrides, as JSON: {"tenant-id": {"workflows": 2, "clusters": 4, "nodes": 16}}.
+    tenant_quotas: dict[str, dict[Literal["workflows", "clusters", "nodes"], int]] = Field(
+        default_factory=dict
+    )
     # Address the nodes report and rendezvous on; nodes run on this host.
     node_host: str = "127.0.0.1"

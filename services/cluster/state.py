@@ -67,6 +67,8 @@ class ClusterState:
     # cluster id -> monotonic time its nodes were started (for the registration deadline).
     starting: dict[uuid.UUID, float] = field(default_factory=dict)
     verifying: set[uuid.UUID] = field(default_factory=set)
+    # Set when nodes stop: queued clusters may fit now.
+    capacity_freed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

@@ -14,6 +14,7 @@ from services.deployer.state import DeployerContext
 from shared.bus import durable_subscriber
 from shared.contracts import Phase4Passed
 from shared.db import UnitOfWork
+from shared.errors import TooManyRequests
 from shared.phases import fail_phase, run_phase_step
 
 DEPLOY = "deployer-phase4-passed"
@@ -42,6 +43,6 @@ async def deploy_validated_model(context: DeployerContext, event: Phase4Passed) 
     announcer = Phase5Announcer(context, event)
     try:
         await context.state.deployer.deploy(event.tenant_id, model_id, announcer=announcer)
-    except PortUnavailable as exc:
+    except (PortUnavailable, TooManyRequests) as exc:
         async with context.unit_of_work() as uow:
             await fail_phase(uow, 5, event.workflow_id, event.tenant_id, str(exc))

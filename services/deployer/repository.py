@@ -6,11 +6,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.deployer.models import Deployment, RegisteredModel
-from shared.db import Scope, in_scope
+from shared.db import Scope, advisory_lock, in_scope
 
 
 def _now() -> datetime:
@@ -33,10 +33,7 @@ class DeployerRepository:
     ) -> RegisteredModel:
         """A new version of `name`: one more than the tenant's latest."""
         # Two registrations of one name at once would both read the same latest version.
-        await self._session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-            {"key": f"deployer.models:{self._tenant}:{name}"},
-        )
+        await advisory_lock(self._session, f"deployer.models:{self._tenant}:{name}")
         latest = await self._session.scalar(
             select(func.max(RegisteredModel.version)).where(
                 RegisteredModel.tenant_id == self._tenant, RegisteredModel.name == name
@@ -138,6 +135,17 @@ class DeployerRepository:
             .limit(1)
         )
         return await self._session.scalar(stmt)
+
+
+SERVING = ("starting", "running")
+
+
+async def count_serving(session: AsyncSession, tenant_id: str | None = None) -> int:
+    """Deployments starting or running: of one tenant, or on the whole host."""
+    stmt = select(func.count()).where(Deployment.status.in_(SERVING))
+    if tenant_id is not None:
+        stmt = stmt.where(Deployment.tenant_id == tenant_id)
+    return int(await session.scalar(stmt) or 0)
 
 
 async def deployments_to_restore(

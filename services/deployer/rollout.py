@@ -27,6 +27,7 @@ from services.deployer.process_manager import (
     PortUnavailable,
 )
 from services.deployer.repository import DeployerRepository, deployments_to_restore
+from services.deployer.service.capacity import check_room
 from services.deployer.service.smoke import SmokeTestFailed, held_out_rows, smoke_test
 from services.deployer.settings import DeployerSettings
 from shared.contracts import Event
@@ -192,6 +193,7 @@ class Deployer:
             previous = await repo.running_deployment_of(model.name)
             # A fixed port the previous version holds: replace in place, restore it on failure.
             in_place = previous is not None and requested is not None and previous.port == requested
+            await check_room(self.settings, uow.session, tenant_id, replacing=previous is not None)
             port = requested if in_place else self.processes.reserve_port(requested)
             assert port is not None
             deployment = await repo.create_deployment(

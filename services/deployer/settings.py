@@ -8,6 +8,10 @@ class DeployerSettings(ServiceSettings):
     port: int = Field(
         default=SERVICE_PORTS["deployer"], validation_alias=AliasChoices("NEXUS_DEPLOYER_PORT")
     )
+    # Model servers this host runs at once (0: what its cores and memory hold), and what one
+    # tenant may serve; beyond either, a deployment is refused with 429 (phase 5 fails).
+    max_model_servers: int = Field(default=0, ge=0, le=10_000)
+    tenant_max_deployments: int = Field(default=10, ge=1)
     # Served models take the first free port from here up (spec.deploy.port overrides).
     model_host: str = "127.0.0.1"
     model_port_start: int = Field(default=8100, ge=1024, le=65535)

@@ -13,7 +13,7 @@ from services.cluster.background import launch
 from services.cluster.models import Cluster, Node
 from services.cluster.repository import ClusterRepository
 from services.cluster.schemas import ClusterOut, NodeOut
-from services.cluster.service import nodes
+from services.cluster.service.admission import admit_or_queue, check_quotas, queue_positions
 from services.cluster.service.supervision import abandon_cluster
 from services.cluster.state import ClusterContextDep
 from shared.errors import NotFound
@@ -41,7 +41,9 @@ def _node_out(node: Node, now: datetime) -> NodeOut:
     )
 
 
-def cluster_out(cluster: Cluster, nodes: list[Node]) -> ClusterOut:
+def cluster_out(
+    cluster: Cluster, nodes: list[Node], queue_position: int | None = None
+) -> ClusterOut:
     now = datetime.now(UTC)
     return ClusterOut(
         id=cluster.id,
@@ -51,6 +53,7 @@ def cluster_out(cluster: Cluster, nodes: list[Node]) -> ClusterOut:
         error=cluster.error,
         topology=cluster.topology,
         nodes=[_node_out(n, now) for n in nodes],
+        queue_position=queue_position,
         created_at=cluster.created_at,
         updated_at=cluster.updated_at,
     )
@@ -60,20 +63,26 @@ def cluster_out(cluster: Cluster, nodes: list[Node]) -> ClusterOut:
 async def create_cluster(
     layout: ClusterSpec, principal: CurrentPrincipal, context: ClusterContextDep
 ) -> ClusterOut:
-    """Start a standalone cluster: node processes that register and prove their topology."""
+    """Start a standalone cluster: node processes that register and prove their topology.
+    Queued (`status: queued`) while the host is full; 429 when the tenant's quotas are used."""
     # Committed before the processes start, so their registrations find the rows.
     async with context.unit_of_work() as uow:
+        await check_quotas(
+            context.settings, uow, principal.tenant_id, layout.node_count, workflow=False
+        )
         repo = ClusterRepository(uow.session, principal.tenant_id)
         cluster = await repo.create(
             uuid.uuid4(), principal.tenant_id, None, layout.model_dump(mode="json")
         )
-        plans = await nodes.claim_nodes(context, uow, cluster)
-    await launch(context, cluster, plans)
+        plans = await admit_or_queue(context, uow, cluster)
+    if plans is not None:
+        await launch(context, cluster, plans)
     async with context.unit_of_work() as uow:
         repo = ClusterRepository(uow.session, principal.tenant_id)
         started = await repo.get(cluster.id)
         assert started is not None, "created above"
-        return cluster_out(started, await repo.nodes_of(cluster.id))
+        places = await queue_positions(uow.session, [started.status])
+        return cluster_out(started, await repo.nodes_of(cluster.id), places.get(cluster.id))
 
 
 @router.get("", response_model=list[ClusterOut])
@@ -86,7 +95,8 @@ async def list_clusters(
     repo = ClusterRepository(uow.session, principal.tenant_id)
     clusters = await repo.newest(limit)
     nodes = await repo.nodes([c.id for c in clusters])
-    return [cluster_out(c, nodes[c.id]) for c in clusters]
+    places = await queue_positions(uow.session, [c.status for c in clusters])
+    return [cluster_out(c, nodes[c.id], places.get(c.id)) for c in clusters]
 
 
 @router.get("/{cluster_id}", response_model=ClusterOut)
@@ -98,7 +108,8 @@ async def get_cluster(
     cluster = await repo.get(cluster_id)
     if cluster is None:
         raise NotFound(f"no cluster {cluster_id}")
-    return cluster_out(cluster, await repo.nodes_of(cluster_id))
+    places = await queue_positions(uow.session, [cluster.status])
+    return cluster_out(cluster, await repo.nodes_of(cluster_id), places.get(cluster_id))
 
 
 @router.delete("/{cluster_id}", response_model=ClusterOut)

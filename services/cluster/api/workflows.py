@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from services.cluster.repository import WorkflowRepository
 from services.cluster.schemas import WorkflowOut
+from services.cluster.service.admission import check_quotas, queue_positions
 from services.cluster.service.project_archive import build_bundle
 from services.cluster.service.setup import set_up_workflow
 from services.cluster.service.status import TERMINAL, workflow_out
@@ -34,7 +35,11 @@ SSE_KEEPALIVE_S = 15.0
 async def submit_workflow(
     spec: WorkflowSpec, uow: UnitOfWorkDep, principal: CurrentPrincipal, context: ClusterContextDep
 ) -> WorkflowOut:
-    """Submit a workflow spec: phase 1 (setup) runs now, the other phases follow by events."""
+    """Submit a workflow spec: phase 1 (setup) runs now, the other phases follow by events.
+    429 when the tenant's quotas are used up."""
+    await check_quotas(
+        context.settings, uow, principal.tenant_id, spec.cluster.node_count, workflow=True
+    )
     workflow, phases = await set_up_workflow(
         uow,
         context.artifacts,
@@ -56,7 +61,8 @@ async def list_workflows(
     repo = WorkflowRepository(uow.session, principal.tenant_id)
     workflows = await repo.newest(limit)
     phases = await repo.phases([w.id for w in workflows])
-    return [workflow_out(w, phases[w.id]) for w in workflows]
+    places = await queue_positions(uow.session, [w.status for w in workflows])
+    return [workflow_out(w, phases[w.id], places.get(w.id)) for w in workflows]
 
 
 @router.get("/{workflow_id}", response_model=WorkflowOut)
@@ -68,7 +74,9 @@ async def get_workflow(
     workflow = await repo.get(workflow_id)
     if workflow is None:
         raise NotFound(f"no workflow {workflow_id}")
-    return workflow_out(workflow, (await repo.phases([workflow_id]))[workflow_id])
+    places = await queue_positions(uow.session, [workflow.status])
+    phases = (await repo.phases([workflow_id]))[workflow_id]
+    return workflow_out(workflow, phases, places.get(workflow_id))
 
 
 async def _snapshot(
@@ -80,7 +88,9 @@ async def _snapshot(
         workflow = await repo.get(workflow_id)
         if workflow is None:
             return None
-        return workflow_out(workflow, (await repo.phases([workflow_id]))[workflow_id])
+        places = await queue_positions(session, [workflow.status])
+        phases = (await repo.phases([workflow_id]))[workflow_id]
+        return workflow_out(workflow, phases, places.get(workflow_id))
 
 
 @router.get("/{workflow_id}/events", response_class=StreamingResponse)

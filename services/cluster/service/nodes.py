@@ -15,7 +15,7 @@ from typing import Any
 from services.cluster.models import Cluster, Node
 from services.cluster.process_manager import NodePlan, StartedNode, plan_nodes
 from services.cluster.repository import (
-    ACTIVE_CLUSTER,
+    HELD_CLUSTER,
     LIVE_NODE,
     ClusterRepository,
     WorkflowRepository,
@@ -226,12 +226,13 @@ async def stop_cluster(
     pids = {n.id: n.pid for n in nodes if n.pid and n.status in LIVE_NODE}
     state.starting.pop(cluster.id, None)
     await repo.set_node_status([n.id for n in nodes], "stopped")
-    if cluster.status in ACTIVE_CLUSTER:
+    if cluster.status in HELD_CLUSTER:
         repo.set_status(cluster, status, error)
     grace_s = context.settings.node_stop_grace_s
 
     async def stop_processes() -> None:
         await asyncio.to_thread(state.manager.stop_cluster, cluster.id, pids, grace_s)
+        state.capacity_freed.set()
 
     uow.after_commit(stop_processes)
 
@@ -241,5 +242,5 @@ async def release_workflow_nodes(
 ) -> None:
     """The workflow finished (or failed): its nodes are no longer needed."""
     for cluster in await ClusterRepository(uow.session, tenant_id).of_workflow(workflow_id):
-        if cluster.status in ACTIVE_CLUSTER:
+        if cluster.status in HELD_CLUSTER:
             await stop_cluster(context, uow, cluster)

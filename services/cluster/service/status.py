@@ -101,7 +101,9 @@ def record_result(workflow: Workflow, values: dict[str, Any]) -> None:
     workflow.updated_at = datetime.now(UTC)
 
 
-def workflow_out(workflow: Workflow, phases: list[WorkflowPhase]) -> WorkflowOut:
+def workflow_out(
+    workflow: Workflow, phases: list[WorkflowPhase], queue_position: int | None = None
+) -> WorkflowOut:
     return WorkflowOut(
         id=workflow.id,
         name=workflow.name,
@@ -121,6 +123,7 @@ def workflow_out(workflow: Workflow, phases: list[WorkflowPhase]) -> WorkflowOut
         progress=ProgressOut.model_validate(workflow.progress) if workflow.progress else None,
         error=workflow.error,
         result=ResultOut.model_validate(workflow.result) if workflow.result else None,
+        queue_position=queue_position,
         created_at=workflow.created_at,
         updated_at=workflow.updated_at,
     )

@@ -6,6 +6,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.services.deployer.conftest import DeployerHarness
@@ -155,3 +156,31 @@ async def test_health_readiness_and_metrics(harness: DeployerHarness) -> None:
     ready = await harness.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "nats": "ok"}
     assert "nexus_http_requests_total" in (await harness.client.get("/metrics")).text
+
+
+async def test_a_deployment_beyond_the_tenant_quota_is_429_and_a_new_version_still_rolls_out(
+    harness: DeployerHarness,
+    tenant_id: str,
+    digits_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(harness.context.settings, "tenant_max_deployments", 1)
+    client, headers = harness.client, harness.headers(tenant_id)
+
+    async def deploy(name: str) -> httpx.Response:
+        model = await harness.register(tenant_id, digits_model_dir, name)
+        return await client.post("/deployments", json={"model_id": str(model.id)}, headers=headers)
+
+    assert (await deploy("quota-a")).status_code == 201
+    refused = await deploy("quota-b")
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "quota_exceeded"
+    assert (
+        "quota 'deployments' exceeded: the tenant serves 1 deployments"
+        in (refused.json()["detail"])
+    )
+    # Nothing was started or stored for the refused one.
+    listed = (await client.get("/deployments", headers=headers)).json()
+    assert [d["status"] for d in listed] == ["running"]
+    # A new version of the served name replaces it: no more room is needed.
+    assert (await deploy("quota-a")).status_code == 201
