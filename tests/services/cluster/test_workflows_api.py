@@ -32,6 +32,7 @@ WORKFLOW_KEYS = {
     "progress",
     "error",
     "result",
+    "queue_position",
     "created_at",
     "updated_at",
 }
