@@ -23,6 +23,9 @@ SERVICE_PORTS: dict[str, int] = {
     "deployer": 8006,
 }
 
+# A node silent for this many heartbeat intervals is declared lost.
+HEARTBEAT_MISSES = 3
+
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "test"}
 
 
@@ -73,6 +76,12 @@ class NexusSettings(BaseSettings):
     log_level: str = "INFO"
     # How often a node says it is alive; the cluster declares it lost after three missed.
     heartbeat_interval_s: float = Field(default=0.5, gt=0, le=60)
+
+    @property
+    def loss_detection_s(self) -> float:
+        """How long a lost node may go unnoticed: its silence, plus a second for the news."""
+        return HEARTBEAT_MISSES * self.heartbeat_interval_s + 1.0
+
     # Prefix of this deployment's durable consumer names (tests use one per run).
     consumer_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", max_length=40)
     internal_token: SecretStr | None = None

@@ -71,6 +71,15 @@ class TrainingSpec(_Strict):
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     checkpoint_every: int = Field(default=5, ge=1, le=1000)
     patience: int = Field(default=5, ge=1, le=1000)
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="times the job is resumed on the nodes left after losing one; 0 fails it",
+    )
+    min_workers: int = Field(
+        default=1, ge=1, le=16, description="the fewest workers a recovered job may go on with"
+    )
     deadline_s: float | None = Field(
         default=None,
         gt=0,
@@ -155,6 +164,11 @@ class WorkflowSpec(_Strict):
         strategy = self.training.strategy
         if strategy == "parameter_server" and self.cluster.parameter_servers < 1:
             raise ValueError("strategy parameter_server needs cluster.parameter_servers >= 1")
+        if self.training.min_workers > self.cluster.workers:
+            raise ValueError(
+                f"training.min_workers ({self.training.min_workers}) exceeds cluster.workers "
+                f"({self.cluster.workers})"
+            )
         if self.cluster.node_count < self.gates.min_nodes:
             raise ValueError(
                 f"cluster has {self.cluster.node_count} nodes; the gates require "

@@ -166,6 +166,19 @@ class NodeProcessManager:
                     del self._cluster_of[node_id]
         return ended
 
+    def fence(self, node_ids: list[str]) -> list[str]:
+        """Kill the nodes of ours declared lost while their process still runs (hung, or cut
+        off): a job that went on without one must never hear from it again. Their exits
+        are reaped by `exited` later, as the exit of a node already lost."""
+        with self._lock:
+            running = [(n, self._processes[n]) for n in node_ids if n in self._processes]
+        killed = []
+        for node_id, process in running:
+            if process.poll() is None:
+                process.kill()
+                killed.append(node_id)
+        return killed
+
     def stop_cluster(self, cluster_id: uuid.UUID, pids: dict[str, int], grace_s: float) -> None:
         """Stop a cluster's nodes: those this manager started, and (after a service restart)
         any still running on this host under the recorded pid with the node's command line."""

@@ -45,7 +45,8 @@ async def _job(repository: TrainerRepository, job_id: uuid.UUID, **kwargs: Any) 
 
 
 def _out(job: TrainingJob) -> JobOut:
-    return JobOut.model_validate(job, from_attributes=True)
+    out = JobOut.model_validate(job, from_attributes=True)
+    return out.model_copy(update={"recoveries": job.config.get("recoveries", [])})
 
 
 @router.get("/jobs", response_model=JobListOut)

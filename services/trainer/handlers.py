@@ -4,9 +4,11 @@ shared phase runner) and calls `service/`."""
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream.nats import NatsRouter
 
-from services.trainer.service import outcome, train
+from services.trainer.service import outcome, recovery, train
 from services.trainer.service.configure import configure_workflow
 from services.trainer.state import TrainerContext
 from shared.bus import durable_subscriber
@@ -57,9 +59,15 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
         async with context.unit_of_work() as uow:
             if await uow.first_time(PROGRESS, event.event_id):
                 await outcome.record_progress(uow, event)
+                await recovery.note_resumed(uow, event)
 
     @durable_subscriber(router, TrainingFinished, FINISHED)
     async def on_training_finished(event: TrainingFinished) -> None:
+        async with context.unit_of_work() as uow:
+            wait = await recovery.may_be_a_lost_peer(uow, event)
+        if wait:  # then the failure is judged: ignored if the job recovered meanwhile
+            await asyncio.sleep(context.settings.loss_detection_s)
+
         async def step(uow: UnitOfWork) -> None:
             await outcome.finish_training(context, uow, event)
 
@@ -71,8 +79,11 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
     @durable_subscriber(router, NodeLost, NODE_LOST)
     async def on_node_lost(event: NodeLost) -> None:
         async with context.unit_of_work() as uow:
-            if await uow.first_time(NODE_LOST, event.event_id):
-                await outcome.fail_jobs_on_lost_node(uow, event)
+            if not await uow.first_time(NODE_LOST, event.event_id):
+                return
+            plans = await recovery.plan_recoveries(uow, event)
+        for plan in plans:  # committed: a redelivery finds the event handled
+            await recovery.run_recovery(context, plan)
 
     @durable_subscriber(router, PhaseFailed, PHASE3_FAILED, subject="nexus.phase3.failed")
     async def on_phase3_failed(event: PhaseFailed) -> None:

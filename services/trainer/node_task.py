@@ -9,14 +9,21 @@ resumable checkpoint every `checkpoint_every` epochs (and after the last one), a
 best validation epoch's model as safetensors; it reports the result as one
 `TrainingFinished` event. Any other rank reports only a failure, so the job fails as soon as
 any of its processes does.
+
+Every worker keeps its state after each epoch in memory (`SNAPSHOTS`). When the trainer runs
+the job again after losing a node (the next `attempt`, on the nodes left), the ranks agree
+on the newest state any of them holds, a surviving rank's snapshot or the last checkpoint,
+and go on from there: the work lost is at most the epoch in progress.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,11 +42,32 @@ from shared.spec import TEST_FRACTION, VAL_FRACTION, TrainingSpec
 
 if TYPE_CHECKING:
     from shared.ml.architecture import Architecture
+    from shared.ml.checkpoint import TrainingCheckpoint
     from shared.ml.data import DatasetSplits
     from shared.ml.strategies import Placement
     from shared.ml.training import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+
+# job id -> this process's state of it after its latest epoch; the newest jobs only, so a
+# long-lived node does not keep every model it ever trained.
+SNAPSHOTS: OrderedDict[str, TrainingCheckpoint] = OrderedDict()
+SNAPSHOT_JOBS = 2
+_snapshots_lock = threading.Lock()
+
+
+def keep_snapshot(job_id: uuid.UUID, snapshot: TrainingCheckpoint) -> None:
+    with _snapshots_lock:
+        SNAPSHOTS[str(job_id)] = snapshot
+        SNAPSHOTS.move_to_end(str(job_id))
+        while len(SNAPSHOTS) > SNAPSHOT_JOBS:
+            SNAPSHOTS.popitem(last=False)
+
+
+def snapshot_of(job_id: uuid.UUID) -> TrainingCheckpoint | None:
+    with _snapshots_lock:
+        return SNAPSHOTS.get(str(job_id))
 
 
 class TrainingCancelled(Exception):
@@ -120,7 +148,9 @@ def _job_group(job: TrainTask, context: TaskContext) -> Iterator[None]:
     from shared.ml.distributed import joined_group
 
     meet = placement.rendezvous
-    store = group_store(meet.host, meet.port, f"job-{job.job_id}", placement.timeout_s)
+    # Each attempt meets under its own keys: a rank of a broken earlier one counts for none.
+    prefix = f"job-{job.job_id}" + (f"-{job.attempt}" if job.attempt else "")
+    store = group_store(meet.host, meet.port, prefix, placement.timeout_s)
     _wait_for_every_rank(store, placement, context)
     # NCCL moves CUDA tensors: DDP's gradients on GPUs. The parameter server's point-to-point
     # traffic is CPU tensors, on gloo.
@@ -168,7 +198,7 @@ def _run(
     architecture: Architecture,
     splits: DatasetSplits,
 ) -> TrainResult | None:
-    from shared.ml.checkpoint import TrainingCheckpoint, save_checkpoint, save_model
+    from shared.ml.checkpoint import save_checkpoint, save_model
     from shared.ml.strategies import Placement, run_rank
     from shared.ml.training import EpochMetrics
 
@@ -197,6 +227,7 @@ def _run(
                 workflow_id=job.workflow_id,
                 tenant_id=job.tenant_id,
                 job_id=job.job_id,
+                attempt=job.attempt,
                 **report.model_dump(),
             )
         )
@@ -206,6 +237,7 @@ def _run(
         save_checkpoint(url, checkpoint)
         checkpoints.append(url)
 
+    resume_from = _resume_point(job, placement) if job.attempt else None
     run = run_rank(
         placement,
         splits,
@@ -216,6 +248,8 @@ def _run(
         labels=labels,
         # A cancel is agreed at the end of an epoch, so every rank stops there together.
         stop_requested=context.cancelled.is_set,
+        resume_from=resume_from,
+        on_snapshot=lambda snapshot: keep_snapshot(job.job_id, snapshot),
     )
     if not placement.is_lead:
         return None
@@ -272,6 +306,39 @@ def _run(
     )
 
 
+def _resume_point(job: TrainTask, placement: Placement) -> TrainingCheckpoint | None:
+    """The newest state of the job any rank of this attempt holds: every rank offers the
+    epoch of its snapshot, the holder of the newest sends it to all (one broadcast), unless
+    the checkpoint named by the trainer is as new; None to start afresh."""
+    import torch.distributed as dist
+
+    from shared.ml.checkpoint import load_checkpoint
+
+    saved_epoch = checkpoint_epoch(job.resume_from) if job.resume_from else 0
+    mine = snapshot_of(job.job_id)
+    epochs: list[int] = [mine.epoch if mine else -1] * placement.world_size
+    if placement.world_size > 1:
+        dist.all_gather_object(epochs, epochs[0])
+    holder = max(range(len(epochs)), key=lambda rank: epochs[rank])
+    newest = epochs[holder]
+    if newest >= max(saved_epoch, 1):
+        if placement.world_size == 1:
+            return mine
+        shared = [mine if placement.rank == holder else None]
+        dist.broadcast_object_list(shared, src=holder)
+        logger.info("job %s resumes from epoch %d held by rank %d", job.job_id, newest, holder)
+        return shared[0]
+    if job.resume_from:
+        logger.info("job %s resumes from checkpoint %s", job.job_id, job.resume_from)
+        return load_checkpoint(job.resume_from)
+    return None
+
+
+def checkpoint_epoch(url: str) -> int:
+    """The epoch a checkpoint URL names (`.../epoch-0007` -> 7; see TrainArtifacts)."""
+    return int(url.rstrip("/").rsplit("epoch-", 1)[1])
+
+
 def train_config(t: TrainingSpec) -> TrainConfig:
     """The spec's training section as shared.ml's TrainConfig: every field they share (the
     strategy and its settings are not among them: they decide where the steps run, not what
@@ -302,7 +369,8 @@ def _finish(
     error: str | None = None,
 ) -> None:
     # An invalid payload still names its job when it can, so the service can close it.
-    ids = job.model_dump(include={"job_id", "workflow_id", "tenant_id"}) if job else payload
+    named = {"job_id", "workflow_id", "tenant_id", "attempt"}
+    ids = job.model_dump(include=named) if job else payload
     if not all(isinstance(ids.get(k), str | uuid.UUID) for k in ("job_id", "workflow_id")):
         logger.error("a train task named no job to report to: %s", error)
         return
@@ -311,6 +379,7 @@ def _finish(
             workflow_id=ids["workflow_id"],
             tenant_id=ids["tenant_id"],
             job_id=ids["job_id"],
+            attempt=ids.get("attempt") or 0,
             node_id=context.node.node_id,
             succeeded=succeeded,
             error=error,

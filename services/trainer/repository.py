@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -171,6 +171,12 @@ class TrainerRepository:
             )
             .on_conflict_do_nothing(index_elements=["job_id", "epoch"])
         )
+
+    async def last_epoch(self, job_id: uuid.UUID) -> int | None:
+        """The newest epoch the job has reported."""
+        stmt = select(func.max(TrainingEpoch.epoch)).where(TrainingEpoch.job_id == job_id)
+        found: int | None = await self._session.scalar(stmt)
+        return found
 
     async def epochs(self, job_id: uuid.UUID) -> list[TrainingEpoch]:
         result = await self._session.scalars(

@@ -4,7 +4,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# recovering: a node was lost and the job is starting again on the nodes left.
+JobStatus = Literal["queued", "running", "recovering", "succeeded", "failed", "cancelled"]
 
 
 class JobOut(BaseModel):
@@ -21,6 +22,9 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # Each node lost while training and how the job went on: the node and why, what
+    # replaced it, the attempt, the epochs done again and the time until the next epoch.
+    recoveries: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class JobListOut(BaseModel):

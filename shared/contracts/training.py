@@ -41,6 +41,7 @@ class EpochReport(BaseModel):
 class TrainingProgress(EpochReport, Event):
     subject: ClassVar[str] = "nexus.training.progress"
     job_id: uuid.UUID
+    attempt: int = Field(default=0, ge=0)  # the job's run that reports (see TrainTask)
 
 
 class TrainResult(BaseModel):
@@ -93,6 +94,7 @@ class TrainingFinished(TaskFinished):
 
     subject: ClassVar[str] = "nexus.training.finished"
     job_id: uuid.UUID
+    attempt: int = Field(default=0, ge=0)
     result: TrainResult = Field(default_factory=TrainResult)
 
 
@@ -183,6 +185,11 @@ class TrainTask(BaseModel):
     architecture: dict[str, Any]
     artifacts: TrainArtifacts
     placement: JobPlacement | None = None
+    # 0 for the job's first run; each recovery after a lost node runs the job again, on the
+    # nodes left, as the next attempt, resumed from `resume_from` or a newer in-memory
+    # snapshot of a surviving rank.
+    attempt: int = Field(default=0, ge=0, le=100)
+    resume_from: str | None = Field(default=None, max_length=2000)  # a checkpoint's URL
 
     @model_validator(mode="after")
     def _placed_when_distributed(self) -> TrainTask:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from shared.ml.architecture import Architecture, build_model
-from shared.ml.checkpoint import unwrap_model
+from shared.ml.checkpoint import TrainingCheckpoint, unwrap_model
 from shared.ml.data import DatasetSplits
 from shared.ml.distributed import shard_order
 from shared.ml.parameter_server import (
@@ -219,11 +219,15 @@ def run_rank(
     on_checkpoint: CheckpointHook | None = None,
     labels: Sequence[str] | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    resume_from: TrainingCheckpoint | None = None,
+    on_snapshot: CheckpointHook | None = None,
 ) -> RankRun:
     """Train this rank's part of the job, in the process group (if any) the caller joined.
     Every rank builds the same seeded initial model; the lead alone gets the callbacks.
     `stop_requested` (read on the lead after each epoch) ends the job early on every rank;
-    `labels` name the ranks in the per-process figures."""
+    `labels` name the ranks in the per-process figures. `resume_from` (the same on every
+    rank) continues a run after its last completed epoch; `on_snapshot` gets every worker's
+    state after each epoch."""
     if placement.world_size > 1 and not dist.is_initialized():
         raise RuntimeError("join the job's process group before running a rank of it")
     seed_everything(config.seed)
@@ -231,7 +235,7 @@ def run_rank(
     sync = EpochSync(placement, labels, stop_requested if placement.is_lead else None)
     if placement.is_server:
         fit_started = time.perf_counter()
-        log = _serve(placement, model, config, len(splits.x_train), sync)
+        log = _serve(placement, model, config, len(splits.x_train), sync, resume_from)
         return RankRun(placement, model, fit_started, version_log=log)
     trainer = _worker_trainer(
         placement,
@@ -242,9 +246,10 @@ def run_rank(
         sync,
         on_epoch=on_epoch if placement.is_lead else None,
         on_checkpoint=on_checkpoint if placement.is_lead else None,
+        on_snapshot=on_snapshot,
     )
     fit_started = time.perf_counter()
-    result = trainer.fit()
+    result = trainer.fit(resume_from=resume_from)
     return RankRun(placement, unwrap_model(trainer.model), fit_started, trainer, result)
 
 
@@ -258,10 +263,12 @@ def _worker_trainer(
     *,
     on_epoch: EpochCallback | None,
     on_checkpoint: CheckpointHook | None,
+    on_snapshot: CheckpointHook | None,
 ) -> Trainer:
     hooks: dict[str, Any] = {
         "on_epoch": on_epoch,
         "on_checkpoint": on_checkpoint,
+        "on_snapshot": on_snapshot,
         "coordinate": sync.coordinate,
     }
     if placement.strategy == "single":
@@ -314,14 +321,22 @@ def _serve(
     config: TrainConfig,
     train_rows: int,
     sync: EpochSync,
+    resume_from: TrainingCheckpoint | None = None,
 ) -> list[tuple[int, int, int]]:
     """A parameter server's epochs: serve one epoch of steps, meet the workers, go on until
     the lead says stop. It runs its own copy of the workers' learning-rate schedule, fed the
-    lead's validation loss, so the rates the workers report are the ones applied here."""
+    lead's validation loss, so the rates the workers report are the ones applied here. A
+    resumed run starts from the snapshot's weights, epoch and schedule; the optimizer's
+    moments start afresh (the workers' snapshots do not hold the servers' state)."""
+    epoch = 0
+    schedule = LearningRateSchedule(config)
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model_state)
+        epoch = resume_from.epoch
+        schedule.load_state_dict(resume_from.progress.get("lr_schedule", {}))
     parameters = list(model.parameters())
     owners = shard_owners(parameters, range(placement.servers))
     optimizer = config.build_optimizer(owned_by(parameters, owners, placement.rank))
-    schedule = LearningRateSchedule(config)
     steps = steps_per_epoch(train_rows, placement.workers, config.batch_size)
     workers = range(placement.servers, placement.world_size)
     server: SyncParameterServer | AsyncParameterServer
@@ -336,7 +351,6 @@ def _serve(
             workers=workers,
             max_staleness=placement.max_staleness,
         )
-    epoch = 0
     while True:
         epoch += 1
         for group in optimizer.param_groups:

@@ -175,6 +175,7 @@ class Trainer:
         *,
         on_epoch: EpochCallback | None = None,
         on_checkpoint: CheckpointHook | None = None,
+        on_snapshot: CheckpointHook | None = None,
         epoch_sampler: EpochSampler | None = None,
         apply_gradients: Callable[[], None] | None = None,
         coordinate: EpochCoordinator | None = None,
@@ -189,6 +190,8 @@ class Trainer:
         self.optimizer = config.build_optimizer(model.parameters())
         self._on_epoch = on_epoch
         self._on_checkpoint = on_checkpoint
+        # Every epoch, on every rank that asks: the in-memory snapshot a recovery resumes from.
+        self._on_snapshot = on_snapshot
         self._epoch_sampler = epoch_sampler or self._shuffled_rows
         # What a step does with the gradients: this process's optimizer, or (a parameter
         # server's worker) push them and pull the new weights.
@@ -292,6 +295,8 @@ class Trainer:
                     self._on_epoch(metrics)
                 if self._on_checkpoint is not None and every and metrics.epoch % every == 0:
                     self._on_checkpoint(self.checkpoint())
+                if self._on_snapshot is not None:
+                    self._on_snapshot(self.checkpoint())
         return self._result(time.perf_counter() - started)
 
     def best_weights(self) -> dict[str, torch.Tensor]:

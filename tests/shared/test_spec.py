@@ -38,6 +38,8 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
         ),
         ({"training": {"max_staleness": -1}}, "greater than or equal to 0"),
         ({"training": {"deadline_s": 0}}, "Input should be greater than 0"),
+        ({"training": {"min_workers": 3}}, r"training.min_workers \(3\) exceeds cluster.workers"),
+        ({"training": {"max_restarts": 21}}, "less than or equal to 20"),
         (
             {
                 "training": {"strategy": "parameter_server"},

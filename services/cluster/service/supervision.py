@@ -21,12 +21,11 @@ from services.cluster.state import ClusterContext, ClusterState, owner_id
 from shared.contracts import NodeLost
 from shared.db import SYSTEM, UnitOfWork
 from shared.phases import fail_phase
+from shared.settings import HEARTBEAT_MISSES
 
 logger = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 2.0
-# A node silent for this many heartbeat intervals is declared lost.
-HEARTBEAT_MISSES = 3
 # How late a heartbeat may reach the database (flushed once a second) and be looked at.
 DATABASE_LAG_S = 1.0 + WATCHDOG_INTERVAL_S
 
@@ -79,6 +78,9 @@ async def declare_lost(context: ClusterContext, uow: UnitOfWork, losses: dict[st
     if not nodes:
         return
     await repo.set_node_status([n.id for n in nodes], "lost")
+    fenced = state.manager.fence([n.id for n in nodes if losses[n.id].exit_code is None])
+    if fenced:
+        logger.warning("killed silent nodes %s, declared lost", ", ".join(fenced))
     clusters = {c: await repo.get(c) for c in {n.cluster_id for n in nodes}}
     for node in nodes:
         loss = losses[node.id]

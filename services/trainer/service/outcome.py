@@ -13,7 +13,6 @@ from shared.artifacts import ArtifactStore
 from shared.contracts import (
     EpochReport,
     MemoryWritten,
-    NodeLost,
     Phase3Completed,
     PhaseFailed,
     TrainArtifacts,
@@ -23,7 +22,7 @@ from shared.contracts import (
 )
 from shared.db import SYSTEM, UnitOfWork
 from shared.ml.files import CHECKPOINT_FILES, MODEL_FILES
-from shared.phases import PhaseError, fail_phase
+from shared.phases import PhaseError
 from shared.project_layout import MemoryKey
 from shared.service_app import AnyContext
 from shared.spec import WorkflowSpec
@@ -93,6 +92,8 @@ async def finish_training(context: AnyContext, uow: UnitOfWork, event: TrainingF
     job = await _own_job(uow, event, for_update=True)
     if job is None or job.status in ("succeeded", "failed"):
         return
+    if event.attempt < job.config.get("attempt", 0):
+        return  # a rank of an attempt that a recovery replaced
     repository = TrainerRepository(uow.session, job.tenant_id)
     await repository.record_epochs(job.id, result.history_dicts())
     if job.status == "cancelled":
@@ -115,25 +116,6 @@ async def record_failure(uow: UnitOfWork, event: TrainingFinished, reason: str) 
         repository = TrainerRepository(uow.session, job.tenant_id)
         await repository.record_epochs(job.id, event.result.history_dicts())
         await repository.finish_job(job, "failed", metrics=event.result.metrics(), error=reason)
-
-
-async def fail_jobs_on_lost_node(uow: UnitOfWork, event: NodeLost) -> None:
-    """A node of the cluster is gone: a job it was a process of cannot finish (its ranks
-    would wait in a collective for it until their timeout), so it fails now, and phase 3 with
-    it; the cluster then stops the workflow's other nodes."""
-    repository = TrainerRepository(uow.session, event.tenant_id)
-    for job in await repository.unfinished_jobs_on(event.cluster_id):
-        members = job.config.get("members") or [{"node_id": job.node_id, "role": "worker"}]
-        if event.node_id not in {m["node_id"] for m in members}:
-            continue
-        reason = (
-            f"node {event.node_id} ({event.role} rank {event.rank}) was lost during "
-            f"training: {event.reason}"
-        )
-        logger.warning("training job %s failed: %s", job.id, reason)
-        await repository.finish_job(job, "failed", error=reason)
-        details = {"job_id": str(job.id), "lost_node": event.node_id}
-        await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, details)
 
 
 async def close_jobs_of_failed_phase(uow: UnitOfWork, event: PhaseFailed) -> None:

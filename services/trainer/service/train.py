@@ -12,13 +12,16 @@ import logging
 import uuid
 from typing import Any
 
+from services.trainer.models import TrainingJob
 from services.trainer.repository import TrainerRepository
 from services.trainer.service.design import job_members
 from services.trainer.state import TrainerContext
 from shared.contracts import (
     JobPlacement,
     MemoryWritten,
+    NodeInfo,
     Phase2Completed,
+    Rendezvous,
     TrainArtifacts,
     TrainingProgress,
     TrainTask,
@@ -28,6 +31,7 @@ from shared.node_tasks import TaskNotStarted, send_node_task
 from shared.phases import PhaseError, fail_phase
 from shared.project_layout import MemoryKey
 from shared.service_app import AnyContext
+from shared.spec import WorkflowSpec
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +40,9 @@ async def create_job(
     context: TrainerContext, uow: UnitOfWork, event: Phase2Completed
 ) -> list[tuple[TrainTask, str]]:
     """The job's row and its tasks, by rank, with their nodes (sent once this unit commits).
-    The lead (the first worker) reports progress and the result; the row names its node."""
+    The lead (the first worker) reports progress and the result; the row names its node.
+    Everything a task is built from is kept in the row's config, so a recovery can build the
+    next attempt's tasks from it."""
     members, servers = job_members(event.spec, event.nodes)
     if not members[servers:]:
         raise PhaseError("no worker node in the cluster to train on")
@@ -45,38 +51,9 @@ async def create_job(
         raise PhaseError(f"strategy {strategy} needs the cluster's rendezvous; it has none")
     job_id = uuid.uuid4()
     artifacts = TrainArtifacts.for_workflow(context.artifacts, event.tenant_id, event.workflow_id)
-    ids = [m.node_id for m in members]
-    # A worker's GPU is its turn among the job's workers on the same host.
-    local_ranks = [
-        sum(1 for w in members[servers:rank] if w.host == m.host) for rank, m in enumerate(members)
-    ]
-
-    def task_for(rank: int) -> TrainTask:
-        placement = None
-        if strategy != "single":
-            assert event.rendezvous is not None
-            placement = JobPlacement(
-                rank=rank,
-                members=ids,
-                servers=servers,
-                local_rank=local_ranks[rank],
-                rendezvous=event.rendezvous,
-                timeout_s=context.settings.collective_timeout_s,
-            )
-        return TrainTask(
-            job_id=job_id,
-            workflow_id=event.workflow_id,
-            tenant_id=event.tenant_id,
-            cluster_id=event.cluster_id,
-            spec=event.spec,
-            architecture=event.architecture,
-            artifacts=artifacts,
-            placement=placement,
-        )
-
-    tasks = [(task_for(rank), node_id) for rank, node_id in enumerate(ids)]
+    in_job = {m.node_id for m in members}
     lead = members[servers]
-    await TrainerRepository(uow.session, event.tenant_id).create_job(
+    job = await TrainerRepository(uow.session, event.tenant_id).create_job(
         job_id,
         event.workflow_id,
         event.cluster_id,
@@ -86,7 +63,14 @@ async def create_job(
             "architecture": event.architecture,
             "artifacts": artifacts.model_dump(),
             "strategy": strategy,
-            "members": [{"node_id": m.node_id, "role": m.role} for m in members],
+            "members": [_member(m) for m in members],
+            "servers": servers,
+            # Idle nodes of the cluster a recovery can put in a lost node's place.
+            "spares": [_member(n) for n in event.nodes if n.node_id not in in_job],
+            "rendezvous": event.rendezvous.model_dump() if event.rendezvous else None,
+            "attempt": 0,
+            "restarts": 0,
+            "recoveries": [],
         },
     )
     # How to follow the job while it trains; written again when the phase completes.
@@ -100,7 +84,54 @@ async def create_job(
             keys={MemoryKey.TRAINING_JOB_ID: str(job_id), MemoryKey.MONITORING: follow},
         )
     )
-    return tasks
+    return job_tasks(context, job)
+
+
+def _member(node: NodeInfo) -> dict[str, Any]:
+    return {"node_id": node.node_id, "role": node.role, "host": node.host}
+
+
+def job_tasks(
+    context: TrainerContext, job: TrainingJob, resume_from: str | None = None
+) -> list[tuple[TrainTask, str]]:
+    """The current attempt's task for every process of the job, with its node."""
+    config = job.config
+    members: list[dict[str, Any]] = config["members"]
+    servers: int = config.get("servers", 0)
+    rendezvous = Rendezvous.model_validate(config["rendezvous"]) if config["rendezvous"] else None
+    ids = [m["node_id"] for m in members]
+    # A worker's GPU is its turn among the job's workers on the same host.
+    local_ranks = [
+        sum(1 for w in members[servers:rank] if w.get("host") == m.get("host"))
+        for rank, m in enumerate(members)
+    ]
+
+    def task_for(rank: int) -> TrainTask:
+        placement = None
+        if config["strategy"] != "single":
+            assert rendezvous is not None, "checked when the job was created"
+            placement = JobPlacement(
+                rank=rank,
+                members=ids,
+                servers=servers,
+                local_rank=local_ranks[rank],
+                rendezvous=rendezvous,
+                timeout_s=context.settings.collective_timeout_s,
+            )
+        return TrainTask(
+            job_id=job.id,
+            workflow_id=job.workflow_id,
+            tenant_id=job.tenant_id,
+            cluster_id=job.cluster_id,
+            spec=WorkflowSpec.model_validate(config["spec"]),
+            architecture=config["architecture"],
+            artifacts=TrainArtifacts.model_validate(config["artifacts"]),
+            placement=placement,
+            attempt=config.get("attempt", 0),
+            resume_from=resume_from,
+        )
+
+    return [(task_for(rank), node_id) for rank, node_id in enumerate(ids)]
 
 
 async def send_train_tasks(context: AnyContext, tasks: list[tuple[TrainTask, str]]) -> str | None:

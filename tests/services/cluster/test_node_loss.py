@@ -5,12 +5,14 @@ SIGSTOP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from typing import Any
 
 import httpx
+import psutil
 from fastapi import FastAPI
 
 from tests.services.cluster.conftest import wait_until
@@ -31,6 +33,13 @@ async def _registered_cluster(
 
     found: dict[str, Any] = await wait_until(registered, timeout=60)
     return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _metric(app: FastAPI, name: str, **labels: str) -> float:
@@ -70,7 +79,8 @@ async def test_a_killed_node_is_lost_within_a_second_and_a_hung_one_after_three_
         assert event["exit_code"] is None and event["silent_s"] >= 3 * interval
         assert "missed 3 heartbeats" in event["reason"]
     finally:
-        os.kill(hung["pid"], signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung["pid"], signal.SIGCONT)
 
     # Generous bounds for a loaded test machine; bench/ measures the real figures.
     assert killed_after < 1.0 + 4 * interval
@@ -79,6 +89,12 @@ async def test_a_killed_node_is_lost_within_a_second_and_a_hung_one_after_three_
     body = (await client.get(f"/clusters/{cluster['id']}", headers=headers)).json()
     statuses = {n["id"]: n["status"] for n in body["nodes"]}
     assert statuses[killed["id"]] == statuses[hung["id"]] == "lost"
+
+    # The hung node was fenced: killed, so it can never rejoin what went on without it.
+    async def fenced() -> bool:
+        return not _alive(hung["pid"])
+
+    await wait_until(fenced, timeout=5)
     assert _metric(app, "nexus_nodes_lost_total", role="worker", cause="exited") >= 1
     assert _metric(app, "nexus_nodes_lost_total", role="worker", cause="silent") >= 1
     await client.delete(f"/clusters/{cluster['id']}", headers=headers)

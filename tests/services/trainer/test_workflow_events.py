@@ -242,7 +242,7 @@ async def _job_of(
     return job  # type: ignore[no-any-return]
 
 
-async def test_a_node_lost_mid_training_fails_its_job_and_phase3_at_once(
+async def test_a_node_lost_with_no_restarts_left_fails_its_job_and_phase3_at_once(
     trainer: httpx.AsyncClient,
     watch: Any,
     service_env: dict[str, str],
@@ -251,7 +251,8 @@ async def test_a_node_lost_mid_training_fails_its_job_and_phase3_at_once(
 ) -> None:
     workflow_id, worker = uuid.uuid4(), node()
     store_url = f"file://{service_env['NEXUS_HOME']}/artifacts"
-    spec = digits_spec(epochs=1000, patience=1000)  # would train for minutes
+    # Would train for minutes; a loss ends it, since it may not recover.
+    spec = digits_spec(epochs=1000, patience=1000, max_restarts=0)
     phase2 = _phase2_completed(workflow_id, tenant_id, worker, spec)
     async with InProcessWorkerNode(service_env["NEXUS_NATS_URL"], worker, store_url):
         await publish(service_env["NEXUS_NATS_URL"], phase2)
@@ -271,7 +272,7 @@ async def test_a_node_lost_mid_training_fails_its_job_and_phase3_at_once(
     assert subject == "nexus.phase3.failed"
     assert event["reason"] == (
         f"node {worker.node_id} (worker rank 0) was lost during training: "
-        "its process exited with code -9"
+        "its process exited with code -9; no restarts left (training.max_restarts is 0)"
     )
     job = await _job_of(trainer, workflow_id, as_service(internal_token, tenant_id))
     assert job["status"] == "failed" and job["error"] == event["reason"]
@@ -286,7 +287,7 @@ async def test_a_lost_node_of_another_cluster_or_tenant_leaves_the_job_alone(
 ) -> None:
     workflow_id, worker = uuid.uuid4(), node()
     store_url = f"file://{service_env['NEXUS_HOME']}/artifacts"
-    spec = digits_spec(epochs=1000, patience=1000)
+    spec = digits_spec(epochs=1000, patience=1000, max_restarts=0)
     phase2 = _phase2_completed(workflow_id, tenant_id, worker, spec)
     common = {"workflow_id": workflow_id, "node_id": worker.node_id, "role": "worker", "rank": 0}
     claims = [
@@ -301,6 +302,8 @@ async def test_a_lost_node_of_another_cluster_or_tenant_leaves_the_job_alone(
         for claim in claims:
             await publish(service_env["NEXUS_NATS_URL"], claim)
         subject, event = await watch(workflow_id, "nexus.phase3.completed", "nexus.phase3.failed")
-    assert subject == "nexus.phase3.failed" and event["reason"].endswith("during training: real")
+    assert subject == "nexus.phase3.failed"
+    assert event["reason"].startswith(f"node {worker.node_id} (worker rank 0) was lost during")
+    assert "during training: real; no restarts left" in event["reason"]
     job = await _job_of(trainer, workflow_id, as_service(internal_token, tenant_id))
     assert job["error"] == event["reason"]

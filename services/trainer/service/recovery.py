@@ -1,0 +1,290 @@
+"""Phase 3, recovery: a job that loses a node goes on without it.
+
+On `nexus.node.lost` for a process of a running job, the job's next attempt is planned (in
+the handler's transaction): an idle node of the cluster with the same role takes the lost
+one's place, or else the job goes on with one worker fewer (down to `training.min_workers`;
+the last parameter server cannot be done without). Then, outside any transaction, the broken
+attempt's surviving ranks are cancelled (most have already failed on the lost peer's closed
+connection), the next attempt's processes are awaited idle, a new rendezvous is hosted if the
+old one's node was the one lost, and every process gets its task for the next attempt. The
+ranks resume from the newest state one of them holds in memory (every worker snapshots each
+epoch) or else the last checkpoint, so the work lost is at most the epoch in progress.
+
+Each job recovers at most `training.max_restarts` times. Its config records every recovery
+(the node, why, what replaced it, how long until training went on, the epochs done again);
+a loss that cannot be recovered from fails the job and phase 3 as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.trainer.models import TrainingJob
+from services.trainer.repository import TrainerRepository
+from services.trainer.service.train import job_tasks, send_train_tasks
+from services.trainer.state import TrainerContext
+from shared.artifacts import ArtifactStore
+from shared.contracts import NodeLost, TrainArtifacts, TrainingFinished, TrainingProgress
+from shared.db import SYSTEM, UnitOfWork
+from shared.ml.files import CHECKPOINT_FILES
+from shared.node_tasks import TaskNotStarted, request_node_task
+from shared.phases import fail_phase
+from shared.spec import WorkflowSpec
+
+logger = logging.getLogger(__name__)
+
+# A survivor may still be ending the broken attempt's task (its collective failing, its
+# report going out) when the next attempt is handed to it.
+IDLE_POLL_S = 0.05
+RECOVERING = "recovering"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The next attempt of a job, planned and committed; run by `run_recovery`."""
+
+    job_id: uuid.UUID
+    tenant_id: str
+    attempt: int
+    survivors: list[str]  # processes of the broken attempt still alive: to cancel
+    members: list[str]  # the next attempt's nodes, by rank
+    new_rendezvous: bool  # the node hosting the old one was lost
+
+
+class Unrecoverable(Exception):
+    """Why a job cannot go on after losing a node."""
+
+
+async def plan_recoveries(uow: UnitOfWork, event: NodeLost) -> list[Recovery]:
+    """For every unfinished job the lost node was a process of: its next attempt (the job
+    marked `recovering`), or the job failed, with phase 3, when it cannot go on."""
+    repository = TrainerRepository(uow.session, event.tenant_id)
+    plans = []
+    for job in await repository.unfinished_jobs_on(event.cluster_id):
+        config = dict(job.config)
+        config["spares"] = [s for s in config.get("spares", []) if s["node_id"] != event.node_id]
+        members = config.get("members") or [{"node_id": job.node_id, "role": "worker"}]
+        if event.node_id not in {m["node_id"] for m in members}:
+            job.config = config  # a spare was lost: it can replace nobody now
+            continue
+        lost = f"node {event.node_id} ({event.role} rank {event.rank}) was lost during training"
+        try:
+            plan = _plan(job, config, event)
+        except Unrecoverable as exc:
+            reason = f"{lost}: {event.reason}; {exc}"
+            logger.warning("training job %s failed: %s", job.id, reason)
+            await repository.finish_job(job, "failed", error=reason)
+            details = {"job_id": str(job.id), "lost_node": event.node_id}
+            await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, details)
+            continue
+        config["recoveries"] = [
+            *config.get("recoveries", []),
+            {
+                "attempt": plan.attempt,
+                "lost_node": event.node_id,
+                "role": event.role,
+                "reason": event.reason,
+                "detected_at": datetime.now(UTC).isoformat(),
+                "replaced_by": next(
+                    (m for m in plan.members if m not in {x["node_id"] for x in members}), None
+                ),
+                "processes": len(plan.members),
+                "last_epoch": await repository.last_epoch(job.id),
+            },
+        ]
+        job.config = {**config, **_next_layout(config, plan)}
+        job.status = RECOVERING
+        job.node_id = job.config["members"][job.config.get("servers", 0)]["node_id"]
+        logger.warning(
+            "training job %s: %s (%s); attempt %d", job.id, lost, event.reason, plan.attempt
+        )
+        plans.append(plan)
+    return plans
+
+
+def _plan(job: TrainingJob, config: dict[str, Any], event: NodeLost) -> Recovery:
+    spec = WorkflowSpec.model_validate(config["spec"])
+    training = spec.training
+    restarts = config.get("restarts", 0)
+    if restarts >= training.max_restarts:
+        raise Unrecoverable(f"no restarts left (training.max_restarts is {training.max_restarts})")
+    members: list[dict[str, Any]] = config["members"]
+    lost = next(m for m in members if m["node_id"] == event.node_id)
+    survivors = [m for m in members if m["node_id"] != event.node_id]
+    spare = next((s for s in config.get("spares", []) if s["role"] == lost["role"]), None)
+    if spare is not None:
+        # In the lost one's place, so ranks keep their order and the data its shards.
+        after = [spare if m is lost else m for m in members]
+    elif lost["role"] == "parameter_server" and not any(
+        m["role"] == "parameter_server" for m in survivors
+    ):
+        raise Unrecoverable("no parameter server is left and no idle node can replace it")
+    else:
+        after = survivors
+        workers = sum(1 for m in after if m["role"] == "worker")
+        if workers < training.min_workers:
+            raise Unrecoverable(
+                f"{workers} worker(s) left, fewer than training.min_workers "
+                f"({training.min_workers}), and no idle node can replace it"
+            )
+    rendezvous = config.get("rendezvous") or {}
+    return Recovery(
+        job_id=job.id,
+        tenant_id=job.tenant_id,
+        attempt=config.get("attempt", 0) + 1,
+        survivors=[m["node_id"] for m in survivors],
+        members=[m["node_id"] for m in after],
+        new_rendezvous=rendezvous.get("node_id") == event.node_id,
+    )
+
+
+def _next_layout(config: dict[str, Any], plan: Recovery) -> dict[str, Any]:
+    known = {m["node_id"]: m for m in [*config["members"], *config.get("spares", [])]}
+    members = [known[node_id] for node_id in plan.members]
+    return {
+        "members": members,
+        "servers": sum(1 for m in members if m["role"] == "parameter_server"),
+        "spares": [s for s in config.get("spares", []) if s["node_id"] not in plan.members],
+        "attempt": plan.attempt,
+        "restarts": config.get("restarts", 0) + 1,
+    }
+
+
+async def run_recovery(context: TrainerContext, plan: Recovery) -> None:
+    """Start the planned attempt; if it cannot start, the job and phase 3 fail with why."""
+    try:
+        await _stop_broken_attempt(context, plan)
+        rendezvous = await _host_rendezvous(context, plan) if plan.new_rendezvous else None
+        async with context.unit_of_work() as uow:
+            job = await _current(uow, plan)
+            if job is None:
+                return
+            artifacts = TrainArtifacts.model_validate(job.config["artifacts"])
+            resume_from = await asyncio.to_thread(
+                newest_complete_checkpoint, context.artifacts, artifacts
+            )
+            if rendezvous is not None:
+                job.config = {**job.config, "rendezvous": rendezvous}
+            tasks = job_tasks(context, job, resume_from)
+        error = await send_train_tasks(context, tasks)
+    except (TaskNotStarted, TimeoutError) as exc:
+        error = str(exc)
+    async with context.unit_of_work() as uow:
+        job = await _current(uow, plan)
+        if job is None:
+            return
+        if error is None:
+            job.status = "running"
+            return
+        reason = f"training could not go on after losing a node: {error}"
+        await TrainerRepository(uow.session, job.tenant_id).finish_job(job, "failed", error=reason)
+        await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, {"job_id": str(job.id)})
+
+
+async def _current(uow: UnitOfWork, plan: Recovery) -> TrainingJob | None:
+    """The job, locked, if this plan is still its next attempt (not failed or re-planned)."""
+    job = await TrainerRepository(uow.session, plan.tenant_id).get_job(plan.job_id, for_update=True)
+    if job is None or job.status != RECOVERING or job.config.get("attempt") != plan.attempt:
+        return None
+    return job
+
+
+async def _stop_broken_attempt(context: TrainerContext, plan: Recovery) -> None:
+    """Cancel what the broken attempt still runs, then wait (at most the collective timeout,
+    which bounds any rank stuck in a collective) until every next-attempt node is idle."""
+    nc, timeout = context.broker.connection, context.settings.node_task_accept_timeout_s
+    job_id = str(plan.job_id)
+
+    async def cancel(node_id: str) -> None:
+        try:
+            await request_node_task(nc, node_id, job_id, "cancel", {"task_id": job_id}, timeout)
+        except TaskNotStarted:
+            pass  # it ends on the lost peer anyway
+
+    await asyncio.gather(*(cancel(n) for n in plan.survivors))
+    deadline = time.monotonic() + context.settings.collective_timeout_s + timeout
+
+    async def idle(node_id: str) -> None:
+        while True:
+            answer = await request_node_task(nc, node_id, job_id, "ping", {}, timeout)
+            if answer.get("busy") is None:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {node_id} is still busy with {answer['busy']}")
+            await asyncio.sleep(IDLE_POLL_S)
+
+    await asyncio.gather(*(idle(n) for n in plan.members))
+
+
+async def _host_rendezvous(context: TrainerContext, plan: Recovery) -> dict[str, Any]:
+    """The lost node hosted the job's rendezvous: the next attempt's first process hosts one."""
+    host_id = plan.members[0]
+    answer = await request_node_task(
+        context.broker.connection,
+        host_id,
+        f"{plan.job_id}-rendezvous",
+        "rendezvous",
+        {},
+        context.settings.node_task_accept_timeout_s,
+    )
+    if not answer.get("ok"):
+        raise TaskNotStarted(f"node {host_id} could not host a rendezvous: {answer.get('error')}")
+    return {"node_id": host_id, "host": answer["host"], "port": answer["port"], "backend": "gloo"}
+
+
+def newest_complete_checkpoint(store: ArtifactStore, artifacts: TrainArtifacts) -> str | None:
+    """The newest checkpoint the job saved whole (a newer snapshot in a survivor's memory
+    wins over it on the nodes)."""
+    files = store.list_files(artifacts.checkpoints)
+    epochs: dict[str, set[str]] = {}
+    for path in files:
+        folder, _, name = path.partition("/")
+        epochs.setdefault(folder, set()).add(name)
+    complete = sorted(f for f, names in epochs.items() if set(CHECKPOINT_FILES) <= names)
+    if not complete:
+        return None
+    return f"{artifacts.checkpoints.rstrip('/')}/{complete[-1]}"
+
+
+async def may_be_a_lost_peer(uow: UnitOfWork, event: TrainingFinished) -> bool:
+    """A rank of a multi-process job failed while its job could still recover: the failure
+    may be its peer's loss (the collective broke on the closed connection), which the
+    cluster announces a moment later, so the caller waits that moment before judging."""
+    if event.succeeded:
+        return False
+    job = await TrainerRepository(uow.session, SYSTEM).get_job(event.job_id)
+    if job is None or job.tenant_id != event.tenant_id or job.status != "running":
+        return False
+    config = job.config
+    restarts_left = config.get("restarts", 0) < config["spec"]["training"].get("max_restarts", 0)
+    current = event.attempt == config.get("attempt", 0)
+    return current and restarts_left and len(config.get("members", [])) > 1
+
+
+async def note_resumed(uow: UnitOfWork, event: TrainingProgress) -> None:
+    """The first epoch of a recovered attempt: record how long the job stood still and how
+    many epochs it did again."""
+    if not event.attempt:
+        return
+    repository = TrainerRepository(uow.session, SYSTEM)
+    job = await repository.get_job(event.job_id, for_update=True)
+    if job is None or job.tenant_id != event.tenant_id:
+        return
+    recoveries = list(job.config.get("recoveries", []))
+    if not recoveries or recoveries[-1]["attempt"] != event.attempt:
+        return
+    last = dict(recoveries[-1])
+    if "resumed_epoch" in last:
+        return
+    detected = datetime.fromisoformat(last["detected_at"])
+    last["resumed_epoch"] = event.epoch - 1
+    last["epochs_redone"] = max((last.get("last_epoch") or 0) - (event.epoch - 1), 0)
+    # Until the first epoch of the new attempt was done: the recovery plus one epoch.
+    last["seconds_to_next_epoch"] = round((datetime.now(UTC) - detected).total_seconds(), 3)
+    job.config = {**job.config, "recoveries": [*recoveries[:-1], last]}
