@@ -155,6 +155,11 @@ class ModelProcessManager:
         self._reserved.add(port)
         return True
 
+    def servers_held(self) -> int:
+        """Model servers of this deployer running or about to start (one port each): what the
+        host's capacity counts."""
+        return len(self._reserved)
+
     def is_running(self, deployment_id: uuid.UUID) -> bool:
         process = self._processes.get(deployment_id)
         return process is not None and process.exit_code() is None

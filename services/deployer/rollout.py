@@ -193,7 +193,13 @@ class Deployer:
             previous = await repo.running_deployment_of(model.name)
             # A fixed port the previous version holds: replace in place, restore it on failure.
             in_place = previous is not None and requested is not None and previous.port == requested
-            await check_room(self.settings, uow.session, tenant_id, replacing=previous is not None)
+            await check_room(
+                self.settings,
+                uow.session,
+                tenant_id,
+                servers_held=self.processes.servers_held,
+                replacing=previous is not None,
+            )
             port = requested if in_place else self.processes.reserve_port(requested)
             assert port is not None
             deployment = await repo.create_deployment(

@@ -1,10 +1,12 @@
-"""How many model servers this host runs, and how many one tenant may serve at once. Checked
-under one advisory lock when a deployment is created, so concurrent rollouts cannot pass a
-limit together; a new version of a served name replaces it and needs no more room."""
+"""How many model servers this host runs (the processes of this deployer), and how many one
+tenant may serve at once (its deployment records). Checked under one advisory lock when a
+deployment is created, so concurrent rollouts cannot pass a limit together; a new version
+of a served name replaces it and needs no more room."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import psutil
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,9 +31,16 @@ def model_server_capacity(settings: DeployerSettings) -> int:
 
 
 async def check_room(
-    settings: DeployerSettings, session: AsyncSession, tenant_id: str, *, replacing: bool
+    settings: DeployerSettings,
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    servers_held: Callable[[], int],
+    replacing: bool,
 ) -> None:
-    """Raise `TooManyRequests` naming the limit a new model server would pass."""
+    """Raise `TooManyRequests` naming the limit a new model server would pass. `servers_held`
+    (this deployer's servers) is read last, with no wait before the caller reserves a port,
+    so two rollouts in this process cannot both take the last place."""
     await advisory_lock(session, "deployer.capacity")
     if replacing:
         return
@@ -41,7 +50,7 @@ async def check_room(
             f"quota 'deployments' exceeded: the tenant serves {serving} deployments, its "
             f"quota is {settings.tenant_max_deployments} (NEXUS_TENANT_MAX_DEPLOYMENTS)"
         )
-    on_host, capacity = await count_serving(session), model_server_capacity(settings)
+    on_host, capacity = servers_held(), model_server_capacity(settings)
     if on_host + 1 > capacity:
         raise TooManyRequests(
             f"this host serves {on_host} models, as many as it holds (NEXUS_MAX_MODEL_SERVERS "

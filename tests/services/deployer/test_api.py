@@ -184,3 +184,22 @@ async def test_a_deployment_beyond_the_tenant_quota_is_429_and_a_new_version_sti
     assert [d["status"] for d in listed] == ["running"]
     # A new version of the served name replaces it: no more room is needed.
     assert (await deploy("quota-a")).status_code == 201
+
+
+async def test_a_deployment_beyond_the_host_capacity_is_429_naming_it(
+    harness: DeployerHarness,
+    tenant_id: str,
+    digits_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = harness.deployer.processes.servers_held()
+    monkeypatch.setattr(harness.context.settings, "max_model_servers", held + 1)
+    client, headers = harness.client, harness.headers(tenant_id)
+    first = await harness.register(tenant_id, digits_model_dir, "host-a")
+    second = await harness.register(tenant_id, digits_model_dir, "host-b")
+    served = await client.post("/deployments", json={"model_id": str(first.id)}, headers=headers)
+    assert served.status_code == 201
+    refused = await client.post("/deployments", json={"model_id": str(second.id)}, headers=headers)
+    assert refused.status_code == 429
+    assert f"this host serves {held + 1} models" in refused.json()["detail"]
+    assert "NEXUS_MAX_MODEL_SERVERS" in refused.json()["detail"]
