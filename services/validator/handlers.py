@@ -45,8 +45,11 @@ def create_handlers(context: ValidatorContext) -> NatsRouter:
     @durable_subscriber(router, NodeLost, NODE_LOST)
     async def on_node_lost(event: NodeLost) -> None:
         async with context.unit_of_work() as uow:
-            if await uow.first_time(NODE_LOST, event.event_id):
-                await validate.fail_validations_on_lost_node(uow, event)
+            if not await uow.first_time(NODE_LOST, event.event_id):
+                return
+            reopened = await validate.reopen_validations_on_lost_node(uow, event)
+        for validation in reopened:  # committed: the new node's report will find the row
+            await validate.redispatch(context, validation, event)
 
     @durable_subscriber(router, PhaseFailed, PHASE4_FAILED, subject="nexus.phase4.failed")
     async def on_phase4_failed(event: PhaseFailed) -> None:

@@ -1,4 +1,6 @@
-"""Finding a cluster's validator node, as the cluster service reports its nodes."""
+"""Finding the node to validate on, as the cluster service reports its nodes: the cluster's
+validator node, or, when it is gone, any other live node (every node runs the `validate`
+task, and workers are idle once training is done)."""
 
 from __future__ import annotations
 
@@ -31,16 +33,19 @@ class ClusterUnreachable(NodeUnavailable):
 class ValidatorNode:
     node_id: str
     rank: int
+    role: str = "validator"
 
 
 def pick_validator(nodes: list[ValidatorNode]) -> ValidatorNode | None:
-    return min(nodes, key=lambda n: (n.rank, n.node_id), default=None)
+    """A validator node first, then a worker, then a parameter server; the lowest rank."""
+    order = {"validator": 0, "worker": 1, "parameter_server": 2}
+    return min(nodes, key=lambda n: (order.get(n.role, 3), n.rank, n.node_id), default=None)
 
 
 async def validators_from_cluster(
     context: AnyContext, tenant_id: str, cluster_id: uuid.UUID
 ) -> list[ValidatorNode]:
-    """The cluster's live validator nodes, as the cluster service reports them now."""
+    """The cluster's live nodes, as the cluster service reports them now."""
     url = f"{context.settings.cluster_url.rstrip('/')}/clusters/{cluster_id}"
     headers = internal_headers(context.settings.internal_token_value(), tenant_id)
     try:
@@ -53,18 +58,23 @@ async def validators_from_cluster(
         raise ClusterUnreachable(f"cluster service answered {response.status_code} for {url}")
     nodes: list[dict[str, Any]] = response.json().get("nodes", [])
     return [
-        ValidatorNode(str(n["id"]), int(n.get("rank", 0)))
+        ValidatorNode(str(n["id"]), int(n.get("rank", 0)), str(n.get("role")))
         for n in nodes
-        if n.get("role") == "validator" and n.get("status") not in _GONE_STATUSES
+        if n.get("status") not in _GONE_STATUSES
     ]
 
 
 async def find_validator(
-    context: AnyContext, tenant_id: str, cluster_id: uuid.UUID | None
+    context: AnyContext,
+    tenant_id: str,
+    cluster_id: uuid.UUID | None,
+    exclude: frozenset[str] = frozenset(),
 ) -> ValidatorNode:
+    """The node to validate on; never one of `exclude` (a node just lost)."""
     if cluster_id is None:
         raise NodeUnavailable("the validation names no cluster to run on")
-    node = pick_validator(await validators_from_cluster(context, tenant_id, cluster_id))
+    live = await validators_from_cluster(context, tenant_id, cluster_id)
+    node = pick_validator([n for n in live if n.node_id not in exclude])
     if node is None:
-        raise NodeUnavailable(f"cluster {cluster_id} has no running validator node")
+        raise NodeUnavailable(f"cluster {cluster_id} has no running node to validate on")
     return node

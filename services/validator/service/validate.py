@@ -52,14 +52,19 @@ def validate_task(context: ValidatorContext, validation: Validation) -> Validate
 
 
 async def send_validate_task(
-    context: ValidatorContext, validation: Validation, node: ValidatorNode | None = None
+    context: ValidatorContext,
+    validation: Validation,
+    node: ValidatorNode | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[str | None, str | None]:
-    """Hand the committed validation to a validator node (the cluster's, unless given):
-    (node id, None) once accepted, else (node id or None, why not)."""
+    """Hand the committed validation to a node (the cluster's validator, unless given; never
+    one of `exclude`): (node id, None) once accepted, else (node id or None, why not)."""
     node_id = node.node_id if node else None
     try:
         if node is None:
-            node = await find_validator(context, validation.tenant_id, validation.cluster_id)
+            node = await find_validator(
+                context, validation.tenant_id, validation.cluster_id, exclude
+            )
             node_id = node.node_id
         task = validate_task(context, validation).model_dump(mode="json")
         await send_node_task(context, node.node_id, str(validation.id), "validate", task)
@@ -88,16 +93,37 @@ async def record_dispatch(
         await fail_validation(uow, current, f"validation could not start: {error}")
 
 
-async def fail_validations_on_lost_node(uow: UnitOfWork, event: NodeLost) -> None:
-    """The validator node measuring a model is gone: its report will never come, so the
-    validation ends in error now (and phase 4 with it) instead of waiting."""
+async def reopen_validations_on_lost_node(uow: UnitOfWork, event: NodeLost) -> list[Validation]:
+    """The node measuring a model is gone and its report will never come: its validations
+    are queued again, to be handed to another node once this unit commits."""
     repository = ValidationRepository(uow.session, event.tenant_id)
+    reopened = []
     for validation in await repository.open_on_node(event.cluster_id, event.node_id):
-        reason = f"validator node {event.node_id} was lost during validation: {event.reason}"
-        logger.warning("validation %s: %s", validation.id, reason)
-        await repository.finish(validation, "error", error=reason)
-        if validation.trigger == "phase":
-            await fail_validation(uow, validation, reason, {"lost_node": event.node_id})
+        logger.warning(
+            "validation %s: node %s was lost (%s); handing it to another node",
+            validation.id,
+            event.node_id,
+            event.reason,
+        )
+        validation.status, validation.node_id = "queued", None
+        reopened.append(validation)
+    await uow.session.flush()
+    return reopened
+
+
+async def redispatch(context: ValidatorContext, validation: Validation, lost: NodeLost) -> None:
+    """Run a reopened validation on another live node of the cluster; without one, it ends
+    in error and phase 4 fails, naming the lost node."""
+    node_id, error = await send_validate_task(
+        context, validation, exclude=frozenset({lost.node_id})
+    )
+    if error is not None:
+        error = (
+            f"node {lost.node_id} was lost during validation: {lost.reason}; no other node "
+            f"could take it over: {error}"
+        )
+    async with context.unit_of_work() as uow:
+        await record_dispatch(uow, validation.id, node_id, error)
 
 
 async def close_validations_of_failed_phase(uow: UnitOfWork, event: PhaseFailed) -> None:

@@ -282,7 +282,79 @@ async def test_an_event_with_an_invalid_spec_is_rejected_and_the_next_one_handle
     assert listed.json()["validations"] == []
 
 
-async def test_a_validator_node_lost_mid_validation_fails_phase4_at_once(
+def _lost(event: Phase3Completed, node: NodeInfo) -> NodeLost:
+    return NodeLost(
+        workflow_id=event.workflow_id,
+        tenant_id=event.tenant_id,
+        cluster_id=event.cluster_id,
+        node_id=node.node_id,
+        role="validator",
+        rank=0,
+        reason="it missed 3 heartbeats (silent for 1.6 s)",
+        silent_s=1.6,
+    )
+
+
+async def _validations(
+    client: httpx.AsyncClient, workflow_id: uuid.UUID, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    listed = await client.get(
+        "/validations", params={"workflow_id": str(workflow_id)}, headers=headers
+    )
+    found: list[dict[str, Any]] = listed.json()["validations"]
+    return found
+
+
+async def _accepting_node(nc: Any, node: NodeInfo, received: list[dict[str, Any]]) -> None:
+    """A node that takes every task (and never reports: the test looks at who got it)."""
+
+    async def accept(message: Any) -> None:
+        received.append(json.loads(message.data))
+        await message.respond(json.dumps({"accepted": True}).encode())
+
+    await nc.subscribe(f"nodes.{node.node_id}.task", cb=accept)
+
+
+async def test_a_validation_whose_node_is_lost_is_handed_to_another_live_node(
+    validator: tuple[httpx.AsyncClient, Any],
+    nats_url: str,
+    internal_token: str,
+    tenant_id: str,
+) -> None:
+    client, context = validator
+    workflow_id, node = uuid.uuid4(), validator_node_info()
+    worker = NodeInfo(
+        node_id=f"worker-{uuid.uuid4().hex[:8]}", role="worker", rank=0, pid=0, host="127.0.0.1"
+    )
+    event = phase3_completed(tenant_id, workflow_id, "file:///model", [node, worker])
+    headers = as_service(internal_token, tenant_id)
+    nc = await nats.connect(nats_url)
+    to_validator: list[dict[str, Any]] = []
+    to_worker: list[dict[str, Any]] = []
+    await _accepting_node(nc, node, to_validator)
+    await _accepting_node(nc, worker, to_worker)
+    try:
+        await publish_event(context.broker, event)
+        async with asyncio.timeout(30):
+            while not [
+                v
+                for v in await _validations(client, workflow_id, headers)
+                if v["status"] == "running"
+            ]:
+                await asyncio.sleep(0.1)
+        assert [t["kind"] for t in to_validator] == ["validate"] and to_worker == []
+        await publish_event(context.broker, _lost(event, node))
+        async with asyncio.timeout(30):
+            while not to_worker:
+                await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+    assert to_worker[0]["kind"] == "validate"
+    (validation,) = await _validations(client, workflow_id, headers)
+    assert validation["status"] == "running" and validation["node_id"] == worker.node_id
+
+
+async def test_a_validator_node_lost_with_no_other_node_fails_phase4_at_once(
     validator: tuple[httpx.AsyncClient, Any],
     nats_url: str,
     internal_token: str,
@@ -292,42 +364,29 @@ async def test_a_validator_node_lost_mid_validation_fails_phase4_at_once(
     workflow_id, node = uuid.uuid4(), validator_node_info()
     event = phase3_completed(tenant_id, workflow_id, "file:///model", [node])
     nc = await nats.connect(nats_url)
-
-    async def accept_and_hang(message: Any) -> None:  # a node that takes the task, then dies
-        await message.respond(json.dumps({"accepted": True}).encode())
-
-    await nc.subscribe(f"nodes.{node.node_id}.task", cb=accept_and_hang)
+    await _accepting_node(nc, node, [])  # takes the task, then dies
     headers = as_service(internal_token, tenant_id)
     try:
         async with EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher:
             await publish_event(context.broker, event)
-
-            async def running() -> list[dict[str, Any]]:
-                listed = await client.get(
-                    "/validations", params={"workflow_id": str(workflow_id)}, headers=headers
-                )
-                return [v for v in listed.json()["validations"] if v["status"] == "running"]
-
             async with asyncio.timeout(30):
-                while not await running():
+                while not [
+                    v
+                    for v in await _validations(client, workflow_id, headers)
+                    if v["status"] == "running"
+                ]:
                     await asyncio.sleep(0.1)
-            lost = NodeLost(
-                workflow_id=workflow_id,
-                tenant_id=tenant_id,
-                cluster_id=event.cluster_id,
-                node_id=node.node_id,
-                role="validator",
-                rank=0,
-                reason="it missed 3 heartbeats (silent for 1.6 s)",
-                silent_s=1.6,
-            )
+            lost = _lost(event, node)
             await publish_event(context.broker, lost)
             subject, outcome = await watcher.first()
     finally:
         await nc.close()
-    reason = f"validator node {node.node_id} was lost during validation: {lost.reason}"
-    assert subject == "nexus.phase4.failed" and outcome["reason"] == reason
-    (validation,) = (
-        await client.get("/validations", params={"workflow_id": str(workflow_id)}, headers=headers)
-    ).json()["validations"]
-    assert validation["status"] == "error" and validation["error"] == reason
+    assert subject == "nexus.phase4.failed"
+    assert outcome["reason"] == (
+        f"validation could not start: node {node.node_id} was lost during validation: "
+        f"{lost.reason}; no other node could take it over: cluster {event.cluster_id} has no "
+        "running node to validate on"
+    )
+    (validation,) = await _validations(client, workflow_id, headers)
+    assert validation["status"] == "error"
+    assert validation["error"] == outcome["reason"].removeprefix("validation could not start: ")
