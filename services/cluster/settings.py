@@ -37,5 +37,7 @@ class ClusterSettings(ServiceSettings):
     tenant_quotas: dict[str, dict[Literal["workflows", "clusters", "nodes"], int]] = Field(
         default_factory=dict
     )
+    # Lost nodes of a ready cluster replaced by new processes, at most this many per cluster.
+    node_replacements: int = Field(default=4, ge=0, le=100)
     # Address the nodes report and rendezvous on; nodes run on this host.
     node_host: str = "127.0.0.1"

@@ -35,6 +35,7 @@ class NodeMetrics:
 
     joined: Counter
     lost: Counter
+    replaced: Counter
 
     @classmethod
     def on(cls, registry: CollectorRegistry) -> NodeMetrics:
@@ -49,6 +50,12 @@ class NodeMetrics:
                 "nexus_nodes_lost_total",
                 "Nodes declared lost: their process exited, or they missed three heartbeats",
                 ["role", "cause"],
+                registry=registry,
+            ),
+            replaced=Counter(
+                "nexus_nodes_replaced_total",
+                "Node processes started in a lost node's place",
+                ["role"],
                 registry=registry,
             ),
         )

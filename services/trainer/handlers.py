@@ -14,6 +14,7 @@ from services.trainer.state import TrainerContext
 from shared.bus import durable_subscriber
 from shared.contracts import (
     ClusterStarted,
+    NodeJoined,
     NodeLost,
     Phase2Completed,
     PhaseFailed,
@@ -30,6 +31,7 @@ PROGRESS = "trainer-progress"
 FINISHED = "trainer-finished"
 NODE_LOST = "trainer-node-lost"
 PHASE3_FAILED = "trainer-phase3-failed"
+NODE_JOINED = "trainer-node-joined"
 
 
 def create_handlers(context: TrainerContext) -> NatsRouter:
@@ -90,5 +92,14 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
         async with context.unit_of_work() as uow:
             if await uow.first_time(PHASE3_FAILED, event.event_id):
                 await outcome.close_jobs_of_failed_phase(uow, event)
+
+    @durable_subscriber(router, NodeJoined, NODE_JOINED)
+    async def on_node_joined(event: NodeJoined) -> None:
+        async with context.unit_of_work() as uow:
+            if not await uow.first_time(NODE_JOINED, event.event_id):
+                return
+            plans = await recovery.plan_with_joined_node(uow, event)
+        for plan in plans:
+            await recovery.run_recovery(context, plan)
 
     return router

@@ -88,20 +88,30 @@ async def _wait_for_epoch(client: httpx.AsyncClient, workflow_id: str, epoch: in
     raise TimeoutError(f"workflow {workflow_id} did not reach epoch {epoch}")
 
 
-async def _workers(client: httpx.AsyncClient, workflow_id: str) -> list[dict[str, Any]]:
+async def _nodes(client: httpx.AsyncClient, workflow_id: str, role: str) -> list[dict[str, Any]]:
     workflow = (await client.get(f"/workflows/{workflow_id}")).json()
     cluster_id = workflow["phases"][0]["detail"]["cluster_id"]
     nodes = (await client.get(f"/clusters/{cluster_id}")).json()["nodes"]
-    return [n for n in nodes if n["role"] == "worker"]
+    return sorted((n for n in nodes if n["role"] == role), key=lambda n: n["rank"])
 
 
 @pytest.mark.parametrize(
-    ("strategy", "victim"),
-    [("ddp", 1), ("ddp", 0), ("parameter_server", 1)],
-    ids=["ddp-worker", "ddp-lead", "ps-worker"],
+    ("strategy", "role", "victim"),
+    [
+        ("ddp", "worker", 1),
+        ("ddp", "worker", 0),
+        ("parameter_server", "worker", 1),
+        ("parameter_server", "parameter_server", 0),
+    ],
+    ids=["ddp-worker", "ddp-lead", "ps-worker", "ps-server"],
 )
-async def test_a_worker_killed_mid_training_is_survived_and_the_workflow_completes(
-    stack: Any, user_token: str, cluster_client: httpx.AsyncClient, strategy: str, victim: int
+async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes(
+    stack: Any,
+    user_token: str,
+    cluster_client: httpx.AsyncClient,
+    strategy: str,
+    role: str,
+    victim: int,
 ) -> None:
     spec = digits_spec()
     spec["name"] = f"digits-kill-{strategy}"
@@ -112,7 +122,7 @@ async def test_a_worker_killed_mid_training_is_survived_and_the_workflow_complet
     workflow_id = posted.json()["id"]
     await _node_pids(cluster_client, workflow_id)
     await _wait_for_epoch(cluster_client, workflow_id, 3)
-    killed = sorted(await _workers(cluster_client, workflow_id), key=lambda n: n["rank"])[victim]
+    killed = (await _nodes(cluster_client, workflow_id, role))[victim]
     os.kill(killed["pid"], signal.SIGKILL)
 
     workflow = await wait_for_workflow(cluster_client, workflow_id, timeout=180)
@@ -125,6 +135,8 @@ async def test_a_worker_killed_mid_training_is_survived_and_the_workflow_complet
     (recovery,) = job["recoveries"]
     assert recovery["lost_node"] == killed["id"] and "exited with code -9" in recovery["reason"]
     assert recovery["attempt"] == 1 and recovery["resumed_epoch"] >= 3
+    if role == "parameter_server":  # none left: the cluster's replacement took its place
+        assert recovery["waits_for"] == role and recovery["replaced_by"].endswith("-r1")
     # Resumed from a survivor's snapshot of the last epoch: at most the epoch in flight is redone.
     assert recovery["epochs_redone"] <= 1
     assert job["metrics"]["epochs_run"] > recovery["resumed_epoch"]

@@ -16,6 +16,7 @@ from services.cluster.models import Cluster
 from services.cluster.repository import ClusterRepository, WorkflowRepository
 from services.cluster.service.deadlines import DeadlinePolicy, fail_overdue_phases
 from services.cluster.service.nodes import expected_nodes, fail_cluster, stop_cluster
+from services.cluster.service.replacement import replace_lost
 from services.cluster.service.status import record_phase_failed
 from services.cluster.state import ClusterContext, ClusterState, owner_id
 from shared.contracts import NodeLost
@@ -81,10 +82,12 @@ async def declare_lost(context: ClusterContext, uow: UnitOfWork, losses: dict[st
     fenced = state.manager.fence([n.id for n in nodes if losses[n.id].exit_code is None])
     if fenced:
         logger.warning("killed silent nodes %s, declared lost", ", ".join(fenced))
-    clusters = {c: await repo.get(c) for c in {n.cluster_id for n in nodes}}
+    found = {c: await repo.get(c) for c in {n.cluster_id for n in nodes}}
+    clusters = {c: cluster for c, cluster in found.items() if cluster is not None}
+    await replace_lost(context, uow, nodes, clusters)
     for node in nodes:
         loss = losses[node.id]
-        cluster = clusters[node.cluster_id]
+        cluster = clusters.get(node.cluster_id)
         if cluster is None:
             continue
         logger.warning("node %s of cluster %s lost: %s", node.id, cluster.id, loss.reason)

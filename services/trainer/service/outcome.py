@@ -92,7 +92,7 @@ async def finish_training(context: AnyContext, uow: UnitOfWork, event: TrainingF
     job = await _own_job(uow, event, for_update=True)
     if job is None or job.status in ("succeeded", "failed"):
         return
-    if event.attempt < job.config.get("attempt", 0):
+    if superseded(job, event.attempt):
         return  # a rank of an attempt that a recovery replaced
     repository = TrainerRepository(uow.session, job.tenant_id)
     await repository.record_epochs(job.id, result.history_dicts())
@@ -108,6 +108,13 @@ async def finish_training(context: AnyContext, uow: UnitOfWork, event: TrainingF
     if failures:
         raise PhaseError("; ".join(failures), {"failed_gates": failures})
     await _complete_phase3(context, uow, repository, job, result)
+
+
+def superseded(job: TrainingJob, attempt: int) -> bool:
+    """Whether a report of `attempt` is of a run a recovery replaced (or is replacing: while
+    the job waits for a replacement node, its broken attempt is still the current one)."""
+    current = job.config.get("attempt", 0)
+    return attempt < current or (attempt == current and bool(job.config.get("awaiting")))
 
 
 async def record_failure(uow: UnitOfWork, event: TrainingFinished, reason: str) -> None:

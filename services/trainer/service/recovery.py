@@ -2,17 +2,21 @@
 
 On `nexus.node.lost` for a process of a running job, the job's next attempt is planned (in
 the handler's transaction): an idle node of the cluster with the same role takes the lost
-one's place, or else the job goes on with one worker fewer (down to `training.min_workers`;
-the last parameter server cannot be done without). Then, outside any transaction, the broken
-attempt's surviving ranks are cancelled (most have already failed on the lost peer's closed
-connection), the next attempt's processes are awaited idle, a new rendezvous is hosted if the
-old one's node was the one lost, and every process gets its task for the next attempt. The
-ranks resume from the newest state one of them holds in memory (every worker snapshots each
-epoch) or else the last checkpoint, so the work lost is at most the epoch in progress.
+one's place, or else the job goes on with one worker fewer (down to `training.min_workers`).
+When it cannot do without the lost role (its last parameter server, too few workers), it
+waits for the node the cluster starts in the lost one's place (`nexus.node.joined`).
+
+Then, outside any transaction, the broken attempt's surviving ranks are cancelled (most have
+already failed on the lost peer's closed connection), the next attempt's processes are
+awaited idle, a new rendezvous is hosted if the old one's node was the one lost, and every
+process gets its task for the next attempt. The ranks resume from the newest state one of
+them holds in memory (every worker snapshots each epoch) or else the last checkpoint, so the
+work lost is at most the epoch in progress.
 
 Each job recovers at most `training.max_restarts` times. Its config records every recovery
 (the node, why, what replaced it, how long until training went on, the epochs done again);
-a loss that cannot be recovered from fails the job and phase 3 as before.
+a loss that cannot be recovered from fails the job and phase 3. A job that waits for a
+replacement that never comes is ended by phase 3's deadline.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from services.trainer.repository import TrainerRepository
 from services.trainer.service.train import job_tasks, send_train_tasks
 from services.trainer.state import TrainerContext
 from shared.artifacts import ArtifactStore
-from shared.contracts import NodeLost, TrainArtifacts, TrainingFinished, TrainingProgress
+from shared.contracts import (
+    NodeJoined,
+    NodeLost,
+    TrainArtifacts,
+    TrainingFinished,
+    TrainingProgress,
+)
 from shared.db import SYSTEM, UnitOfWork
 from shared.ml.files import CHECKPOINT_FILES
 from shared.node_tasks import TaskNotStarted, request_node_task
@@ -61,9 +71,19 @@ class Unrecoverable(Exception):
     """Why a job cannot go on after losing a node."""
 
 
+class AwaitReplacement(Exception):
+    """The job cannot go on without a node of this role; the cluster starts one in the lost
+    node's place (`nexus.node.joined`), and the job goes on when it joins."""
+
+    def __init__(self, role: str, why: str) -> None:
+        super().__init__(why)
+        self.role = role
+
+
 async def plan_recoveries(uow: UnitOfWork, event: NodeLost) -> list[Recovery]:
     """For every unfinished job the lost node was a process of: its next attempt (the job
-    marked `recovering`), or the job failed, with phase 3, when it cannot go on."""
+    marked `recovering`), a wait for the cluster's replacement node, or the job failed, with
+    phase 3, when it cannot go on."""
     repository = TrainerRepository(uow.session, event.tenant_id)
     plans = []
     for job in await repository.unfinished_jobs_on(event.cluster_id):
@@ -74,8 +94,21 @@ async def plan_recoveries(uow: UnitOfWork, event: NodeLost) -> list[Recovery]:
             job.config = config  # a spare was lost: it can replace nobody now
             continue
         lost = f"node {event.node_id} ({event.role} rank {event.rank}) was lost during training"
+        loss = {
+            "lost_node": event.node_id,
+            "role": event.role,
+            "reason": event.reason,
+            "detected_at": datetime.now(UTC).isoformat(),
+            "last_epoch": await repository.last_epoch(job.id),
+        }
         try:
-            plan = _plan(job, config, event)
+            plan = _plan(job, config, event.node_id)
+        except AwaitReplacement as wait:
+            logger.warning("training job %s: %s; %s", job.id, lost, wait)
+            config["recoveries"] = [*config.get("recoveries", []), {**loss, "waits_for": wait.role}]
+            job.config = {**config, "awaiting": {"role": wait.role, "lost": event.node_id}}
+            job.status = RECOVERING
+            continue
         except Unrecoverable as exc:
             reason = f"{lost}: {event.reason}; {exc}"
             logger.warning("training job %s failed: %s", job.id, reason)
@@ -83,24 +116,8 @@ async def plan_recoveries(uow: UnitOfWork, event: NodeLost) -> list[Recovery]:
             details = {"job_id": str(job.id), "lost_node": event.node_id}
             await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, details)
             continue
-        config["recoveries"] = [
-            *config.get("recoveries", []),
-            {
-                "attempt": plan.attempt,
-                "lost_node": event.node_id,
-                "role": event.role,
-                "reason": event.reason,
-                "detected_at": datetime.now(UTC).isoformat(),
-                "replaced_by": next(
-                    (m for m in plan.members if m not in {x["node_id"] for x in members}), None
-                ),
-                "processes": len(plan.members),
-                "last_epoch": await repository.last_epoch(job.id),
-            },
-        ]
-        job.config = {**config, **_next_layout(config, plan)}
-        job.status = RECOVERING
-        job.node_id = job.config["members"][job.config.get("servers", 0)]["node_id"]
+        config["recoveries"] = [*config.get("recoveries", []), loss]
+        _commit_plan(job, config, plan)
         logger.warning(
             "training job %s: %s (%s); attempt %d", job.id, lost, event.reason, plan.attempt
         )
@@ -108,15 +125,57 @@ async def plan_recoveries(uow: UnitOfWork, event: NodeLost) -> list[Recovery]:
     return plans
 
 
-def _plan(job: TrainingJob, config: dict[str, Any], event: NodeLost) -> Recovery:
+async def plan_with_joined_node(uow: UnitOfWork, event: NodeJoined) -> list[Recovery]:
+    """A node joined the cluster (a replacement): a job waiting for its role goes on with it
+    in the lost node's place; any other unfinished job keeps it as a spare."""
+    repository = TrainerRepository(uow.session, event.tenant_id)
+    node = event.node
+    plans = []
+    for job in await repository.unfinished_jobs_on(event.cluster_id):
+        config = dict(job.config)
+        known = {m["node_id"] for m in [*config.get("members", []), *config.get("spares", [])]}
+        if node.node_id in known:
+            continue
+        spare = {"node_id": node.node_id, "role": node.role, "host": node.host}
+        config["spares"] = [*config.get("spares", []), spare]
+        awaiting = config.get("awaiting")
+        if job.status != RECOVERING or not awaiting or awaiting["role"] != node.role:
+            job.config = config
+            continue
+        config["awaiting"] = None
+        plan = _plan(job, config, awaiting["lost"])
+        _commit_plan(job, config, plan)
+        logger.info(
+            "training job %s goes on with %s in place of %s", job.id, node.node_id, awaiting["lost"]
+        )
+        plans.append(plan)
+    return plans
+
+
+def _commit_plan(job: TrainingJob, config: dict[str, Any], plan: Recovery) -> None:
+    """Record the next attempt's layout on the job, and what replaced the lost node."""
+    members = {m["node_id"] for m in config["members"]}
+    recoveries = list(config.get("recoveries", []))
+    recoveries[-1] = {
+        **recoveries[-1],
+        "attempt": plan.attempt,
+        "replaced_by": next((m for m in plan.members if m not in members), None),
+        "processes": len(plan.members),
+    }
+    job.config = {**config, **_next_layout(config, plan), "recoveries": recoveries}
+    job.status = RECOVERING
+    job.node_id = job.config["members"][job.config.get("servers", 0)]["node_id"]
+
+
+def _plan(job: TrainingJob, config: dict[str, Any], lost_id: str) -> Recovery:
     spec = WorkflowSpec.model_validate(config["spec"])
     training = spec.training
     restarts = config.get("restarts", 0)
     if restarts >= training.max_restarts:
         raise Unrecoverable(f"no restarts left (training.max_restarts is {training.max_restarts})")
     members: list[dict[str, Any]] = config["members"]
-    lost = next(m for m in members if m["node_id"] == event.node_id)
-    survivors = [m for m in members if m["node_id"] != event.node_id]
+    lost = next(m for m in members if m["node_id"] == lost_id)
+    survivors = [m for m in members if m["node_id"] != lost_id]
     spare = next((s for s in config.get("spares", []) if s["role"] == lost["role"]), None)
     if spare is not None:
         # In the lost one's place, so ranks keep their order and the data its shards.
@@ -124,14 +183,15 @@ def _plan(job: TrainingJob, config: dict[str, Any], event: NodeLost) -> Recovery
     elif lost["role"] == "parameter_server" and not any(
         m["role"] == "parameter_server" for m in survivors
     ):
-        raise Unrecoverable("no parameter server is left and no idle node can replace it")
+        raise AwaitReplacement(lost["role"], "no parameter server is left: waiting for a new one")
     else:
         after = survivors
         workers = sum(1 for m in after if m["role"] == "worker")
         if workers < training.min_workers:
-            raise Unrecoverable(
+            raise AwaitReplacement(
+                lost["role"],
                 f"{workers} worker(s) left, fewer than training.min_workers "
-                f"({training.min_workers}), and no idle node can replace it"
+                f"({training.min_workers}): waiting for a new one",
             )
     rendezvous = config.get("rendezvous") or {}
     return Recovery(
@@ -140,7 +200,7 @@ def _plan(job: TrainingJob, config: dict[str, Any], event: NodeLost) -> Recovery
         attempt=config.get("attempt", 0) + 1,
         survivors=[m["node_id"] for m in survivors],
         members=[m["node_id"] for m in after],
-        new_rendezvous=rendezvous.get("node_id") == event.node_id,
+        new_rendezvous=rendezvous.get("node_id") == lost_id,
     )
 
 

@@ -29,7 +29,7 @@ async def _registered_cluster(
 
     async def registered() -> dict[str, Any] | None:
         body: dict[str, Any] = (await client.get(f"/clusters/{cluster_id}", headers=headers)).json()
-        return body if all(n["status"] == "registered" for n in body["nodes"]) else None
+        return body if body["status"] == "ready" else None
 
     found: dict[str, Any] = await wait_until(registered, timeout=60)
     return found
@@ -40,6 +40,11 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def _two(found: Any) -> list[dict[str, Any]] | None:
+    nodes: list[dict[str, Any]] = await found()
+    return nodes if len(nodes) == 2 else None
 
 
 def _metric(app: FastAPI, name: str, **labels: str) -> float:
@@ -97,4 +102,16 @@ async def test_a_killed_node_is_lost_within_a_second_and_a_hung_one_after_three_
     await wait_until(fenced, timeout=5)
     assert _metric(app, "nexus_nodes_lost_total", role="worker", cause="exited") >= 1
     assert _metric(app, "nexus_nodes_lost_total", role="worker", cause="silent") >= 1
+
+    # The cluster keeps its size: a new process takes each lost one's place and registers.
+    async def replaced() -> list[dict[str, Any]]:
+        body = (await client.get(f"/clusters/{cluster['id']}", headers=headers)).json()
+        first = {n["id"] for n in cluster["nodes"]}
+        return [n for n in body["nodes"] if n["id"] not in first and n["status"] == "registered"]
+
+    replacements = await wait_until(lambda: _two(replaced), timeout=60)
+    assert sorted((n["role"], n["rank"]) for n in replacements) == sorted(
+        (n["role"], n["rank"]) for n in (killed, hung)
+    )
+    assert _metric(app, "nexus_nodes_replaced_total", role="worker") >= 2
     await client.delete(f"/clusters/{cluster['id']}", headers=headers)
