@@ -152,6 +152,10 @@ class NexusClient:
     def submit_workflow(self, spec: dict) -> dict:
         return self.request("POST", f"{self.base_url('cluster')}/workflows", json=spec).json()
 
+    def retry_workflow(self, workflow_id: str, training: dict) -> dict:
+        url = f"{self.base_url('cluster')}/workflows/{workflow_id}/retry"
+        return self.request("POST", url, json={"training": training}).json()
+
     def workflow(self, workflow_id: str) -> dict:
         url = f"{self.base_url('cluster')}/workflows/{workflow_id}"
         return self.request("GET", url).json()

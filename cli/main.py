@@ -25,6 +25,7 @@ app.command()(workflows.predict)
 app.command()(demo.demo)
 workflow_app.command("show")(workflows.workflow_show)
 workflow_app.command("follow")(workflows.workflow_follow)
+workflow_app.command("retry")(workflows.workflow_retry)
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(secrets.app, name="secrets")
 

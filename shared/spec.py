@@ -6,6 +6,7 @@ anything is stored.
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -79,6 +80,11 @@ class TrainingSpec(_Strict):
     )
     min_workers: int = Field(
         default=1, ge=1, le=16, description="the fewest workers a recovered job may go on with"
+    )
+    resume_from: uuid.UUID | None = Field(
+        default=None,
+        description="an earlier workflow of yours: this run continues from its newest "
+        "checkpoint (set by `POST /workflows/{id}/retry`)",
     )
     deadline_s: float | None = Field(
         default=None,
@@ -175,3 +181,19 @@ class WorkflowSpec(_Strict):
                 f"{self.gates.min_nodes}"
             )
         return self
+
+
+class TrainingChanges(_Strict):
+    """What a retry may change in the training it resumes: the rest must stay as it was for
+    the checkpoint to continue the same run."""
+
+    learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
+    grad_clip_norm: float | None = Field(default=None, gt=0.0, le=1e6)
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    patience: int | None = Field(default=None, ge=1, le=1000)
+
+
+class RetryRequest(_Strict):
+    """The body of `POST /workflows/{id}/retry` and `POST /jobs/{id}/resume`."""
+
+    training: TrainingChanges = Field(default_factory=TrainingChanges)

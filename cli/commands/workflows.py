@@ -83,6 +83,23 @@ def workflow_follow(workflow_id: str = typer.Argument(..., help="Workflow id."))
 
 
 @friendly_errors
+def workflow_retry(
+    workflow_id: str = typer.Argument(..., help="The failed workflow's id."),
+    learning_rate: float | None = typer.Option(None, help="A new learning rate."),
+    grad_clip_norm: float | None = typer.Option(None, help="Clip each step's gradient norm."),
+    epochs: int | None = typer.Option(None, help="Train up to this many epochs in all."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Show progress until it ends."),
+) -> None:
+    """Run a failed workflow again, its training going on from the newest checkpoint."""
+    changes = {"learning_rate": learning_rate, "grad_clip_norm": grad_clip_norm, "epochs": epochs}
+    with client() as api:
+        retry = api.retry_workflow(workflow_id, {k: v for k, v in changes.items() if v is not None})
+        console.print(f"workflow {retry['id']} retries {workflow_id}")
+        if follow:
+            follow_to_end(api, retry["id"])
+
+
+@friendly_errors
 def report(workflow_id: str = typer.Argument(..., help="Workflow id.")) -> None:
     """Print where a workflow's performance report is, and the report itself when local."""
     with client() as api:

@@ -7,7 +7,9 @@ import uuid
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+import httpx
+from fastapi import APIRouter, Path, Query, status
+from fastapi.responses import JSONResponse
 
 from services.trainer.models import FINISHED_STATUSES, TrainingJob
 from services.trainer.repository import TrainerRepository
@@ -22,11 +24,12 @@ from services.trainer.schemas import (
     JobStatus,
 )
 from services.trainer.state import TrainerContextDep
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, Unavailable
 from shared.node_tasks import TaskNotStarted, send_node_task
 from shared.phases import fail_phase
-from shared.security import CurrentPrincipal
+from shared.security import CurrentPrincipal, internal_headers
 from shared.service_app import UnitOfWorkDep
+from shared.spec import RetryRequest
 
 router = APIRouter(tags=["trainer"])
 
@@ -112,6 +115,31 @@ async def cancel_job(
         {"job_id": str(job.id), "node_notified": notified},
     )
     return CancelOut(job=_out(job), node_notified=notified, detail=detail)
+
+
+@router.post("/jobs/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+async def resume_job(
+    job_id: JobId,
+    uow: UnitOfWorkDep,
+    principal: CurrentPrincipal,
+    context: TrainerContextDep,
+    changes: RetryRequest | None = None,
+) -> JSONResponse:
+    """Resume a failed or cancelled job from its newest checkpoint, optionally with a new
+    learning rate, clipping or epochs: its workflow is retried as a new one (the cluster
+    service's `POST /workflows/{id}/retry`), which is returned."""
+    job = await _job(_repository(uow, principal), job_id)
+    if job.status not in ("failed", "cancelled"):
+        raise Conflict(f"job {job_id} is {job.status}: only a failed or cancelled job resumes")
+    url = f"{context.settings.cluster_url.rstrip('/')}/workflows/{job.workflow_id}/retry"
+    headers = internal_headers(context.settings.internal_token_value(), job.tenant_id)
+    body = (changes or RetryRequest()).model_dump(mode="json", exclude_none=True)
+    try:
+        answer = await context.http.post(url, json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"the cluster service could not be reached: {exc!r}") from exc
+    # The cluster's answer as it is: the new workflow, or why not (a quota, a bad change).
+    return JSONResponse(answer.json(), status_code=answer.status_code)
 
 
 @lru_cache(maxsize=1)

@@ -237,7 +237,7 @@ def _run(
         save_checkpoint(url, checkpoint)
         checkpoints.append(url)
 
-    resume_from = _resume_point(job, placement) if job.attempt else None
+    resume_from = _resume_point(job, placement) if job.attempt or job.resume_from else None
     run = run_rank(
         placement,
         splits,

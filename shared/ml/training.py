@@ -35,8 +35,11 @@ from shared.ml.data import DatasetSplits
 from shared.ml.evaluate import loss_and_accuracy
 from shared.ml.schedule import LearningRateSchedule
 
-# Settings a resumed run may change; any other difference would silently alter the run.
-_RESUMABLE_CHANGES = frozenset({"epochs", "checkpoint_every"})
+# Settings a resumed run may change (a retry of a diverged run lowers the learning rate and
+# turns clipping on); any other difference would silently alter the run.
+_RESUMABLE_CHANGES = frozenset(
+    {"epochs", "checkpoint_every", "learning_rate", "grad_clip_norm", "patience"}
+)
 
 
 class TrainConfig(BaseModel):
@@ -335,11 +338,19 @@ class Trainer:
             raise ValueError(
                 f"the checkpoint is at epoch {checkpoint.epoch}, past epochs={self.config.epochs}"
             )
-        unwrap_model(self.model).load_state_dict(checkpoint.model_state)
-        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        if _all_finite(checkpoint.model_state):
+            unwrap_model(self.model).load_state_dict(checkpoint.model_state)
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        elif checkpoint.best_model_state is not None:
+            # A run that diverged: go on from its best epoch's weights, with fresh moments.
+            unwrap_model(self.model).load_state_dict(checkpoint.best_model_state)
+        else:
+            raise ValueError("the checkpoint's weights are not finite and it has no best epoch")
         torch.set_rng_state(checkpoint.rng_state)
         self._history = [EpochMetrics(**m) for m in checkpoint.progress["history"]]
         self._monitor.load_state_dict(checkpoint.progress["convergence"])
+        # Judged afresh: a resumed run (with a smaller step, say) may not diverge again.
+        self._monitor.diverged_reason = None
         self._schedule.load_state_dict(checkpoint.progress.get("lr_schedule", {}))
         self._best_state = checkpoint.best_model_state
         self._epoch = checkpoint.epoch
@@ -366,6 +377,10 @@ class Trainer:
             diverged=monitor.diverged,
             seconds=seconds,
         )
+
+
+def _all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
 
 
 def train_classifier(

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -140,3 +141,38 @@ async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes
     # Resumed from a survivor's snapshot of the last epoch: at most the epoch in flight is redone.
     assert recovery["epochs_redone"] <= 1
     assert job["metrics"]["epochs_run"] > recovery["resumed_epoch"]
+
+
+async def test_a_cancelled_job_resumes_from_its_checkpoint_as_a_retry_of_its_workflow(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
+) -> None:
+    spec = digits_spec()
+    spec["name"] = "digits-resume"
+    spec["training"] |= {"batch_size": 16}
+    posted = await cluster_client.post("/workflows", json=spec)
+    workflow_id = posted.json()["id"]
+    await _node_pids(cluster_client, workflow_id)
+    await _wait_for_epoch(cluster_client, workflow_id, 3)
+    headers = {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(base_url=stack.url("trainer"), headers=headers) as trainer:
+        (job,) = (await trainer.get("/jobs", params={"workflow_id": workflow_id})).json()["jobs"]
+        assert (await trainer.post(f"/jobs/{job['id']}/cancel")).status_code == 200
+        failed = await wait_for_workflow(cluster_client, workflow_id, timeout=60)
+        assert failed["status"] == "failed"
+        not_again = await trainer.post(f"/jobs/{uuid.uuid4()}/resume")
+        assert not_again.status_code == 404
+
+        resumed = await trainer.post(
+            f"/jobs/{job['id']}/resume", json={"training": {"learning_rate": 0.001}}
+        )
+        assert resumed.status_code == 202, resumed.text
+        retry = await wait_for_workflow(cluster_client, resumed.json()["id"], timeout=180)
+        assert retry["status"] == "completed", (retry["error"], retry["phases"])
+        assert retry["result"]["test_accuracy"] >= 0.97
+        (second,) = (await trainer.get("/jobs", params={"workflow_id": retry["id"]})).json()["jobs"]
+    # It went on from the cancelled run's last checkpoint, at the new learning rate.
+    assert f"/{workflow_id}/" in second["config"]["resume_from"]
+    assert second["config"]["spec"]["training"]["resume_from"] == workflow_id
+    assert second["config"]["spec"]["training"]["learning_rate"] == 0.001
+    # The cancel saved the epoch it stopped at (after the third at least), and it went on there.
+    assert int(second["config"]["resume_from"].rsplit("epoch-", 1)[1]) >= 3

@@ -16,13 +16,13 @@ from services.cluster.repository import WorkflowRepository
 from services.cluster.schemas import WorkflowOut
 from services.cluster.service.admission import check_quotas, queue_positions
 from services.cluster.service.project_archive import build_bundle
-from services.cluster.service.setup import set_up_workflow
+from services.cluster.service.setup import retry_spec, set_up_workflow
 from services.cluster.service.status import TERMINAL, workflow_out
 from services.cluster.state import ClusterContext, ClusterContextDep
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.security import CurrentPrincipal
 from shared.service_app import UnitOfWorkDep
-from shared.spec import WorkflowSpec
+from shared.spec import RetryRequest, WorkflowSpec
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -37,6 +37,39 @@ async def submit_workflow(
 ) -> WorkflowOut:
     """Submit a workflow spec: phase 1 (setup) runs now, the other phases follow by events.
     429 when the tenant's quotas are used up."""
+    await check_quotas(
+        context.settings, uow, principal.tenant_id, spec.cluster.node_count, workflow=True
+    )
+    workflow, phases = await set_up_workflow(
+        uow,
+        context.artifacts,
+        principal.tenant_id,
+        spec,
+        uuid.uuid4(),
+        heartbeat_interval_s=context.settings.heartbeat_interval_s,
+    )
+    return workflow_out(workflow, list(phases.values()))
+
+
+@router.post(
+    "/{workflow_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=WorkflowOut
+)
+async def retry_workflow(
+    workflow_id: WorkflowId,
+    uow: UnitOfWorkDep,
+    principal: CurrentPrincipal,
+    context: ClusterContextDep,
+    changes: RetryRequest | None = None,
+) -> WorkflowOut:
+    """Run a failed workflow again as a new one: its training goes on from the failed run's
+    newest checkpoint, with the changes asked for (learning rate, clipping, epochs)."""
+    repo = WorkflowRepository(uow.session, principal.tenant_id)
+    failed = await repo.get(workflow_id)
+    if failed is None:
+        raise NotFound(f"no workflow {workflow_id}")
+    if failed.status != "failed":
+        raise Conflict(f"workflow {workflow_id} is {failed.status}: only a failed one is retried")
+    spec = retry_spec(failed, await repo.phases_of(workflow_id), changes or RetryRequest())
     await check_quotas(
         context.settings, uow, principal.tenant_id, spec.cluster.node_count, workflow=True
     )

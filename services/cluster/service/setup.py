@@ -5,10 +5,13 @@ work, so a failure anywhere leaves nothing stored and nothing published."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
@@ -20,9 +23,10 @@ from services.cluster.service.status import (
 from shared.artifacts import ArtifactStore
 from shared.contracts import Event, MemoryWritten, Phase1Completed, TrainingProgress
 from shared.db import UnitOfWork
+from shared.errors import Unprocessable, describe_validation_errors
 from shared.phases import fail_phase
 from shared.project_layout import MemoryKey, ProjectFile
-from shared.spec import TEST_FRACTION, VAL_FRACTION, WorkflowSpec
+from shared.spec import TEST_FRACTION, VAL_FRACTION, RetryRequest, WorkflowSpec
 from shared.subjects import NODE_HEARTBEAT_SUBJECT
 
 
@@ -124,3 +128,34 @@ def scaffold_project(
         url = store.workflow_url(tenant_id, workflow_id, path)
         store.write_text(url, json.dumps(content, indent=2) + "\n")
     return [str(path) for path in contents]
+
+
+TRAINING_PHASE = 3
+
+
+def retry_spec(
+    failed: Workflow, phases: dict[int, WorkflowPhase], changes: RetryRequest
+) -> WorkflowSpec:
+    """The spec of a failed workflow's retry: the same, with the changes, its training
+    resuming from the failed run's checkpoints once it had trained (else from where the
+    failed run itself resumed). A change that makes the spec invalid is a 422."""
+    done = (failed.progress or {}).get("epoch") or 0
+    epochs = changes.training.epochs
+    if epochs is not None and epochs < done:
+        raise Unprocessable(
+            [
+                {
+                    "field": "training.epochs",
+                    "message": f"{epochs} is fewer than the {done} epochs the failed run trained",
+                }
+            ]
+        )
+    spec = copy.deepcopy(failed.spec)
+    training = spec.setdefault("training", {})
+    training.update(changes.training.model_dump(exclude_none=True))
+    if phases[TRAINING_PHASE].status != "pending":
+        training["resume_from"] = str(failed.id)
+    try:
+        return WorkflowSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise Unprocessable(describe_validation_errors([dict(e) for e in exc.errors()])) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from services.trainer.models import FINISHED_STATUSES, TrainingJob
 from services.trainer.repository import TrainerRepository
@@ -68,7 +69,11 @@ async def phase3_gate_failures(
     checkpoints in the store."""
     failures = []
     if not result.converged:
-        failures.append(f"training did not converge: {result.convergence_reason}")
+        reason = f"training did not converge: {result.convergence_reason}"
+        suggestion = retry_suggestion(job, result)
+        if suggestion is not None:
+            reason += f"; {suggestion}"
+        failures.append(reason)
     if not result.history:
         failures.append("per-epoch metrics were not stored")
     expected = TrainArtifacts.model_validate(job.config["artifacts"])
@@ -83,6 +88,28 @@ async def phase3_gate_failures(
         if missing:
             failures.append(f"missing from the artifact store: {', '.join(missing)}")
     return failures
+
+
+def suggested_changes(job: TrainingJob, result: TrainResult) -> dict[str, float] | None:
+    """For a run that diverged: a tenth of its learning rate, and clipping if it had none."""
+    if not (result.convergence_reason or "").startswith("diverged"):
+        return None
+    training = job.config["spec"]["training"]
+    changes = {"learning_rate": training["learning_rate"] / 10}
+    if training.get("grad_clip_norm") is None:
+        changes["grad_clip_norm"] = 1.0
+    return changes
+
+
+def retry_suggestion(job: TrainingJob, result: TrainResult) -> str | None:
+    changes = suggested_changes(job, result)
+    if changes is None:
+        return None
+    flags = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in changes.items())
+    return (
+        f"to go on from its best epoch with a smaller step: nexus workflow retry "
+        f"{job.workflow_id} {flags} (or POST /workflows/{job.workflow_id}/retry)"
+    )
 
 
 async def finish_training(context: AnyContext, uow: UnitOfWork, event: TrainingFinished) -> None:
@@ -106,7 +133,11 @@ async def finish_training(context: AnyContext, uow: UnitOfWork, event: TrainingF
         raise PhaseError(f"training failed on node {event.node_id}: {event.error}")
     failures = await phase3_gate_failures(context.artifacts, job, result)
     if failures:
-        raise PhaseError("; ".join(failures), {"failed_gates": failures})
+        details: dict[str, Any] = {"failed_gates": failures}
+        changes = suggested_changes(job, result)
+        if changes is not None:
+            details["suggested_retry"] = {"training": changes}
+        raise PhaseError("; ".join(failures), details)
     await _complete_phase3(context, uow, repository, job, result)
 
 

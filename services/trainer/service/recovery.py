@@ -31,9 +31,12 @@ from typing import Any
 
 from services.trainer.models import TrainingJob
 from services.trainer.repository import TrainerRepository
-from services.trainer.service.train import job_tasks, send_train_tasks
+from services.trainer.service.train import (
+    job_tasks,
+    newest_complete_checkpoint,
+    send_train_tasks,
+)
 from services.trainer.state import TrainerContext
-from shared.artifacts import ArtifactStore
 from shared.contracts import (
     NodeJoined,
     NodeLost,
@@ -42,7 +45,6 @@ from shared.contracts import (
     TrainingProgress,
 )
 from shared.db import SYSTEM, UnitOfWork
-from shared.ml.files import CHECKPOINT_FILES
 from shared.node_tasks import TaskNotStarted, request_node_task
 from shared.phases import fail_phase
 from shared.spec import WorkflowSpec
@@ -226,9 +228,10 @@ async def run_recovery(context: TrainerContext, plan: Recovery) -> None:
             if job is None:
                 return
             artifacts = TrainArtifacts.model_validate(job.config["artifacts"])
-            resume_from = await asyncio.to_thread(
+            saved = await asyncio.to_thread(
                 newest_complete_checkpoint, context.artifacts, artifacts
             )
+            resume_from = saved or job.config.get("resume_from")
             if rendezvous is not None:
                 job.config = {**job.config, "rendezvous": rendezvous}
             tasks = job_tasks(context, job, resume_from)
@@ -296,20 +299,6 @@ async def _host_rendezvous(context: TrainerContext, plan: Recovery) -> dict[str,
     if not answer.get("ok"):
         raise TaskNotStarted(f"node {host_id} could not host a rendezvous: {answer.get('error')}")
     return {"node_id": host_id, "host": answer["host"], "port": answer["port"], "backend": "gloo"}
-
-
-def newest_complete_checkpoint(store: ArtifactStore, artifacts: TrainArtifacts) -> str | None:
-    """The newest checkpoint the job saved whole (a newer snapshot in a survivor's memory
-    wins over it on the nodes)."""
-    files = store.list_files(artifacts.checkpoints)
-    epochs: dict[str, set[str]] = {}
-    for path in files:
-        folder, _, name = path.partition("/")
-        epochs.setdefault(folder, set()).add(name)
-    complete = sorted(f for f, names in epochs.items() if set(CHECKPOINT_FILES) <= names)
-    if not complete:
-        return None
-    return f"{artifacts.checkpoints.rstrip('/')}/{complete[-1]}"
 
 
 async def may_be_a_lost_peer(uow: UnitOfWork, event: TrainingFinished) -> bool:

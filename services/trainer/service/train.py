@@ -16,6 +16,7 @@ from services.trainer.models import TrainingJob
 from services.trainer.repository import TrainerRepository
 from services.trainer.service.design import job_members
 from services.trainer.state import TrainerContext
+from shared.artifacts import ArtifactStore
 from shared.contracts import (
     JobPlacement,
     MemoryWritten,
@@ -27,6 +28,7 @@ from shared.contracts import (
     TrainTask,
 )
 from shared.db import UnitOfWork
+from shared.ml.files import CHECKPOINT_FILES
 from shared.node_tasks import TaskNotStarted, send_node_task
 from shared.phases import PhaseError, fail_phase
 from shared.project_layout import MemoryKey
@@ -51,6 +53,7 @@ async def create_job(
         raise PhaseError(f"strategy {strategy} needs the cluster's rendezvous; it has none")
     job_id = uuid.uuid4()
     artifacts = TrainArtifacts.for_workflow(context.artifacts, event.tenant_id, event.workflow_id)
+    resume_from = await _checkpoint_to_resume(context, event)
     in_job = {m.node_id for m in members}
     lead = members[servers]
     job = await TrainerRepository(uow.session, event.tenant_id).create_job(
@@ -71,6 +74,8 @@ async def create_job(
             "attempt": 0,
             "restarts": 0,
             "recoveries": [],
+            # A retry's starting point: the newest checkpoint of the workflow it retries.
+            "resume_from": resume_from,
         },
     )
     # How to follow the job while it trains; written again when the phase completes.
@@ -84,7 +89,35 @@ async def create_job(
             keys={MemoryKey.TRAINING_JOB_ID: str(job_id), MemoryKey.MONITORING: follow},
         )
     )
-    return job_tasks(context, job)
+    return job_tasks(context, job, resume_from)
+
+
+async def _checkpoint_to_resume(context: TrainerContext, event: Phase2Completed) -> str | None:
+    """The newest checkpoint of the earlier workflow `training.resume_from` names: the
+    tenant's own, since its folder is under the tenant's."""
+    earlier = event.spec.training.resume_from
+    if earlier is None:
+        return None
+    artifacts = TrainArtifacts.for_workflow(context.artifacts, event.tenant_id, earlier)
+    found = await asyncio.to_thread(newest_complete_checkpoint, context.artifacts, artifacts)
+    if found is None:
+        raise PhaseError(
+            f"training.resume_from: workflow {earlier} has no checkpoint to go on from"
+        )
+    return found
+
+
+def newest_complete_checkpoint(store: ArtifactStore, artifacts: TrainArtifacts) -> str | None:
+    """The newest checkpoint a workflow saved whole (a newer snapshot in a surviving rank's
+    memory wins over it on the nodes)."""
+    epochs: dict[str, set[str]] = {}
+    for path in store.list_files(artifacts.checkpoints):
+        folder, _, name = path.partition("/")
+        epochs.setdefault(folder, set()).add(name)
+    complete = sorted(f for f, names in epochs.items() if set(CHECKPOINT_FILES) <= names)
+    if not complete:
+        return None
+    return f"{artifacts.checkpoints.rstrip('/')}/{complete[-1]}"
 
 
 def _member(node: NodeInfo) -> dict[str, Any]:
