@@ -19,6 +19,7 @@ from services.cluster.service.project_archive import build_bundle
 from services.cluster.service.setup import retry_spec, set_up_workflow
 from services.cluster.service.status import TERMINAL, workflow_out
 from services.cluster.state import ClusterContext, ClusterContextDep
+from shared.db import UnitOfWork
 from shared.errors import Conflict, NotFound
 from shared.security import CurrentPrincipal
 from shared.service_app import UnitOfWorkDep
@@ -37,18 +38,7 @@ async def submit_workflow(
 ) -> WorkflowOut:
     """Submit a workflow spec: phase 1 (setup) runs now, the other phases follow by events.
     429 when the tenant's quotas are used up."""
-    await check_quotas(
-        context.settings, uow, principal.tenant_id, spec.cluster.node_count, workflow=True
-    )
-    workflow, phases = await set_up_workflow(
-        uow,
-        context.artifacts,
-        principal.tenant_id,
-        spec,
-        uuid.uuid4(),
-        heartbeat_interval_s=context.settings.heartbeat_interval_s,
-    )
-    return workflow_out(workflow, list(phases.values()))
+    return await _admit(spec, uow, principal.tenant_id, context)
 
 
 @router.post(
@@ -70,13 +60,18 @@ async def retry_workflow(
     if failed.status != "failed":
         raise Conflict(f"workflow {workflow_id} is {failed.status}: only a failed one is retried")
     spec = retry_spec(failed, await repo.phases_of(workflow_id), changes or RetryRequest())
-    await check_quotas(
-        context.settings, uow, principal.tenant_id, spec.cluster.node_count, workflow=True
-    )
+    return await _admit(spec, uow, principal.tenant_id, context)
+
+
+async def _admit(
+    spec: WorkflowSpec, uow: UnitOfWork, tenant_id: str, context: ClusterContext
+) -> WorkflowOut:
+    """Within the tenant's quotas (else 429), record the workflow and run its phase 1."""
+    await check_quotas(context.settings, uow, tenant_id, spec.cluster.node_count, workflow=True)
     workflow, phases = await set_up_workflow(
         uow,
         context.artifacts,
-        principal.tenant_id,
+        tenant_id,
         spec,
         uuid.uuid4(),
         heartbeat_interval_s=context.settings.heartbeat_interval_s,
