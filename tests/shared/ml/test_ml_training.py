@@ -82,9 +82,12 @@ def test_resume_refuses_changed_settings(digits: DatasetSplits) -> None:
     checkpoints: list[TrainingCheckpoint] = []
     config = SMALL_CONFIG.model_copy(update={"epochs": 2, "checkpoint_every": 2})
     train_classifier(digits, arch, config, on_checkpoint=checkpoints.append)
-    changed = config.model_copy(update={"learning_rate": 0.01})
-    with pytest.raises(ValueError, match="learning_rate"):
+    changed = config.model_copy(update={"batch_size": config.batch_size * 2})
+    with pytest.raises(ValueError, match="batch_size"):
         train_classifier(digits, arch, changed, resume_from=checkpoints[0])
+    # A smaller step and clipping (a retry of a diverged run) continue the same run.
+    slower = config.model_copy(update={"learning_rate": 0.0001, "grad_clip_norm": 1.0})
+    train_classifier(digits, arch, slower, resume_from=checkpoints[0])
     # More epochs is a legitimate way to continue a run.
     _, result = train_classifier(
         digits, arch, config.model_copy(update={"epochs": 3}), resume_from=checkpoints[0]
