@@ -105,6 +105,8 @@ class NodeProcessManager:
         self._host = host
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        # Node processes told to stop and not yet gone: they still take room on the host.
+        self.stopping = 0
         self._cluster_of: dict[str, uuid.UUID] = {}
 
     def start(
@@ -199,17 +201,22 @@ class NodeProcessManager:
             processes = {n: self._processes.pop(n) for n in node_ids if n in self._processes}
             for node_id in processes:
                 self._cluster_of.pop(node_id, None)
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for node_id, process in processes.items():
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.warning("node %s ignored SIGTERM for %.0f s; killing it", node_id, grace_s)
-                process.kill()
-                process.wait()
+            self.stopping += len(processes)
+        try:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            for node_id, process in processes.items():
+                try:
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    logger.warning("node %s ignored SIGTERM for %.0f s; killing", node_id, grace_s)
+                    process.kill()
+                    process.wait()
+        finally:
+            with self._lock:
+                self.stopping -= len(processes)
 
 
 def _stop_foreign(node_id: str, pid: int, grace_s: float) -> None:

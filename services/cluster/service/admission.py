@@ -154,8 +154,10 @@ def _host(context: ClusterContext) -> str:
 
 
 async def _room(context: ClusterContext, repo: ClusterRepository) -> int:
-    """Node processes the host may still start: every service process on it counts."""
+    """Node processes the host may still start: every service process on it counts, and so
+    do this one's nodes that are stopping but not gone yet."""
     used = sum(expected_nodes(c) for c in await repo.active_on_host(_host(context)))
+    used += context.state.manager.stopping
     return node_capacity(context.settings) - used
 
 
