@@ -5,6 +5,8 @@ shared phase runner) and calls `service/`."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from faststream.nats import NatsRouter
 
@@ -32,6 +34,9 @@ FINISHED = "trainer-finished"
 NODE_LOST = "trainer-node-lost"
 PHASE3_FAILED = "trainer-phase3-failed"
 NODE_JOINED = "trainer-node-joined"
+
+E = TypeVar("E", NodeLost, NodeJoined)
+Planner = Callable[[UnitOfWork, E], Awaitable[list[recovery.Recovery]]]
 
 
 def create_handlers(context: TrainerContext) -> NatsRouter:
@@ -65,8 +70,10 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
 
     @durable_subscriber(router, TrainingFinished, FINISHED)
     async def on_training_finished(event: TrainingFinished) -> None:
-        async with context.unit_of_work() as uow:
-            wait = await recovery.may_be_a_lost_peer(uow, event)
+        wait = False
+        if not event.succeeded:  # only a failure may be a lost peer's; no read for the rest
+            async with context.unit_of_work() as uow:
+                wait = await recovery.may_be_a_lost_peer(uow, event)
         if wait:  # then the failure is judged: ignored if the job recovered meanwhile
             await asyncio.sleep(context.settings.loss_detection_s)
 
@@ -78,14 +85,19 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
 
         await run_phase_step(context, event, FINISHED, 3, step, record_failure)
 
+    async def plan_then_recover(consumer: str, event: E, plan: Planner[E]) -> None:
+        """Plan the recoveries an event calls for in one transaction, then run them: once
+        committed, a redelivery finds the event handled and plans nothing twice."""
+        async with context.unit_of_work() as uow:
+            if not await uow.first_time(consumer, event.event_id):
+                return
+            plans = await plan(uow, event)
+        for planned in plans:
+            await recovery.run_recovery(context, planned)
+
     @durable_subscriber(router, NodeLost, NODE_LOST)
     async def on_node_lost(event: NodeLost) -> None:
-        async with context.unit_of_work() as uow:
-            if not await uow.first_time(NODE_LOST, event.event_id):
-                return
-            plans = await recovery.plan_recoveries(uow, event)
-        for plan in plans:  # committed: a redelivery finds the event handled
-            await recovery.run_recovery(context, plan)
+        await plan_then_recover(NODE_LOST, event, recovery.plan_recoveries)
 
     @durable_subscriber(router, PhaseFailed, PHASE3_FAILED, subject="nexus.phase3.failed")
     async def on_phase3_failed(event: PhaseFailed) -> None:
@@ -95,11 +107,6 @@ def create_handlers(context: TrainerContext) -> NatsRouter:
 
     @durable_subscriber(router, NodeJoined, NODE_JOINED)
     async def on_node_joined(event: NodeJoined) -> None:
-        async with context.unit_of_work() as uow:
-            if not await uow.first_time(NODE_JOINED, event.event_id):
-                return
-            plans = await recovery.plan_with_joined_node(uow, event)
-        for plan in plans:
-            await recovery.run_recovery(context, plan)
+        await plan_then_recover(NODE_JOINED, event, recovery.plan_with_joined_node)
 
     return router

@@ -304,9 +304,8 @@ async def _host_rendezvous(context: TrainerContext, plan: Recovery) -> dict[str,
 async def may_be_a_lost_peer(uow: UnitOfWork, event: TrainingFinished) -> bool:
     """A rank of a multi-process job failed while its job could still recover: the failure
     may be its peer's loss (the collective broke on the closed connection), which the
-    cluster announces a moment later, so the caller waits that moment before judging."""
-    if event.succeeded:
-        return False
+    cluster announces a moment later, so the caller waits that moment before judging. Only
+    asked of a failure."""
     job = await TrainerRepository(uow.session, SYSTEM).get_job(event.job_id)
     if job is None or job.tenant_id != event.tenant_id or job.status != "running":
         return False

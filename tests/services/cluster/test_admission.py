@@ -98,14 +98,19 @@ async def test_thirty_clusters_at_once_never_pass_the_capacity_and_the_quota_ref
     finally:
         sampling = False
         await sampler
-        for cluster in await _clusters(client, headers):
-            await client.delete(f"/clusters/{cluster['id']}", headers=headers)
+        await _stop_all(client, headers)
     assert 0 < peak <= CAPACITY
 
 
 async def _clusters(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = (await client.get("/clusters", headers=headers)).json()
     return found
+
+
+async def _stop_all(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    """Stop what a test started, so the next one finds the host empty."""
+    for cluster in await _clusters(client, headers):
+        await client.delete(f"/clusters/{cluster['id']}", headers=headers)
 
 
 async def test_a_workflow_beyond_the_tenant_quota_is_refused_and_nothing_is_stored(
@@ -125,8 +130,7 @@ async def test_a_workflow_beyond_the_tenant_quota_is_refused_and_nothing_is_stor
         in (second.json()["detail"])
     )
     assert len((await client.get("/workflows", headers=headers)).json()) == 1
-    for cluster in await _clusters(client, headers):
-        await client.delete(f"/clusters/{cluster['id']}", headers=headers)
+    await _stop_all(client, headers)
 
 
 async def test_a_workflow_waits_queued_with_its_place_while_the_host_is_full(
@@ -157,8 +161,7 @@ async def test_a_workflow_waits_queued_with_its_place_while_the_host_is_full(
         assert resumed["queue_position"] is None
         assert resumed["phases"][1]["detail"]["queued_s"] > 0
     finally:
-        for cluster in await _clusters(client, headers):
-            await client.delete(f"/clusters/{cluster['id']}", headers=headers)
+        await _stop_all(client, headers)
 
 
 async def test_a_cluster_larger_than_the_host_is_refused_with_a_reason(

@@ -305,6 +305,17 @@ async def _validations(
     return found
 
 
+async def _until_running(
+    client: httpx.AsyncClient, workflow_id: uuid.UUID, headers: dict[str, str]
+) -> None:
+    """Wait until the workflow's validation was accepted by a node."""
+    async with asyncio.timeout(30):
+        while not any(
+            v["status"] == "running" for v in await _validations(client, workflow_id, headers)
+        ):
+            await asyncio.sleep(0.1)
+
+
 async def _accepting_node(nc: Any, node: NodeInfo, received: list[dict[str, Any]]) -> None:
     """A node that takes every task (and never reports: the test looks at who got it)."""
 
@@ -335,13 +346,7 @@ async def test_a_validation_whose_node_is_lost_is_handed_to_another_live_node(
     await _accepting_node(nc, worker, to_worker)
     try:
         await publish_event(context.broker, event)
-        async with asyncio.timeout(30):
-            while not [
-                v
-                for v in await _validations(client, workflow_id, headers)
-                if v["status"] == "running"
-            ]:
-                await asyncio.sleep(0.1)
+        await _until_running(client, workflow_id, headers)
         assert [t["kind"] for t in to_validator] == ["validate"] and to_worker == []
         await publish_event(context.broker, _lost(event, node))
         async with asyncio.timeout(30):
@@ -369,13 +374,7 @@ async def test_a_validator_node_lost_with_no_other_node_fails_phase4_at_once(
     try:
         async with EventWatcher(nats_url, workflow_id, PHASE4_SUBJECTS) as watcher:
             await publish_event(context.broker, event)
-            async with asyncio.timeout(30):
-                while not [
-                    v
-                    for v in await _validations(client, workflow_id, headers)
-                    if v["status"] == "running"
-                ]:
-                    await asyncio.sleep(0.1)
+            await _until_running(client, workflow_id, headers)
             lost = _lost(event, node)
             await publish_event(context.broker, lost)
             subject, outcome = await watcher.first()
