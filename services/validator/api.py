@@ -48,7 +48,7 @@ async def request_validation(
         if body.model_uri is not None:
             model_uri = await _owned_model(context, tenant, body.workflow_id, body.model_uri)
         try:
-            node = await find_validator(context, tenant, phase_run.cluster_id)
+            node = await find_validator(context, tenant, phase_run.cluster_id, patience_s=0)
         except ClusterUnreachable as exc:
             raise Unavailable(str(exc)) from exc
         except NodeUnavailable as exc:

@@ -10,11 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared.security import internal_headers
 from shared.service_app import AnyContext
 
 logger = logging.getLogger(__name__)
+
+# How long a validation waits for the cluster service to answer (it may be restarting: its
+# nodes keep running meanwhile) before it gives up on finding a node.
+CLUSTER_RETRY_S = 30.0
 
 # Nodes the cluster reports in these states will not answer a task; any other state is
 # tried, and the task request itself is the real liveness check.
@@ -43,9 +48,25 @@ def pick_validator(nodes: list[ValidatorNode]) -> ValidatorNode | None:
 
 
 async def validators_from_cluster(
+    context: AnyContext, tenant_id: str, cluster_id: uuid.UUID, patience_s: float
+) -> list[ValidatorNode]:
+    """The cluster's live nodes, as the cluster service reports them now; asked again with
+    a growing pause for up to `patience_s` while that service does not answer."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(ClusterUnreachable),
+        stop=stop_after_delay(patience_s),
+        wait=wait_exponential(multiplier=0.25, max=4),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await _cluster_nodes(context, tenant_id, cluster_id)
+    raise AssertionError("unreachable: tenacity reraises the last failure")
+
+
+async def _cluster_nodes(
     context: AnyContext, tenant_id: str, cluster_id: uuid.UUID
 ) -> list[ValidatorNode]:
-    """The cluster's live nodes, as the cluster service reports them now."""
     url = f"{context.settings.cluster_url.rstrip('/')}/clusters/{cluster_id}"
     headers = internal_headers(context.settings.internal_token_value(), tenant_id)
     try:
@@ -69,11 +90,13 @@ async def find_validator(
     tenant_id: str,
     cluster_id: uuid.UUID | None,
     exclude: frozenset[str] = frozenset(),
+    patience_s: float = CLUSTER_RETRY_S,
 ) -> ValidatorNode:
-    """The node to validate on; never one of `exclude` (a node just lost)."""
+    """The node to validate on; never one of `exclude` (a node just lost). A caller that
+    must answer at once (a route) passes `patience_s=0`."""
     if cluster_id is None:
         raise NodeUnavailable("the validation names no cluster to run on")
-    live = await validators_from_cluster(context, tenant_id, cluster_id)
+    live = await validators_from_cluster(context, tenant_id, cluster_id, patience_s)
     node = pick_validator([n for n in live if n.node_id not in exclude])
     if node is None:
         raise NodeUnavailable(f"cluster {cluster_id} has no running node to validate on")

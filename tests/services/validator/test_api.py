@@ -106,20 +106,35 @@ async def test_rerun_without_a_validator_node_is_a_conflict(
     assert len(listed.json()["validations"]) == 1  # nothing was stored for the refusal
 
 
-async def test_an_unreachable_cluster_service_is_reported(tenant_id: str) -> None:
+async def test_an_unreachable_cluster_service_is_asked_again_then_reported(
+    tenant_id: str,
+) -> None:
+    attempts = 0
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        raise httpx.ConnectError("connection refused", request=request)
+
     class Unreachable:
         class settings:  # noqa: N801 - mimics ServiceContext.settings
-            cluster_url = "http://127.0.0.1:9"  # the discard port: nothing listens
+            cluster_url = "http://cluster.invalid"
             internal_token = None
 
             @staticmethod
             def internal_token_value() -> str:
                 return "token"
 
-        http = httpx.AsyncClient()
+        http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
 
+    context: Any = Unreachable()
+    # A route asks once; the event path keeps asking while the service may be restarting.
     with pytest.raises(ClusterUnreachable, match="unreachable"):
-        await find_validator(Unreachable(), tenant_id, uuid.uuid4())  # type: ignore[arg-type]
+        await find_validator(context, tenant_id, uuid.uuid4(), patience_s=0)
+    assert attempts == 1
+    with pytest.raises(ClusterUnreachable, match="unreachable"):
+        await find_validator(context, tenant_id, uuid.uuid4(), patience_s=1.0)
+    assert attempts >= 1 + 3
     await Unreachable.http.aclose()
 
 
