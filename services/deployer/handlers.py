@@ -31,12 +31,16 @@ def create_handlers(context: DeployerContext) -> NatsRouter:
 
 
 async def deploy_validated_model(context: DeployerContext, event: Phase4Passed) -> None:
-    """Phase 5 for one event, once: register the model (a redelivery stops here), serve it."""
+    """Phase 5 for one event, once: register the model, serve it. A redelivery goes on only
+    with a rollout that a deployer killed in the middle of it left unfinished."""
 
     async def step(uow: UnitOfWork) -> uuid.UUID:
         return await register_model(context, uow, event)
 
     model_id = await run_phase_step(context, event, DEPLOY, 5, step)
+    if model_id is None:
+        deployer = context.state.deployer
+        model_id = await deployer.unfinished_rollout(event.tenant_id, event.workflow_id)
     if model_id is None:
         return
     # The rollout reports phase 5's outcome with the announcer's files, keys and events.

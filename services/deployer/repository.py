@@ -58,6 +58,13 @@ class DeployerRepository:
         model = await self._session.get(RegisteredModel, model_id)
         return model if model is not None and model.tenant_id == self._tenant else None
 
+    async def model_of_workflow(self, workflow_id: uuid.UUID) -> RegisteredModel | None:
+        """The version phase 5 of `workflow_id` registered (phase 5 registers one)."""
+        stmt = select(RegisteredModel).where(
+            RegisteredModel.tenant_id == self._tenant, RegisteredModel.workflow_id == workflow_id
+        )
+        return await self._session.scalar(stmt.order_by(RegisteredModel.created_at.desc()))
+
     async def list_models(self, name: str | None, limit: int) -> list[RegisteredModel]:
         stmt = select(RegisteredModel).where(RegisteredModel.tenant_id == self._tenant)
         if name:

@@ -38,6 +38,9 @@ from shared.spec import WorkflowSpec
 
 logger = logging.getLogger(__name__)
 
+# The error of a deployment whose rollout ended with the deployer that ran it.
+INTERRUPTED = "interrupted: the deployer stopped during this rollout"
+
 _EXPECTED_FAILURES = (ModelServerFailed, SmokeTestFailed, PortUnavailable)
 _MAX_ERROR_CHARS = 4000
 
@@ -313,6 +316,30 @@ class Deployer:
         except PortUnavailable:
             return self.processes.reserve_port(None)
 
+    async def unfinished_rollout(self, tenant_id: str, workflow_id: uuid.UUID) -> uuid.UUID | None:
+        """The model phase 5 of `workflow_id` registered, when a deployer that died cut its
+        rollout short (no deployment made yet, or only one left `starting` or marked
+        interrupted): that one is marked interrupted, and the model is to be rolled out
+        again. None when there is nothing to resume: no such model, or its rollout ended."""
+        async with self.context.sessionmaker() as session:
+            repo = DeployerRepository(session, tenant_id)
+            model = await repo.model_of_workflow(workflow_id)
+            if model is None:
+                return None
+        # A rollout of the model in flight in this process holds this lock throughout.
+        async with self._lock(tenant_id, model.name):
+            async with self.context.sessionmaker() as session:
+                deployments = await DeployerRepository(session, tenant_id).list_deployments(
+                    None, model.id, 100
+                )
+            if any(d.status != "starting" and d.error != INTERRUPTED for d in deployments):
+                return None
+            for deployment in deployments:
+                if deployment.status == "starting":
+                    await self._restore_one(deployment, model)
+        logger.warning("resuming the rollout of %s v%d cut short", model.name, model.version)
+        return model.id
+
     # --- start-up -----------------------------------------------------------------------------
     async def restore(self, scope: Scope = SYSTEM) -> dict[str, str]:
         """Bring back what was live when the deployer last stopped: adopt a server still
@@ -336,8 +363,9 @@ class Deployer:
         if deployment.status == "starting":
             if pid and port and self.processes.adopt(deployment.id, pid, port):
                 await self.processes.stop(deployment.id, self.settings.model_stop_timeout_s)
-            error = "interrupted: the deployer stopped during this rollout"
-            await self._update(tenant_id, deployment.id, status="failed", pid=None, error=error)
+            await self._update(
+                tenant_id, deployment.id, status="failed", pid=None, error=INTERRUPTED
+            )
             return "interrupted"
         if pid and port and self.processes.adopt(deployment.id, pid, port):
             return "adopted"

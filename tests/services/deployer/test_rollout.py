@@ -134,3 +134,26 @@ async def test_unknown_model_is_not_found(harness: DeployerHarness, tenant_id: s
 
     with pytest.raises(NotFound):
         await harness.deployer.deploy(tenant_id, uuid.uuid4())
+
+
+async def test_a_rollout_cut_short_by_a_dead_deployer_is_resumed_once(
+    harness: DeployerHarness, tenant_id: str, digits_model_dir: Path
+) -> None:
+    deployer = harness.deployer
+    model = await harness.register(tenant_id, digits_model_dir, "cut-short")
+    # Registered, then the deployer died: no deployment yet, the rollout is to be resumed.
+    assert await deployer.unfinished_rollout(tenant_id, model.workflow_id) == model.id
+    # Died with the deployment still starting: that one is marked interrupted first.
+    async with harness.context.unit_of_work() as uow:
+        cut = await DeployerRepository(uow.session, tenant_id).create_deployment(
+            model, None, None, None
+        )
+    assert await deployer.unfinished_rollout(tenant_id, model.workflow_id) == model.id
+    interrupted, _ = await deployer.lookup(tenant_id, cut.id)
+    assert interrupted.status == "failed" and "interrupted" in (interrupted.error or "")
+    # Once rolled out, there is nothing to resume; nor for a workflow with no model.
+    outcome = await deployer.deploy(tenant_id, model.id)
+    assert outcome.succeeded, outcome.reason
+    assert await deployer.unfinished_rollout(tenant_id, model.workflow_id) is None
+    assert await deployer.unfinished_rollout(tenant_id, uuid.uuid4()) is None
+    await deployer.stop(tenant_id, outcome.deployment.id)
