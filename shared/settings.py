@@ -76,6 +76,9 @@ class NexusSettings(BaseSettings):
     log_level: str = "INFO"
     # How often a node says it is alive; the cluster declares it lost after three missed.
     heartbeat_interval_s: float = Field(default=0.5, gt=0, le=60)
+    # How long a node goes on after the service that started it died, waiting for a
+    # restarted one to adopt it; then it leaves, so no node outlives the platform for long.
+    node_orphan_grace_s: float = Field(default=60.0, gt=0, le=3600)
 
     @property
     def loss_detection_s(self) -> float:

@@ -24,9 +24,9 @@ LOSS_CHECKS_PER_INTERVAL = 4
 
 
 async def start(context: ClusterContext) -> None:
-    """At start-up: recover from a dead predecessor, then start the loops."""
-    async with context.unit_of_work() as uow:
-        await supervision.recover_orphans(context, uow)
+    """At start-up: start the loops, and give up the clusters of a dead predecessor whose
+    nodes did not come to this process (by their heartbeats) within the adoption window."""
+    context.state.spawn(recover_orphans_later(context), name="cluster-orphans")
     context.state.spawn(flush_heartbeats_forever(context), name="cluster-heartbeats")
     context.state.spawn(watch_forever(context), name="cluster-watchdog")
     context.state.spawn(detect_losses_forever(context), name="cluster-loss-detector")
@@ -42,6 +42,12 @@ async def stop(context: ClusterContext) -> None:
             await supervision.abandon_owned(context, uow)
     finally:
         await asyncio.to_thread(state.manager.stop_all, context.settings.node_stop_grace_s)
+
+
+async def recover_orphans_later(context: ClusterContext) -> None:
+    await asyncio.sleep(supervision.adoption_window_s(context.settings))
+    async with context.unit_of_work() as uow:
+        await supervision.recover_orphans(context, uow)
 
 
 async def launch(context: ClusterContext, cluster: Cluster, plans: list[NodePlan]) -> None:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from services.cluster.background import launch, verify_cluster
 from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
-from services.cluster.service import nodes
+from services.cluster.service import adoption, nodes
 from services.cluster.service.admission import admit_or_queue, check_quotas
 from services.cluster.service.deadlines import DeadlinePolicy, extend_for_epoch, stamp_deadlines
 from services.cluster.service.setup import record_refused_workflow, set_up_workflow
@@ -149,6 +149,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
     @router.subscriber(NODE_HEARTBEAT_SUBJECT.format(cluster_id="*", node_id="*"))
     async def on_heartbeat(body: dict[str, Any]) -> None:
         note_heartbeat(context.state, body)
+        adoption.on_heartbeat(context, body)
 
     def record(
         event_type: type[E], consumer: str, subject: str | None = None, **options: Any

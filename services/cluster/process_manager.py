@@ -1,9 +1,11 @@
 """Starts and stops node processes: each node is `python -m services.cluster.node`, a real OS
-process with its own log file. The manager remembers the processes it started so that a
-cluster's deletion, the end of its workflow, or the service's shutdown can stop them."""
+process with its own log file. The manager remembers the processes it started, and those it
+adopted from a predecessor that died, so that a cluster's deletion, the end of its workflow,
+or the service's shutdown can stop them."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -98,13 +100,58 @@ def node_command(
     ]
 
 
+class AdoptedProcess:
+    """A node process a predecessor started, behind the part of `Popen`'s interface the
+    manager uses. Not our child: its exit is seen, but its exit code is not."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def poll(self) -> int | None:
+        """None while it runs; once it is gone, 0 (its real code is its parent's to know)."""
+        try:
+            running = self._process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            running = False
+        return None if running else 0
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self._process.send_signal(sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> None:
+        try:
+            self._process.wait(timeout)
+        except psutil.TimeoutExpired as exc:
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0) from exc
+        except psutil.NoSuchProcess:
+            pass
+
+
+def local_node_process(node_id: str, pid: int) -> psutil.Process | None:
+    """The process `pid` on this host when it is node `node_id`'s, else None (the pid is of
+    another host, gone, or reused by something else)."""
+    try:
+        process = psutil.Process(pid)
+        command = process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    if "services.cluster.node" not in command or node_id not in command:
+        return None
+    return process
+
+
 class NodeProcessManager:
     def __init__(self, log_dir: Path, env: dict[str, str], host: str) -> None:
         self._log_dir = log_dir
         self.env = env  # the nodes' environment
         self._host = host
         self._lock = threading.Lock()
-        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._processes: dict[str, subprocess.Popen[bytes] | AdoptedProcess] = {}
         # Node processes told to stop and not yet gone: they still take room on the host.
         self.stopping = 0
         self._cluster_of: dict[str, uuid.UUID] = {}
@@ -152,18 +199,30 @@ class NodeProcessManager:
             logger.info("started node %s (pid %d)", plan.node_id, process.pid)
         return started
 
+    def adopt(self, cluster_id: uuid.UUID, node_id: str, process: psutil.Process) -> None:
+        """Take on a running node a predecessor started (see `local_node_process`)."""
+        with self._lock:
+            self._processes[node_id] = AdoptedProcess(process)
+            self._cluster_of[node_id] = cluster_id
+        logger.info("adopted node %s (pid %d)", node_id, process.pid)
+
+    def has(self, node_id: str) -> bool:
+        with self._lock:
+            return node_id in self._processes
+
     def clusters(self) -> set[uuid.UUID]:
         with self._lock:
             return set(self._cluster_of.values())
 
-    def exited(self) -> dict[str, int]:
-        """Reap processes that ended on their own: node id -> exit code."""
-        ended = {}
+    def exited(self) -> dict[str, int | None]:
+        """Reap processes that ended on their own: node id -> exit code (None for an adopted
+        process, whose code only its parent learns)."""
+        ended: dict[str, int | None] = {}
         with self._lock:
             for node_id, process in list(self._processes.items()):
                 code = process.poll()
                 if code is not None:
-                    ended[node_id] = code
+                    ended[node_id] = None if isinstance(process, AdoptedProcess) else code
                     del self._processes[node_id]
                     del self._cluster_of[node_id]
         return ended

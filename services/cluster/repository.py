@@ -229,6 +229,10 @@ class ClusterRepository:
             by_cluster[node.cluster_id].append(node)
         return by_cluster
 
+    async def node(self, node_id: str) -> Node | None:
+        """The node by id; get its cluster through `get`, which the scope applies to."""
+        return await self._session.get(Node, node_id)
+
     async def nodes_of(self, cluster_id: uuid.UUID) -> list[Node]:
         return (await self.nodes([cluster_id]))[cluster_id]
 

@@ -74,6 +74,10 @@ class ClusterState:
     # cluster id -> monotonic time its nodes were started (for the registration deadline).
     starting: dict[uuid.UUID, float] = field(default_factory=dict)
     verifying: set[uuid.UUID] = field(default_factory=set)
+    # Heartbeating nodes being adopted now, and those known not to be ours to adopt.
+    adopting: set[str] = field(default_factory=set)
+    not_ours: set[str] = field(default_factory=set)
+    started_at: float = field(default_factory=time.monotonic)
     # Set when nodes stop: queued clusters may fit now.
     capacity_freed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -114,6 +118,7 @@ def create_state(context: ServiceContext[ClusterSettings, ClusterState]) -> Clus
             "NEXUS_ENV": settings.env,
             "NEXUS_LOG_LEVEL": settings.log_level,
             "NEXUS_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+            "NEXUS_NODE_ORPHAN_GRACE_S": str(settings.node_orphan_grace_s),
             **({"NEXUS_OTLP_ENDPOINT": settings.otlp_endpoint} if settings.otlp_endpoint else {}),
         }
     )

@@ -42,7 +42,11 @@ def main(argv: list[str]) -> int:
     )
     identity = NodeIdentity(args.cluster_id, args.workflow_id, args.tenant_id, info)
     runtime = NodeRuntime(
-        identity, settings.nats_url, settings.artifacts, settings.heartbeat_interval_s
+        identity,
+        settings.nats_url,
+        settings.artifacts,
+        settings.heartbeat_interval_s,
+        settings.node_orphan_grace_s,
     )
     code = asyncio.run(runtime.run())
     provider.shutdown()

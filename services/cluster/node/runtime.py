@@ -1,5 +1,5 @@
 """The node's event loop: register, heartbeat, serve tasks, and exit cleanly on SIGTERM or when
-the service that started it dies."""
+the service that started it died and no restarted one adopted the node in time."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
 
+from services.cluster.node.owner import Owner
 from services.cluster.node.rendezvous import (
     ConnectPayload,
     connect,
@@ -40,6 +41,7 @@ from services.cluster.node.task_context import (
 )
 from shared.contracts import Event, NodeInfo, NodeRegistered, subject_of
 from shared.subjects import (
+    NODE_ADOPT_SUBJECT,
     NODE_HEARTBEAT_SUBJECT,
     NODE_TASK_SUBJECT,
     STREAM_NAME,
@@ -67,12 +69,13 @@ class NodeRuntime:
         nats_url: str,
         artifacts_url: str,
         heartbeat_interval_s: float,
+        orphan_grace_s: float,
     ) -> None:
         self.identity = identity
         self._heartbeat_interval_s = heartbeat_interval_s
         self._nats_url = nats_url
         self._artifacts_url = artifacts_url
-        self._parent_pid = os.getppid()
+        self._owner = Owner(os.getppid(), orphan_grace_s)
         self._stopping = asyncio.Event()
         self._nc: Client
         self._js: JetStreamContext
@@ -91,13 +94,20 @@ class NodeRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        parent_watch = asyncio.create_task(self._watch_parent(), name="parent-watch")
+        owner_watch = asyncio.create_task(self._watch_owner(), name="owner-watch")
         try:
             if not await self._connect():
                 return 0 if self._stopping.is_set() else 1
             await self._nc.subscribe(
                 NODE_TASK_SUBJECT.format(node_id=self.node_id), cb=self._on_task
             )
+            await self._nc.subscribe(
+                NODE_ADOPT_SUBJECT.format(node_id=self.node_id), cb=self._on_adopt
+            )
+            # torch's import holds the interpreter lock for long stretches (loading its
+            # native libraries), which would stall heartbeats: import it before registering,
+            # while no one counts this node's silence yet.
+            await asyncio.to_thread(ensure_torch)
             if not await self._register():
                 await self._nc.drain()
                 return 1
@@ -109,7 +119,7 @@ class NodeRuntime:
             await self._stopping.wait()
             return await self._shutdown(heartbeat)
         finally:
-            parent_watch.cancel()
+            owner_watch.cancel()
 
     async def _connect(self) -> bool:
         """Connect to NATS, retrying while it is unreachable, until told to stop."""
@@ -141,14 +151,26 @@ class NodeRuntime:
         # One line per failure; the client's default logs a full traceback every second.
         logger.warning("NATS: %s: %s", type(exc).__name__, exc)
 
-    async def _watch_parent(self) -> None:
-        """Leave when the service that started us is gone, so no node outlives it."""
+    async def _watch_owner(self) -> None:
+        """Leave when the service we follow has been gone for longer than the grace."""
         while not self._stopping.is_set():
-            if os.getppid() != self._parent_pid:
-                logger.warning("parent process %d is gone; stopping", self._parent_pid)
+            if self._owner.given_up():
                 self._stopping.set()
                 return
             await asyncio.sleep(self._heartbeat_interval_s)
+
+    async def _on_adopt(self, msg: Msg) -> None:
+        """A restarted cluster service takes over this node: follow its process from now."""
+        try:
+            owner_pid = int(json.loads(msg.data)["owner_pid"])
+        except (ValueError, KeyError, TypeError):
+            await _reply(msg, {"adopted": False, "error": 'expected {"owner_pid": int}'})
+            return
+        if not self._owner.adopt(owner_pid):
+            await _reply(msg, {"adopted": False, "error": f"no process {owner_pid} here"})
+            return
+        busy = self._running.task_id if self._running else None
+        await _reply(msg, {"adopted": True, "pid": self.identity.info.pid, "busy": busy})
 
     # -- registration and liveness --------------------------------------------------------
 

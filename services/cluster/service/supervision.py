@@ -14,6 +14,7 @@ import psutil
 
 from services.cluster.models import Cluster
 from services.cluster.repository import ClusterRepository, WorkflowRepository
+from services.cluster.service.adoption import ADOPT_TIMEOUT_S
 from services.cluster.service.deadlines import DeadlinePolicy, fail_overdue_phases
 from services.cluster.service.nodes import expected_nodes, fail_cluster, stop_cluster
 from services.cluster.service.replacement import replace_lost
@@ -22,13 +23,18 @@ from services.cluster.state import ClusterContext, ClusterState, owner_id
 from shared.contracts import NodeLost
 from shared.db import SYSTEM, UnitOfWork
 from shared.phases import fail_phase
-from shared.settings import HEARTBEAT_MISSES
+from shared.settings import HEARTBEAT_MISSES, NexusSettings
 
 logger = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 2.0
 # How late a heartbeat may reach the database (flushed once a second) and be looked at.
 DATABASE_LAG_S = 1.0 + WATCHDOG_INTERVAL_S
+
+
+def adoption_window_s(settings: NexusSettings) -> float:
+    """How long after start-up a dead predecessor's nodes have to be heard and adopted."""
+    return settings.loss_detection_s + ADOPT_TIMEOUT_S
 
 
 def note_heartbeat(state: ClusterState, body: dict[str, object]) -> None:
@@ -44,12 +50,9 @@ class Loss:
     """Why a node is declared lost."""
 
     reason: str
+    cause: str = "silent"  # or "exited"
     exit_code: int | None = None
     silent_s: float | None = None
-
-    @property
-    def cause(self) -> str:
-        return "exited" if self.exit_code is not None else "silent"
 
 
 def losses_now(context: ClusterContext) -> dict[str, Loss]:
@@ -58,7 +61,7 @@ def losses_now(context: ClusterContext) -> dict[str, Loss]:
     three heartbeat intervals."""
     settings = context.settings
     losses = {
-        node_id: Loss(f"its process exited with code {code}", exit_code=code)
+        node_id: Loss(_exit_reason(code), cause="exited", exit_code=code)
         for node_id, code in context.state.manager.exited().items()
     }
     silent_after = HEARTBEAT_MISSES * settings.heartbeat_interval_s
@@ -66,6 +69,12 @@ def losses_now(context: ClusterContext) -> dict[str, Loss]:
         reason = f"it missed {HEARTBEAT_MISSES} heartbeats (silent for {silent:.1f} s)"
         losses.setdefault(node_id, Loss(reason, silent_s=round(silent, 3)))
     return losses
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:  # a node adopted after a service restart: not our child
+        return "its process exited"
+    return f"its process exited with code {code}"
 
 
 async def declare_lost(context: ClusterContext, uow: UnitOfWork, losses: dict[str, Loss]) -> None:
@@ -79,7 +88,7 @@ async def declare_lost(context: ClusterContext, uow: UnitOfWork, losses: dict[st
     if not nodes:
         return
     await repo.set_node_status([n.id for n in nodes], "lost")
-    fenced = state.manager.fence([n.id for n in nodes if losses[n.id].exit_code is None])
+    fenced = state.manager.fence([n.id for n in nodes if losses[n.id].cause == "silent"])
     if fenced:
         logger.warning("killed silent nodes %s, declared lost", ", ".join(fenced))
     found = {c: await repo.get(c) for c in {n.cluster_id for n in nodes}}
@@ -134,7 +143,7 @@ async def watch_once(context: ClusterContext, uow: UnitOfWork) -> None:
     silent_after = HEARTBEAT_MISSES * settings.heartbeat_interval_s + DATABASE_LAG_S
     heard_before = datetime.now(UTC) - timedelta(seconds=silent_after)
     stale = [n.id for n in await repo.stale_nodes(heard_before) if n.id not in state.last_heard]
-    if stale:
+    if stale and now - state.started_at > adoption_window_s(settings):
         reason = f"it sent no heartbeat for {silent_after:.0f} s"
         await declare_lost(context, uow, {node_id: Loss(reason) for node_id in stale})
     for cluster_id in overdue:
@@ -155,8 +164,9 @@ async def _why_not_ready(repo: ClusterRepository, cluster: Cluster) -> str:
 
 
 async def recover_orphans(context: ClusterContext, uow: UnitOfWork) -> None:
-    """Clusters whose owning service process (on this host) is gone lost their nodes with
-    it: mark them failed, and fail the workflows that were running on them."""
+    """Clusters whose owning service process (on this host) is gone and none of whose nodes
+    was adopted (`adoption`) lost their nodes with it: mark them failed, and fail the
+    workflows that were running on them."""
     host = owner_id().rsplit(":", 1)[0]
     for cluster in await ClusterRepository(uow.session, SYSTEM).active():
         if cluster.owner is None:

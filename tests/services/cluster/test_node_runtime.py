@@ -1,9 +1,11 @@
 """The node process on its own: it registers over JetStream, heartbeats, answers tasks,
-refuses what it cannot run, stops on SIGTERM, and leaves when its parent dies."""
+refuses what it cannot run, stops on SIGTERM, outlives a dead service for a grace in
+which a restarted one may adopt it, and leaves when none does."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -117,35 +119,63 @@ async def test_node_registers_heartbeats_answers_and_stops_on_sigterm(
     assert await asyncio.to_thread(process.wait, 10) == 0
 
 
-async def test_node_exits_when_its_parent_dies(node_env: dict[str, str], watch: Any) -> None:
+@contextlib.asynccontextmanager
+async def orphan_node(
+    node_env: dict[str, str], watch: Any, grace_s: float
+) -> AsyncIterator[tuple[int, str]]:
+    """A node whose stand-in service started it and was then killed without cleaning up:
+    yields (node pid, node id) once the service is dead."""
     cluster_id = uuid.uuid4()
     node_id = f"{cluster_id.hex[:8]}-worker-0"
     registrations = await watch("nexus.node.registered")
-    # A stand-in for the service: it starts the node, then is killed without cleaning up.
     parent_code = (
         "import subprocess, sys, time\n"
         f"child = subprocess.Popen({node_command(cluster_id, node_id)!r})\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
+    env = {**node_env, "NEXUS_NODE_ORPHAN_GRACE_S": str(grace_s)}
     parent = subprocess.Popen(
-        [sys.executable, "-c", parent_code], cwd=PROJECT_ROOT, env=node_env, stdout=subprocess.PIPE
+        [sys.executable, "-c", parent_code], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE
     )
+    node_pid = None
     try:
         assert parent.stdout is not None
         node_pid = int(await asyncio.to_thread(parent.stdout.readline))
         await registrations.wait_for(lambda e: e["node"]["node_id"] == node_id, timeout=30)
-        assert not gone(node_pid)
-
         parent.kill()
         parent.wait()
-
-        # It notices on its next heartbeat tick (every 2 s).
-        await wait_gone(node_pid, timeout=10)
+        yield node_pid, node_id
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+        if node_pid is not None and not gone(node_pid):
+            os.kill(node_pid, signal.SIGKILL)
+
+
+async def test_a_node_no_service_adopts_leaves_after_its_grace(
+    node_env: dict[str, str], watch: Any
+) -> None:
+    async with orphan_node(node_env, watch, grace_s=1.0) as (node_pid, _):
+        await asyncio.sleep(0.5)
+        assert not gone(node_pid), "it left before its grace"
+        await wait_gone(node_pid, timeout=10)
+
+
+async def test_a_node_whose_service_died_follows_the_one_that_adopts_it(
+    node_env: dict[str, str], watch: Any, nc: Client
+) -> None:
+    async with orphan_node(node_env, watch, grace_s=1.0) as (node_pid, node_id):
+        subject = f"nodes.{node_id}.adopt"
+        refused = json.loads((await nc.request(subject, b"{}", timeout=10)).data)
+        assert refused["adopted"] is False and "owner_pid" in refused["error"]
+        # This test process stands in for the restarted service.
+        reply = await nc.request(subject, json.dumps({"owner_pid": os.getpid()}).encode(), 10)
+        assert json.loads(reply.data) == {"adopted": True, "pid": node_pid, "busy": None}
+        await asyncio.sleep(2.5)  # well past the grace: it stays with its new owner
+        assert not gone(node_pid)
+        assert (await ask(nc, node_id, {"task_id": "p", "kind": "ping", "payload": {}}))["accepted"]
 
 
 async def test_task_context_publishes_from_a_thread_with_the_callers_trace() -> None:
