@@ -16,6 +16,7 @@ workflow_app = typer.Typer(help="Inspect workflows.", no_args_is_help=True)
 
 app.command()(stack.up)
 app.command()(stack.down)
+app.command("restart")(stack.restart_component)
 app.command()(stack.status)
 app.command()(account.register)
 app.command()(account.login)

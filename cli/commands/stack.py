@@ -1,4 +1,4 @@
-"""`nexus up`, `down`, `status`: the local stack."""
+"""`nexus up`, `down`, `restart`, `status`: the local stack."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import typer
 from rich.table import Table
 
 from cli.output import console, fail, friendly_errors
-from cli.stack import StackInfo, resolve_home, stack_status, start_stack, stop_stack
+from cli.stack import (
+    SERVICE_NAMES,
+    StackInfo,
+    resolve_home,
+    restart,
+    stack_status,
+    start_stack,
+    stop_stack,
+)
 from cli.stack.status import redact
 
 
@@ -64,6 +72,17 @@ def down() -> None:
         console.print(f"stopped: {', '.join(stopped)}")
     else:
         console.print(f"no running stack under {home.root}")
+
+
+@friendly_errors
+def restart_component(
+    name: str = typer.Argument(..., help=f"nats, or a service: {', '.join(SERVICE_NAMES)}"),
+    timeout: float = typer.Option(60.0, help="Seconds to wait for its /readyz."),
+) -> None:
+    """Start one component of the running stack again (after it crashed, or to pick up a
+    change); workflows in flight go on once it is back."""
+    record = restart(name, resolve_home().root, timeout)
+    console.print(f"{name} restarted (pid {record.pid})")
 
 
 @friendly_errors

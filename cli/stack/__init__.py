@@ -12,7 +12,7 @@ As root, keep `home` out of pytest's tmp_path: each new pytest session resets
 
 from cli.stack.errors import StackError, StackPartlyRunning
 from cli.stack.home import NexusHome, resolve_home
-from cli.stack.lifecycle import running_stack, start_stack, stop_stack
+from cli.stack.lifecycle import restart, running_stack, start_stack, stop_stack
 from cli.stack.services import SERVICE_NAMES, SERVICES, base_url
 from cli.stack.state import StackInfo, load_state
 from cli.stack.status import ComponentStatus, stack_status
@@ -28,6 +28,7 @@ __all__ = [
     "base_url",
     "load_state",
     "resolve_home",
+    "restart",
     "running_stack",
     "stack_status",
     "start_stack",

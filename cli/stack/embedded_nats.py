@@ -36,13 +36,15 @@ def find_nats_server() -> Path:
     return Path(found)
 
 
-def start_nats(home: NexusHome, timeout: float = 15.0) -> ProcessRecord:
-    """Start nats-server -js on a free port; return its record once it listens."""
+def start_nats(home: NexusHome, timeout: float = 15.0, port: int | None = None) -> ProcessRecord:
+    """Start nats-server -js on a free port (or on `port`, to restart it where its clients
+    reconnect to); return its record once it listens. JetStream keeps its streams and
+    consumers in files under the home, so a restart loses no event."""
     home.ensure()
     binary = find_nats_server()
     log_path = home.log_file("nats")
-    for _ in range(ATTEMPTS):
-        port = pick_free_port(FIRST_PORT, HOST)
+    for _ in range(1 if port else ATTEMPTS):
+        port = port or pick_free_port(FIRST_PORT, HOST)
         argv = [str(binary), "-js", "-sd", str(home.nats), "-a", HOST, "-p", str(port)]
         url = f"nats://{HOST}:{port}"
         record = supervisor.spawn("nats", argv, env=os.environ, log_path=log_path, url=url)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from cli.stack import supervisor
 from cli.stack.embedded_nats import start_nats
 from cli.stack.embedded_postgres import start_postgres
@@ -21,6 +23,7 @@ from cli.stack.readiness import wait_ready
 from cli.stack.secrets import ensure_secrets
 from cli.stack.services import SERVICES, stack_env
 from cli.stack.state import StackInfo, clear_state, load_state, save_state
+from cli.stack.supervisor import ProcessRecord
 from shared.processes import log_tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +62,8 @@ def running_stack(home: NexusHome) -> StackInfo | None:
     if dead:
         raise StackPartlyRunning(
             f"the stack under {home.root} is partly running: {', '.join(dead)} stopped, "
-            f"{', '.join(sorted(alive))} still up. Run `nexus down`, then `nexus up`."
+            f"{', '.join(sorted(alive))} still up. Run `nexus restart NAME` for each stopped "
+            "one, or `nexus down`, then `nexus up`."
         )
     info.already_running = True
     return info
@@ -226,6 +230,48 @@ def _stop(home: NexusHome, timeout: float = 10.0) -> list[str]:
     stopped = supervisor.stop_all(services, timeout) + supervisor.stop_all(infra, timeout)
     clear_state(home)
     return stopped
+
+
+def restart(
+    name: str, home: str | os.PathLike[str] | None = None, timeout: float = 60.0
+) -> ProcessRecord:
+    """Start one component of the running stack again, as `up` started it (stopping it
+    first if it still runs): a service, or the embedded NATS on its old port."""
+    nexus_home = resolve_home(home)
+    with _locked(nexus_home):
+        info = load_state(nexus_home)
+        old = info.process(name) if info is not None else None
+        if info is None or old is None:
+            raise StackError(f"no {name!r} in the stack under {nexus_home.root} to restart")
+        supervisor.stop(old)
+        if name == "nats":
+            record = start_nats(nexus_home, port=httpx.URL(old.url or "").port)
+        else:
+            record = _respawn_service(nexus_home, info, name, time.monotonic() + timeout)
+        info.processes[info.processes.index(old)] = record
+        save_state(nexus_home, info)
+        return record
+
+
+def _respawn_service(home: NexusHome, info: StackInfo, name: str, deadline: float) -> ProcessRecord:
+    svc = next((s for s in SERVICES if s.name == name), None)
+    if svc is None:
+        raise StackError(f"unknown component {name!r}")
+    env = {**os.environ, **info.env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    record = supervisor.spawn(
+        name,
+        [sys.executable, "-m", svc.module],
+        env=env,
+        log_path=home.log_file(name),
+        cwd=REPO_ROOT,
+        url=info.url(name),
+    )
+    failures = wait_ready({name: record}, {name: info.url(name)}, deadline)
+    if failures:
+        (failure,) = failures
+        raise StackError(f"{name} is not ready: {failure.reason}; {failure.log}")
+    return record
 
 
 def stop_stack(home: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> list[str]:
