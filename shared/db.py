@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import sqlalchemy.exc
 from opentelemetry import propagate
 from sqlalchemy import (
     JSON,
@@ -69,6 +71,26 @@ def add_event_tables(metadata: MetaData) -> MetaData:
         Column("created_at", DateTime(timezone=True), nullable=False),
     )
     return metadata
+
+
+# Postgres going away as a client sees it: refused or dropped connections, a server that
+# shuts down or is still starting (asyncpg's own, raw or wrapped by SQLAlchemy).
+_UNAVAILABLE = (
+    OSError,  # refused, reset, or a Unix socket not there while it restarts
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for a failure to reach Postgres (down, restarting, a connection it dropped), as
+    opposed to a statement it refused: worth trying again once it is back."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    cause = getattr(exc, "orig", None) or exc.__cause__
+    return isinstance(exc, _UNAVAILABLE) or (cause is not None and isinstance(cause, _UNAVAILABLE))
 
 
 def create_engine(url: str) -> AsyncEngine:

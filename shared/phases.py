@@ -2,8 +2,9 @@
 
 A handler that raised would nak its message and JetStream would redeliver it forever, so a
 step's failure is reported instead: the step's transaction is rolled back and a second one
-records the event as handled and emits `PhaseFailed`. Only when that also fails (the
-database is down) does the handler raise, and the redelivery is then what we want.
+records the event as handled and emits `PhaseFailed`. A step that failed because the
+database went away (a restart) is not the phase's failure: the handler raises, and the
+redelivery, after a pause, is what we want; so too when reporting the failure fails.
 
 Every phase owner (cluster: 1, trainer: 2 and 3, validator: 4, deployer: 5) runs its steps
 here and reports a failure with `PhaseError` from inside a step, or `fail_phase` from code
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from shared.contracts import PHASE_NAMES, Event, PhaseFailed
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, database_unavailable
 from shared.service_app import AnyContext
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ async def run_phase_step(
     except PhaseError as exc:
         reason, details = exc.reason, exc.details
     except Exception as exc:
+        if database_unavailable(exc):
+            logger.warning("%s: the database is unavailable (%s); to be redelivered", consumer, exc)
+            raise
         logger.exception(
             "%s: %s failed for workflow %s", consumer, type(event).__name__, event.workflow_id
         )
