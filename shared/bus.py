@@ -8,7 +8,9 @@ service's router on it, then start it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
@@ -96,11 +98,33 @@ class _BoundedPrometheusMiddleware(PrometheusMiddleware[Msg | Sequence[Msg], Any
         )
 
 
+@dataclass
+class BrokerLink:
+    """Whether this process is connected to NATS now, and since when (monotonic): a process
+    cut off from the broker, or back on it only just now, must not take the heartbeats it
+    could not hear for the silence of the nodes that sent them."""
+
+    connected: bool = True
+    since: float = field(default_factory=time.monotonic)
+
+    async def on_disconnected(self) -> None:
+        self.connected, self.since = False, time.monotonic()
+
+    async def on_reconnected(self) -> None:
+        self.connected, self.since = True, time.monotonic()
+
+    def heard_for(self) -> float:
+        """Seconds this process has been able to hear the broker without a break (0 when
+        it cannot now)."""
+        return time.monotonic() - self.since if self.connected else 0.0
+
+
 def create_broker(
     nats_url: str,
     service: str,
     tracer_provider: TracerProvider | None,
     metrics_registry: CollectorRegistry | None,
+    link: BrokerLink,
 ) -> NatsBroker:
     middlewares: list[Any] = [NatsTelemetryMiddleware(tracer_provider=tracer_provider)]
     if metrics_registry is not None:
@@ -116,6 +140,11 @@ def create_broker(
         log_level=logging.DEBUG,
         graceful_timeout=15.0,
         max_reconnect_attempts=-1,
+        # nats-py waits 2 s between reconnection attempts by default; a restarted broker is
+        # back within a second, and every moment away is a gap in the heartbeats heard.
+        reconnect_time_wait=0.25,  # type: ignore[arg-type]  # FastStream says int; nats-py takes float
+        disconnected_cb=link.on_disconnected,
+        reconnected_cb=link.on_reconnected,
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.artifacts import ArtifactStore
-from shared.bus import create_broker, ensure_stream, publisher_for, set_consumer_prefix
+from shared.bus import BrokerLink, create_broker, ensure_stream, publisher_for, set_consumer_prefix
 from shared.db import UnitOfWork, create_engine, make_sessionmaker, ping, relay_outbox
 from shared.errors import install_error_handlers
 from shared.health import health_router, install_http_metrics
@@ -63,6 +63,8 @@ class ServiceContext(Generic[SettingsT, StateT]):
     artifacts: ArtifactStore
     tracer_provider: TracerProvider
     metrics_registry: CollectorRegistry
+    # Whether the broker connection is up, and since when.
+    broker_link: BrokerLink
     # Checks bearer tokens for HTTP requests and for events that carry one.
     token_verifier: TokenVerifier = field(init=False)
     state: StateT = field(init=False)
@@ -113,7 +115,8 @@ def create_service_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        broker = create_broker(settings.nats_url, name, provider, metrics_registry)
+        link = BrokerLink()
+        broker = create_broker(settings.nats_url, name, provider, metrics_registry, link)
         context: ServiceContext[SettingsT, StateT] = ServiceContext(
             name=name,
             settings=settings,
@@ -121,6 +124,7 @@ def create_service_app(
             engine=engine,
             sessionmaker=make_sessionmaker(engine),
             broker=broker,
+            broker_link=link,
             http=httpx.AsyncClient(timeout=30),
             artifacts=ArtifactStore(settings.artifacts),
             tracer_provider=provider,

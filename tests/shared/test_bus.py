@@ -18,6 +18,7 @@ from shared.bus import (
     MAX_RETRY_DELAY_S,
     RETRY_DELAY_S,
     STREAM_NAME,
+    BrokerLink,
     create_broker,
     durable_subscriber,
     ensure_stream,
@@ -34,7 +35,7 @@ class ProbeEvent(Event):
 
 async def test_event_round_trip_keeps_fields_and_trace_context(nats_url: str) -> None:
     provider = TracerProvider()
-    broker = create_broker(nats_url, "test", provider, None)
+    broker = create_broker(nats_url, "test", provider, None, BrokerLink())
     received: asyncio.Queue[tuple[ProbeEvent, int]] = asyncio.Queue()
     router = NatsRouter()
 
@@ -81,7 +82,7 @@ async def test_a_failing_handler_gets_the_event_again_later(
     nats_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("shared.bus.RETRY_DELAY_S", 0.5)
-    broker = create_broker(nats_url, "test", TracerProvider(), None)
+    broker = create_broker(nats_url, "test", TracerProvider(), None, BrokerLink())
     attempts: list[float] = []
     done = asyncio.Event()
     router = NatsRouter()
@@ -141,7 +142,7 @@ async def _dead_letters(broker: NatsBroker, consumer: str) -> asyncio.Queue[Even
 async def test_a_malformed_message_is_dead_lettered_at_once_and_the_next_is_handled(
     nats_url: str,
 ) -> None:
-    broker = create_broker(nats_url, "test", TracerProvider(), None)
+    broker = create_broker(nats_url, "test", TracerProvider(), None, BrokerLink())
     consumer = f"test-poison-{uuid.uuid4().hex[:8]}"
     handled: asyncio.Queue[ProbeEvent] = asyncio.Queue()
     router = NatsRouter()
@@ -177,7 +178,7 @@ async def test_a_handler_that_keeps_failing_is_retried_with_backoff_then_dead_le
 ) -> None:
     monkeypatch.setattr("shared.bus.RETRY_DELAY_S", 0.1)
     monkeypatch.setattr("shared.bus.MAX_DELIVERIES", 4)
-    broker = create_broker(nats_url, "test", TracerProvider(), None)
+    broker = create_broker(nats_url, "test", TracerProvider(), None, BrokerLink())
     consumer = f"test-failing-{uuid.uuid4().hex[:8]}"
     attempts: list[float] = []
     router = NatsRouter()
@@ -219,7 +220,7 @@ def test_the_redelivery_delay_doubles_up_to_its_cap() -> None:
 
 async def test_node_subjects_share_one_metric_series_whatever_the_node(nats_url: str) -> None:
     registry = CollectorRegistry()
-    broker = create_broker(nats_url, "test", TracerProvider(), registry)
+    broker = create_broker(nats_url, "test", TracerProvider(), registry, BrokerLink())
     cluster = uuid.uuid4().hex[:8]
     beats: asyncio.Queue[dict[str, str]] = asyncio.Queue()
 

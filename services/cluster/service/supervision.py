@@ -65,7 +65,13 @@ def losses_now(context: ClusterContext) -> dict[str, Loss]:
         for node_id, code in context.state.manager.exited().items()
     }
     silent_after = HEARTBEAT_MISSES * settings.heartbeat_interval_s
+    # Heartbeats sent while this process was cut off from the broker were never heard:
+    # silence counts only from when it could hear them again.
+    heard_for = context.broker_link.heard_for()
+    if heard_for <= silent_after:
+        return losses
     for node_id, silent in context.state.silent_nodes(silent_after).items():
+        silent = min(silent, heard_for)
         reason = f"it missed {HEARTBEAT_MISSES} heartbeats (silent for {silent:.1f} s)"
         losses.setdefault(node_id, Loss(reason, silent_s=round(silent, 3)))
     return losses
@@ -143,7 +149,8 @@ async def watch_once(context: ClusterContext, uow: UnitOfWork) -> None:
     silent_after = HEARTBEAT_MISSES * settings.heartbeat_interval_s + DATABASE_LAG_S
     heard_before = datetime.now(UTC) - timedelta(seconds=silent_after)
     stale = [n.id for n in await repo.stale_nodes(heard_before) if n.id not in state.last_heard]
-    if stale and now - state.started_at > adoption_window_s(settings):
+    listening = context.broker_link.heard_for() > silent_after
+    if stale and listening and now - state.started_at > adoption_window_s(settings):
         reason = f"it sent no heartbeat for {silent_after:.0f} s"
         await declare_lost(context, uow, {node_id: Loss(reason) for node_id in stale})
     for cluster_id in overdue:
