@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
 
 from services.cluster.node.owner import Owner
 from services.cluster.node.rendezvous import (
@@ -51,7 +52,10 @@ logger = logging.getLogger("nexus.node")
 
 # How long a running task may take to notice `cancelled` on shutdown before the node leaves.
 SHUTDOWN_GRACE_S = 10.0
-REGISTER_ATTEMPTS = 20
+# A publish is tried for this long (each try waiting this long for the ack), which covers a
+# NATS restart; the task's thread waits PUBLISH_TIMEOUT_S, more than both together.
+PUBLISH_RETRY_S = 20.0
+PUBLISH_ATTEMPT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,9 @@ class NodeRuntime:
                 self._nats_url,
                 name=self.node_id,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
+                # Back within moments of a broker restart: every moment away is a gap in the
+                # heartbeats the cluster service hears.
+                reconnect_time_wait=0.25,
                 error_cb=self._on_nats_error,
             )
         )
@@ -186,16 +192,13 @@ class NodeRuntime:
         for variable in ("TRACEPARENT", "TRACESTATE"):
             if variable in os.environ:
                 headers[variable.lower()] = os.environ[variable]
-        for attempt in range(1, REGISTER_ATTEMPTS + 1):
-            try:
-                await self._publish(event, headers)
-                logger.info("registered %s (pid %d)", self.node_id, self.identity.info.pid)
-                return True
-            except Exception as exc:  # the stream may not exist yet; the service creates it
-                logger.warning("registration attempt %d failed: %s", attempt, exc)
-                await asyncio.sleep(0.5)
-        logger.error("could not register after %d attempts; exiting", REGISTER_ATTEMPTS)
-        return False
+        try:  # the stream may not exist yet (the service creates it): `_publish` retries
+            await self._publish(event, headers)
+        except Exception as exc:
+            logger.error("could not register within %.0f s: %s; exiting", PUBLISH_RETRY_S, exc)
+            return False
+        logger.info("registered %s (pid %d)", self.node_id, self.identity.info.pid)
+        return True
 
     async def _heartbeat_forever(self) -> None:
         subject = NODE_HEARTBEAT_SUBJECT.format(
@@ -219,13 +222,23 @@ class NodeRuntime:
                 pass
 
     async def _publish(self, event: Event, headers: dict[str, str]) -> None:
-        await self._js.publish(
-            subject_of(event),
-            event.model_dump_json().encode(),
-            stream=STREAM_NAME,
-            headers=headers,
-            timeout=10,
+        """Publish to the stream, trying again while the broker restarts or reconnects: the
+        message id makes a repeat that did land count once."""
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(PUBLISH_RETRY_S),
+            wait=wait_exponential(multiplier=0.1, max=2),
+            before_sleep=_log_publish_retry,
+            reraise=True,
         )
+        async for attempt in retrying:
+            with attempt:
+                await self._js.publish(
+                    subject_of(event),
+                    event.model_dump_json().encode(),
+                    stream=STREAM_NAME,
+                    headers=headers,
+                    timeout=PUBLISH_ATTEMPT_TIMEOUT_S,
+                )
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -359,6 +372,12 @@ class NodeRuntime:
             logger.warning("NATS drain failed: %s", exc)
         logger.info("node %s stopped in %.2f s", self.node_id, time.monotonic() - stopping_since)
         return 0
+
+
+def _log_publish_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    logger.warning("publish failed (%s: %s); trying again", type(error).__name__, error)
 
 
 def _prewarm() -> None:
