@@ -76,7 +76,9 @@ def down() -> None:
 
 @friendly_errors
 def restart_component(
-    name: str = typer.Argument(..., help=f"nats, or a service: {', '.join(SERVICE_NAMES)}"),
+    name: str = typer.Argument(
+        ..., help=f"nats, postgres, or a service: {', '.join(SERVICE_NAMES)}"
+    ),
     timeout: float = typer.Option(60.0, help="Seconds to wait for its /readyz."),
 ) -> None:
     """Start one component of the running stack again (after it crashed, or to pick up a

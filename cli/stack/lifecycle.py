@@ -236,7 +236,8 @@ def restart(
     name: str, home: str | os.PathLike[str] | None = None, timeout: float = 60.0
 ) -> ProcessRecord:
     """Start one component of the running stack again, as `up` started it (stopping it
-    first if it still runs): a service, or the embedded NATS on its old port."""
+    first if it still runs): a service, or the embedded NATS or Postgres where their
+    clients reconnect to."""
     nexus_home = resolve_home(home)
     with _locked(nexus_home):
         info = load_state(nexus_home)
@@ -246,6 +247,8 @@ def restart(
         supervisor.stop(old)
         if name == "nats":
             record = start_nats(nexus_home, port=httpx.URL(old.url or "").port)
+        elif name == "postgres":  # its socket lies in its data folder: the URL stays
+            record = start_postgres(nexus_home).record
         else:
             record = _respawn_service(nexus_home, info, name, time.monotonic() + timeout)
         info.processes[info.processes.index(old)] = record
