@@ -97,14 +97,15 @@ async def _nodes(client: httpx.AsyncClient, workflow_id: str, role: str) -> list
 
 
 @pytest.mark.parametrize(
-    ("strategy", "role", "victim"),
+    ("strategy", "role", "victim", "sig"),
     [
-        ("ddp", "worker", 1),
-        ("ddp", "worker", 0),
-        ("parameter_server", "worker", 1),
-        ("parameter_server", "parameter_server", 0),
+        ("ddp", "worker", 1, signal.SIGKILL),
+        ("ddp", "worker", 0, signal.SIGKILL),
+        ("ddp", "worker", 1, signal.SIGSTOP),
+        ("parameter_server", "worker", 1, signal.SIGKILL),
+        ("parameter_server", "parameter_server", 0, signal.SIGKILL),
     ],
-    ids=["ddp-worker", "ddp-lead", "ps-worker", "ps-server"],
+    ids=["ddp-worker", "ddp-lead", "ddp-worker-hung", "ps-worker", "ps-server"],
 )
 async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes(
     stack: Any,
@@ -113,6 +114,7 @@ async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes
     strategy: str,
     role: str,
     victim: int,
+    sig: signal.Signals,
 ) -> None:
     spec = digits_spec()
     spec["name"] = f"digits-kill-{strategy}"
@@ -124,7 +126,9 @@ async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes
     await _node_pids(cluster_client, workflow_id)
     await _wait_for_epoch(cluster_client, workflow_id, 3)
     killed = (await _nodes(cluster_client, workflow_id, role))[victim]
-    os.kill(killed["pid"], signal.SIGKILL)
+    # SIGSTOP: a hung node, which only its silence gives away; it is declared lost, and
+    # killed so that it cannot come back into a job that went on without it.
+    os.kill(killed["pid"], sig)
 
     workflow = await wait_for_workflow(cluster_client, workflow_id, timeout=180)
     assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
@@ -134,7 +138,12 @@ async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes
     async with httpx.AsyncClient(base_url=stack.url("trainer"), headers=headers) as trainer:
         (job,) = (await trainer.get("/jobs", params={"workflow_id": workflow_id})).json()["jobs"]
     (recovery,) = job["recoveries"]
-    assert recovery["lost_node"] == killed["id"] and "exited with code -9" in recovery["reason"]
+    assert recovery["lost_node"] == killed["id"]
+    if sig == signal.SIGKILL:
+        assert "exited with code -9" in recovery["reason"]
+    else:
+        assert "missed 3 heartbeats" in recovery["reason"]
+        assert not _alive(killed["pid"]), "the hung node was not fenced"
     assert recovery["attempt"] == 1 and recovery["resumed_epoch"] >= 3
     if role == "parameter_server":  # none left: the cluster's replacement took its place
         assert recovery["waits_for"] == role and recovery["replaced_by"].endswith("-r1")
