@@ -4,7 +4,8 @@ On `nexus.node.lost` for a process of a running job, the job's next attempt is p
 the handler's transaction): an idle node of the cluster with the same role takes the lost
 one's place, or else the job goes on with one worker fewer (down to `training.min_workers`).
 When it cannot do without the lost role (its last parameter server, too few workers), it
-waits for the node the cluster starts in the lost one's place (`nexus.node.joined`).
+waits for the node the cluster starts in the lost one's place (`nexus.node.joined`); a `ddp`
+job that went on with fewer workers takes that node in when it joins, back to full width.
 
 Then, outside any transaction, the broken attempt's surviving ranks are cancelled (most have
 already failed on the lost peer's closed connection), the next attempt's processes are
@@ -141,6 +142,15 @@ async def plan_with_joined_node(uow: UnitOfWork, event: NodeJoined) -> list[Reco
         spare = {"node_id": node.node_id, "role": node.role, "host": node.host}
         config["spares"] = [*config.get("spares", []), spare]
         awaiting = config.get("awaiting")
+        grown = _grow(job, config, node.role)
+        if grown is not None:
+            joining = grown.members[-1]
+            _commit_layout(
+                job, config, grown, restart=False, grown_back_with=joining, grown_at=grown.attempt
+            )
+            logger.info("training job %s takes %s back to full width", job.id, joining)
+            plans.append(grown)
+            continue
         if job.status != RECOVERING or not awaiting or awaiting["role"] != node.role:
             job.config = config
             continue
@@ -154,17 +164,53 @@ async def plan_with_joined_node(uow: UnitOfWork, event: NodeJoined) -> list[Reco
     return plans
 
 
+def _grow(job: TrainingJob, config: dict[str, Any], role: str) -> Recovery | None:
+    """A `ddp` job that went on with fewer workers than it started with takes a joining one
+    back in: a planned restart of its attempt, every rank resuming from the newest epoch held in
+    memory. It does not count against `training.max_restarts` (the loss before it did)."""
+    wanted = config.get("workers_wanted")
+    members: list[dict[str, Any]] = config["members"]
+    workers = sum(1 for m in members if m["role"] == "worker")
+    spare = next((s for s in config.get("spares", []) if s["role"] == role), None)
+    # `ddp` only: a parameter-server job re-formed wider loses its workers' step agreement
+    # (the new worker leaves its first epoch at once), so it stays narrower.
+    if config.get("strategy") != "ddp" or job.status != "running" or role != "worker":
+        return None
+    if not wanted or workers >= wanted:
+        return None
+    if spare is None:
+        return None
+    return Recovery(
+        job_id=job.id,
+        tenant_id=job.tenant_id,
+        attempt=config.get("attempt", 0) + 1,
+        survivors=[m["node_id"] for m in members],
+        members=[*(m["node_id"] for m in members), spare["node_id"]],
+        new_rendezvous=False,
+    )
+
+
 def _commit_plan(job: TrainingJob, config: dict[str, Any], plan: Recovery) -> None:
     """Record the next attempt's layout on the job, and what replaced the lost node."""
     members = {m["node_id"] for m in config["members"]}
+    _commit_layout(
+        job,
+        config,
+        plan,
+        attempt=plan.attempt,
+        replaced_by=next((m for m in plan.members if m not in members), None),
+        processes=len(plan.members),
+    )
+
+
+def _commit_layout(
+    job: TrainingJob, config: dict[str, Any], plan: Recovery, restart: bool = True, **noted: Any
+) -> None:
+    """The planned attempt's layout on the job, `noted` on its newest recovery record."""
     recoveries = list(config.get("recoveries", []))
-    recoveries[-1] = {
-        **recoveries[-1],
-        "attempt": plan.attempt,
-        "replaced_by": next((m for m in plan.members if m not in members), None),
-        "processes": len(plan.members),
-    }
-    job.config = {**config, **_next_layout(config, plan), "recoveries": recoveries}
+    if recoveries:
+        recoveries[-1] = {**recoveries[-1], **noted}
+    job.config = {**config, **_next_layout(config, plan, restart), "recoveries": recoveries}
     job.status = RECOVERING
     job.node_id = job.config["members"][job.config.get("servers", 0)]["node_id"]
 
@@ -206,7 +252,7 @@ def _plan(job: TrainingJob, config: dict[str, Any], lost_id: str) -> Recovery:
     )
 
 
-def _next_layout(config: dict[str, Any], plan: Recovery) -> dict[str, Any]:
+def _next_layout(config: dict[str, Any], plan: Recovery, restart: bool) -> dict[str, Any]:
     known = {m["node_id"]: m for m in [*config["members"], *config.get("spares", [])]}
     members = [known[node_id] for node_id in plan.members]
     return {
@@ -214,7 +260,7 @@ def _next_layout(config: dict[str, Any], plan: Recovery) -> dict[str, Any]:
         "servers": sum(1 for m in members if m["role"] == "parameter_server"),
         "spares": [s for s in config.get("spares", []) if s["node_id"] not in plan.members],
         "attempt": plan.attempt,
-        "restarts": config.get("restarts", 0) + 1,
+        "restarts": config.get("restarts", 0) + (1 if restart else 0),
     }
 
 
@@ -325,7 +371,11 @@ async def note_resumed(uow: UnitOfWork, event: TrainingProgress) -> None:
     if job is None or job.tenant_id != event.tenant_id:
         return
     recoveries = list(job.config.get("recoveries", []))
-    if not recoveries or recoveries[-1]["attempt"] != event.attempt:
+    # Its own attempt, or a growth back to full width planned before that one reported.
+    if not recoveries or event.attempt not in (
+        recoveries[-1]["attempt"],
+        recoveries[-1].get("grown_at"),
+    ):
         return
     last = dict(recoveries[-1])
     if "resumed_epoch" in last:

@@ -68,6 +68,8 @@ async def create_job(
             "strategy": strategy,
             "members": [_member(m) for m in members],
             "servers": servers,
+            # The width a job that lost workers grows back to when replacements join.
+            "workers_wanted": len(members) - servers,
             # Idle nodes of the cluster a recovery can put in a lost node's place.
             "spares": [_member(n) for n in event.nodes if n.node_id not in in_job],
             "rendezvous": event.rendezvous.model_dump() if event.rendezvous else None,
