@@ -37,6 +37,8 @@ class TaskContext(Protocol):
     cluster_id: str
     artifacts_url: str
     cancelled: threading.Event
+    # Why `cancelled` was set by the node itself (the task's deadline), else None.
+    cancel_reason: str | None
 
     def publish(self, event: Event) -> None:
         """Publish to JetStream from the task's thread; blocks until the server acks it and
@@ -63,14 +65,21 @@ class TaskRefused(TaskNotStarted):
 
 
 async def request_node_task(
-    nc: Client, node_id: str, task_id: str, kind: str, payload: dict[str, Any], timeout: float
+    nc: Client,
+    node_id: str,
+    task_id: str,
+    kind: str,
+    payload: dict[str, Any],
+    timeout: float,
+    deadline_s: float | None = None,
 ) -> dict[str, Any]:
     """Send a task on `nodes.{node_id}.task` and return the node's reply
     (`{"accepted": bool, ...}`). The trace context travels in the headers, so the node
     continues this trace in the events it publishes."""
     headers: dict[str, str] = {}
     propagate.inject(headers)
-    body = json.dumps({"task_id": task_id, "kind": kind, "payload": payload}).encode()
+    request = {"task_id": task_id, "kind": kind, "payload": payload, "deadline_s": deadline_s}
+    body = json.dumps(request).encode()
     try:
         reply = await nc.request(
             NODE_TASK_SUBJECT.format(node_id=node_id), body, timeout=timeout, headers=headers
@@ -89,10 +98,16 @@ async def request_node_task(
 
 
 async def send_node_task(
-    context: AnyContext, node_id: str, task_id: str, kind: str, payload: dict[str, Any]
+    context: AnyContext,
+    node_id: str,
+    task_id: str,
+    kind: str,
+    payload: dict[str, Any],
+    deadline_s: float | None = None,
 ) -> dict[str, Any]:
     """Hand a task to a node and return its acceptance; raises `TaskNotStarted` (the node did
-    not answer within `node_task_accept_timeout_s`, or refused) otherwise."""
+    not answer within `node_task_accept_timeout_s`, or refused) otherwise. The node stops a
+    task still running `deadline_s` after it started."""
     answer = await request_node_task(
         context.broker.connection,
         node_id,
@@ -100,6 +115,7 @@ async def send_node_task(
         kind,
         payload,
         context.settings.node_task_accept_timeout_s,
+        deadline_s,
     )
     if answer.get("accepted") is not True:
         reason = answer.get("error")

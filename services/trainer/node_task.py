@@ -104,7 +104,8 @@ def run_training(payload: dict[str, Any], context: TaskContext) -> None:
     except TrainingCancelled as cancelled:
         seconds = time.perf_counter() - started
         result = record.partial(seconds, cancelled=True)
-        _finish(context, payload, job, succeeded=False, error=str(cancelled), result=result)
+        error = context.cancel_reason or str(cancelled)  # set when its deadline stopped it
+        _finish(context, payload, job, succeeded=False, error=error, result=result)
         return
     except Exception as exc:
         logger.exception("training task failed")

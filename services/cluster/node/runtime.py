@@ -330,6 +330,11 @@ class NodeRuntime:
         self._running = running
         await _reply(msg, {"accepted": True, "task_id": request.task_id, "node_id": self.node_id})
         logger.info("task %s (%s) started", request.task_id, request.kind)
+        overdue = None
+        if request.deadline_s is not None:
+            overdue = asyncio.get_running_loop().call_later(
+                request.deadline_s, _past_deadline, request, context
+            )
         try:
             await run_in_daemon_thread(
                 _run_handler_sync,
@@ -344,6 +349,8 @@ class NodeRuntime:
             logger.exception("task %s (%s) raised", request.task_id, request.kind)
             span.record_exception(exc)
         finally:
+            if overdue is not None:
+                overdue.cancel()
             span.end()
             self._running = None
             running.done.set()
@@ -372,6 +379,13 @@ class NodeRuntime:
             logger.warning("NATS drain failed: %s", exc)
         logger.info("node %s stopped in %.2f s", self.node_id, time.monotonic() - stopping_since)
         return 0
+
+
+def _past_deadline(request: TaskRequest, context: NodeTaskContext) -> None:
+    reason = f"the task ran past its deadline of {request.deadline_s:g} s on the node"
+    logger.warning("task %s (%s): %s; stopping it", request.task_id, request.kind, reason)
+    context.cancel_reason = reason
+    context.cancelled.set()
 
 
 def _log_publish_retry(state: RetryCallState) -> None:

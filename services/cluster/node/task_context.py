@@ -39,6 +39,8 @@ class TaskRequest(BaseModel):
     task_id: str = Field(min_length=1, max_length=200)
     kind: str = Field(min_length=1, max_length=100)
     payload: dict[str, Any] = Field(default_factory=dict)
+    # The node stops the task itself this long after it started, whoever else is around.
+    deadline_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
 
 
 @dataclass
@@ -52,6 +54,8 @@ class NodeTaskContext:
     # The trace the task request arrived in; events the task publishes continue it.
     trace_context: Context
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Why `cancelled` was set, when not by a `cancel` request (its deadline passed).
+    cancel_reason: str | None = None
     _in_flight: collections.deque[concurrent.futures.Future[None]] = field(
         default_factory=collections.deque
     )

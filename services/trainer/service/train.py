@@ -169,15 +169,26 @@ def job_tasks(
     return [(task_for(rank), node_id) for rank, node_id in enumerate(ids)]
 
 
+# How much later than training's deadline the node stops a train task by itself.
+NODE_DEADLINE_MARGIN_S = 30.0
+
+
 async def send_train_tasks(context: AnyContext, tasks: list[tuple[TrainTask, str]]) -> str | None:
     """Hand every process its task at once (they meet at the rendezvous); None once all
     accepted, else why the job did not start, after cancelling the ranks that had accepted."""
 
     async def send(task: TrainTask, node_id: str) -> str | None:
         try:
-            await send_node_task(
-                context, node_id, str(task.job_id), "train", task.model_dump(mode="json")
+            # Past the phase's own deadline, which the cluster service enforces: a backstop
+            # for when no service is there to stop the task.
+            spec_deadline = task.spec.training.deadline_s
+            deadline = (
+                spec_deadline + NODE_DEADLINE_MARGIN_S
+                if spec_deadline
+                else context.settings.training_task_deadline_s
             )
+            payload = task.model_dump(mode="json")
+            await send_node_task(context, node_id, str(task.job_id), "train", payload, deadline)
         except TaskNotStarted as exc:
             return str(exc)
         return None

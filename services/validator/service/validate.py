@@ -67,7 +67,8 @@ async def send_validate_task(
             )
             node_id = node.node_id
         task = validate_task(context, validation).model_dump(mode="json")
-        await send_node_task(context, node.node_id, str(validation.id), "validate", task)
+        deadline = context.settings.validation_task_deadline_s
+        await send_node_task(context, node.node_id, str(validation.id), "validate", task, deadline)
     except (NodeUnavailable, TaskNotStarted) as exc:
         return node_id, str(exc)
     logger.info("validation %s accepted by node %s", validation.id, node_id)

@@ -205,3 +205,27 @@ async def test_task_context_publishes_from_a_thread_with_the_callers_trace() -> 
     assert sent is event
     assert headers["Nats-Msg-Id"] == str(event.event_id)
     assert headers["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
+
+
+async def test_a_task_past_its_deadline_is_stopped_by_the_node_itself(
+    node: tuple[subprocess.Popen[bytes], str, dict[str, Any]],
+    nc: Client,
+    watch: Any,
+    tmp_path: Any,
+) -> None:
+    from shared.artifacts import ArtifactStore
+    from tests.services.trainer.conftest import digits_spec, train_payload
+
+    _, node_id, _ = node
+    finished = await watch("nexus.training.finished")
+    payload = train_payload(
+        ArtifactStore(f"file://{tmp_path}"), digits_spec(epochs=1000, patience=1000)
+    )
+    request = {"task_id": "t-deadline", "kind": "train", "payload": payload, "deadline_s": 2}
+    assert (await ask(nc, node_id, request))["accepted"]
+
+    # No service is there to stop it: the node does, and says why.
+    report = await finished.wait_for(lambda e: e["node_id"] == node_id, timeout=60)
+    assert report["succeeded"] is False
+    assert report["error"] == "the task ran past its deadline of 2 s on the node"
+    assert report["result"]["cancelled"] is True and report["result"]["history"]

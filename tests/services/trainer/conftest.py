@@ -54,6 +54,7 @@ class CollectingContext:
     node: NodeInfo = field(default_factory=node)
     cluster_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     cancelled: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
     published: list[Event] = field(default_factory=list)
     after_publish: Callable[[CollectingContext, Event], None] | None = None
 

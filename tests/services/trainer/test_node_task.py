@@ -176,3 +176,17 @@ def test_the_node_trains_the_plain_loops_weights_to_the_bit(
     _, result = train_classifier(splits, Architecture.model_validate(job.architecture), config)
     plain = [(m.train_loss, m.val_loss) for m in result.history]
     assert [(p.train_loss, p.val_loss) for p in trained_run.context.progress] == plain
+
+
+def test_a_task_its_node_stops_at_its_deadline_reports_that_reason(tmp_path, one_thread) -> None:
+    def deadline_after_epoch_two(context: CollectingContext, event: Event) -> None:
+        if getattr(event, "epoch", None) == 2:  # as the node's timer does
+            context.cancel_reason = "the task ran past its deadline of 5 s on the node"
+            context.cancelled.set()
+
+    store = ArtifactStore(f"file://{tmp_path}")
+    context = CollectingContext(store.root_url, after_publish=deadline_after_epoch_two)
+    run_training(train_payload(store, digits_spec(epochs=50)), context)
+
+    assert not context.finished.succeeded
+    assert context.finished.error == "the task ran past its deadline of 5 s on the node"
