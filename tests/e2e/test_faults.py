@@ -1,17 +1,22 @@
 """Faults as a user meets them, on the whole stack as real processes: a phase that runs past
-its deadline fails with the reason and leaves no node process behind; a worker killed with
-SIGKILL in the middle of training is survived, and the workflow completes as accurate."""
+its deadline fails with the reason and leaves no node process behind; a node killed with
+SIGKILL, or hung with SIGSTOP, in the middle of training is survived, and the workflow
+completes as accurate; a malformed event on every subject a service consumes is
+dead-lettered at once, and the workflow behind it takes its usual time."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
+import nats
 import psutil
 import pytest
 
@@ -185,3 +190,66 @@ async def test_a_cancelled_job_resumes_from_its_checkpoint_as_a_retry_of_its_wor
     assert second["config"]["spec"]["training"]["learning_rate"] == 0.001
     # The cancel saved the epoch it stopped at (after the third at least), and it went on there.
     assert int(second["config"]["resume_from"].rsplit("epoch-", 1)[1]) >= 3
+
+
+def _phase_seconds(workflow: dict[str, Any]) -> list[float]:
+    def seconds(phase: dict[str, Any]) -> float:
+        started = datetime.fromisoformat(phase["started_at"])
+        return (datetime.fromisoformat(phase["finished_at"]) - started).total_seconds()
+
+    return [seconds(p) for p in workflow["phases"]]
+
+
+async def test_a_malformed_event_on_every_consumed_subject_is_dead_lettered_and_blocks_nothing(
+    stack: Any, cluster_client: httpx.AsyncClient
+) -> None:
+    spec = digits_spec()
+    spec["name"] = "digits-poison-baseline"
+    baseline = await wait_for_workflow(
+        cluster_client, (await cluster_client.post("/workflows", json=spec)).json()["id"], 180
+    )
+    assert baseline["status"] == "completed", baseline["error"]
+
+    prefix = stack.env["NEXUS_CONSUMER_PREFIX"]
+    nc = await nats.connect(stack.nats_url)
+    try:
+        js = nc.jetstream()
+        consumers = {
+            info.name.removeprefix(prefix): info.config.filter_subject
+            for info in await js.consumers_info("NEXUS")
+            if info.name.startswith(prefix) and info.config.filter_subject
+        }
+        # The consumer of dead letters must not feed itself; every other one is poisoned.
+        consumers = {c: s for c, s in consumers.items() if not s.startswith("nexus.deadletter")}
+        assert len(consumers) >= 15, consumers
+        letters: dict[str, dict[str, Any]] = {}
+        arrived = asyncio.Event()
+
+        async def collect(msg: Any) -> None:
+            letter = json.loads(msg.data)
+            letters[letter["consumer"]] = letter
+            if set(consumers) <= set(letters):
+                arrived.set()
+
+        await nc.subscribe("nexus.deadletter.>", cb=collect)
+        for subject in set(consumers.values()):
+            # A wildcard subject (`nodes.*...`) gets a concrete one it matches.
+            await js.publish(subject.replace(">", "x").replace("*", "x"), b"{}")
+        spec["name"] = "digits-poison"
+        posted = await cluster_client.post("/workflows", json=spec)
+        await asyncio.wait_for(arrived.wait(), 60)
+    finally:
+        await nc.close()
+
+    for consumer, subject in consumers.items():
+        letter = letters[consumer]
+        assert letter["kind"] == "malformed" and letter["deliveries"] == 1, letter
+        assert letter["original_subject"].split(".")[:2] == subject.split(".")[:2]
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"], 180)
+    assert workflow["status"] == "completed", workflow["error"]
+    # Behind the poison it took about as long as the one before it (a redelivery loop had
+    # made phase 4 take 215 s instead of 3).
+    for phase, (usual, now) in enumerate(
+        zip(_phase_seconds(baseline), _phase_seconds(workflow), strict=True), start=1
+    ):
+        assert now < 3 * usual + 5, f"phase {phase} took {now:.1f} s, usually {usual:.1f} s"
