@@ -78,7 +78,9 @@ async def request_node_task(
     continues this trace in the events it publishes."""
     headers: dict[str, str] = {}
     propagate.inject(headers)
-    request = {"task_id": task_id, "kind": kind, "payload": payload, "deadline_s": deadline_s}
+    request: dict[str, Any] = {"task_id": task_id, "kind": kind, "payload": payload}
+    if deadline_s is not None:
+        request["deadline_s"] = deadline_s
     body = json.dumps(request).encode()
     try:
         reply = await nc.request(
