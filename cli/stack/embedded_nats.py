@@ -44,11 +44,11 @@ def start_nats(home: NexusHome, timeout: float = 15.0, port: int | None = None) 
     binary = find_nats_server()
     log_path = home.log_file("nats")
     for _ in range(1 if port else ATTEMPTS):
-        port = port or pick_free_port(FIRST_PORT, HOST)
-        argv = [str(binary), "-js", "-sd", str(home.nats), "-a", HOST, "-p", str(port)]
-        url = f"nats://{HOST}:{port}"
+        chosen = port or pick_free_port(FIRST_PORT, HOST)
+        argv = [str(binary), "-js", "-sd", str(home.nats), "-a", HOST, "-p", str(chosen)]
+        url = f"nats://{HOST}:{chosen}"
         record = supervisor.spawn("nats", argv, env=os.environ, log_path=log_path, url=url)
-        if wait_for_listen(record.pid, port, timeout):
+        if wait_for_listen(record.pid, chosen, timeout):
             return record
         supervisor.stop(record)
     tail = log_path.read_text(errors="replace")[-2000:]
