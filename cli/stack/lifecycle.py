@@ -21,7 +21,7 @@ from cli.stack.home import NexusHome, resolve_home
 from cli.stack.ports import port_is_free
 from cli.stack.readiness import wait_ready
 from cli.stack.secrets import ensure_secrets
-from cli.stack.services import SERVICES, stack_env
+from cli.stack.services import SERVICES, Service, stack_env
 from cli.stack.state import StackInfo, clear_state, load_state, save_state
 from cli.stack.supervisor import ProcessRecord
 from shared.processes import log_tail
@@ -110,9 +110,26 @@ def _service_env(
     env["NEXUS_NATS_URL"] = info.nats_url
     env["NEXUS_HOME"] = str(home.root)
     env["NEXUS_ARTIFACTS"] = info.artifacts
+    return _with_checkout_on_path(env)
+
+
+def _with_checkout_on_path(env: dict[str, str]) -> dict[str, str]:
     # Services run as `python -m services.<name>` from the checkout, whatever our cwd.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+def _spawn_service(
+    home: NexusHome, svc: Service, env: Mapping[str, str], url: str
+) -> ProcessRecord:
+    return supervisor.spawn(
+        svc.name,
+        [sys.executable, "-m", svc.module],
+        env=env,
+        log_path=home.log_file(svc.name),
+        cwd=REPO_ROOT,
+        url=url,
+    )
 
 
 def _timed(info: StackInfo, step: str, started: float) -> None:
@@ -164,14 +181,7 @@ def _start(
     for svc in SERVICES:
         url = env[svc.url_var]
         info.services[svc.name] = url
-        records[svc.name] = supervisor.spawn(
-            svc.name,
-            [sys.executable, "-m", svc.module],
-            env=env,
-            log_path=home.log_file(svc.name),
-            cwd=REPO_ROOT,
-            url=url,
-        )
+        records[svc.name] = _spawn_service(home, svc, env, url)
         info.processes.append(records[svc.name])
         save_state(home, info)
     failures = wait_ready(records, info.services, deadline)
@@ -260,15 +270,8 @@ def _respawn_service(home: NexusHome, info: StackInfo, name: str, deadline: floa
     svc = next((s for s in SERVICES if s.name == name), None)
     if svc is None:
         raise StackError(f"unknown component {name!r}")
-    env = {**os.environ, **info.env}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    record = supervisor.spawn(
-        name,
-        [sys.executable, "-m", svc.module],
-        env=env,
-        log_path=home.log_file(name),
-        cwd=REPO_ROOT,
-        url=info.url(name),
+    record = _spawn_service(
+        home, svc, _with_checkout_on_path({**os.environ, **info.env}), info.url(name)
     )
     failures = wait_ready({name: record}, {name: info.url(name)}, deadline)
     if failures:
