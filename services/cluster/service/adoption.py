@@ -28,15 +28,17 @@ ADOPT_TIMEOUT_S = 2.0
 MAX_REMEMBERED = 10_000
 
 
+def owner_died_here(owner: str, host: str) -> bool:
+    """True when `owner` (`host:pid`, a cluster's) was a process on `host` that is gone."""
+    owner_host, _, owner_pid = owner.rpartition(":")
+    return owner_host == host and owner_pid.isdigit() and not psutil.pid_exists(int(owner_pid))
+
+
 def orphaned(owner: str | None, state: ClusterState) -> bool:
     """True when `owner` (a cluster's) is this process, or a dead process on this host."""
     if owner is None:
         return False
-    if owner == state.owner:
-        return True
-    owner_host, _, owner_pid = owner.rpartition(":")
-    my_host = state.owner.rpartition(":")[0]
-    return owner_host == my_host and owner_pid.isdigit() and not psutil.pid_exists(int(owner_pid))
+    return owner == state.owner or owner_died_here(owner, state.owner.rpartition(":")[0])
 
 
 def on_heartbeat(context: ClusterContext, body: dict[str, object]) -> None:

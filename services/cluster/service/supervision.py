@@ -10,11 +10,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import psutil
-
 from services.cluster.models import Cluster
 from services.cluster.repository import ClusterRepository, WorkflowRepository
-from services.cluster.service.adoption import ADOPT_TIMEOUT_S
+from services.cluster.service.adoption import ADOPT_TIMEOUT_S, owner_died_here
 from services.cluster.service.deadlines import DeadlinePolicy, fail_overdue_phases
 from services.cluster.service.nodes import expected_nodes, fail_cluster, stop_cluster
 from services.cluster.service.replacement import replace_lost
@@ -176,10 +174,7 @@ async def recover_orphans(context: ClusterContext, uow: UnitOfWork) -> None:
     workflows that were running on them."""
     host = owner_id().rsplit(":", 1)[0]
     for cluster in await ClusterRepository(uow.session, SYSTEM).active():
-        if cluster.owner is None:
-            continue
-        owner_host, _, owner_pid = cluster.owner.rpartition(":")
-        if owner_host != host or psutil.pid_exists(int(owner_pid)):
+        if cluster.owner is None or not owner_died_here(cluster.owner, host):
             continue
         await abandon_cluster(
             context, uow, cluster, "the cluster service that ran its nodes exited"
