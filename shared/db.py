@@ -90,7 +90,7 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
     cause = getattr(exc, "orig", None) or exc.__cause__
-    return isinstance(exc, _UNAVAILABLE) or (cause is not None and isinstance(cause, _UNAVAILABLE))
+    return isinstance(exc, _UNAVAILABLE) or isinstance(cause, _UNAVAILABLE)
 
 
 def create_engine(url: str) -> AsyncEngine:

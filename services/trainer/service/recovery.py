@@ -168,17 +168,14 @@ def _grow(job: TrainingJob, config: dict[str, Any], role: str) -> Recovery | Non
     """A `ddp` job that went on with fewer workers than it started with takes a joining one
     back in: a planned restart of its attempt, every rank resuming from the newest epoch held in
     memory. It does not count against `training.max_restarts` (the loss before it did)."""
-    wanted = config.get("workers_wanted")
-    members: list[dict[str, Any]] = config["members"]
-    workers = sum(1 for m in members if m["role"] == "worker")
-    spare = next((s for s in config.get("spares", []) if s["role"] == role), None)
     # `ddp` only: a parameter-server job re-formed wider loses its workers' step agreement
     # (the new worker leaves its first epoch at once), so it stays narrower.
     if config.get("strategy") != "ddp" or job.status != "running" or role != "worker":
         return None
-    if not wanted or workers >= wanted:
-        return None
-    if spare is None:
+    members: list[dict[str, Any]] = config["members"]
+    workers = sum(1 for m in members if m["role"] == "worker")
+    spare = next((s for s in config.get("spares", []) if s["role"] == role), None)
+    if spare is None or workers >= config.get("workers_wanted", workers):
         return None
     return Recovery(
         job_id=job.id,
