@@ -83,7 +83,7 @@ async def test_training_past_its_deadline_fails_with_the_reason_and_no_process_i
     assert [(j["status"], j["error"]) for j in jobs] == [("failed", workflow["error"])]
 
 
-async def _wait_for_epoch(client: httpx.AsyncClient, workflow_id: str, epoch: int) -> None:
+async def wait_for_epoch(client: httpx.AsyncClient, workflow_id: str, epoch: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         workflow = (await client.get(f"/workflows/{workflow_id}")).json()
@@ -129,7 +129,7 @@ async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes
     assert posted.status_code == 202, posted.text
     workflow_id = posted.json()["id"]
     await _node_pids(cluster_client, workflow_id)
-    await _wait_for_epoch(cluster_client, workflow_id, 3)
+    await wait_for_epoch(cluster_client, workflow_id, 3)
     killed = (await _nodes(cluster_client, workflow_id, role))[victim]
     # SIGSTOP: a hung node, which only its silence gives away; it is declared lost, and
     # killed so that it cannot come back into a job that went on without it.
@@ -166,7 +166,7 @@ async def test_a_cancelled_job_resumes_from_its_checkpoint_as_a_retry_of_its_wor
     posted = await cluster_client.post("/workflows", json=spec)
     workflow_id = posted.json()["id"]
     await _node_pids(cluster_client, workflow_id)
-    await _wait_for_epoch(cluster_client, workflow_id, 3)
+    await wait_for_epoch(cluster_client, workflow_id, 3)
     headers = {"Authorization": f"Bearer {user_token}"}
     async with httpx.AsyncClient(base_url=stack.url("trainer"), headers=headers) as trainer:
         (job,) = (await trainer.get("/jobs", params={"workflow_id": workflow_id})).json()["jobs"]

@@ -9,7 +9,6 @@ import asyncio
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from cli.stack import restart, start_stack, stop_stack
 from shared.settings import SERVICE_PORTS
 from tests.e2e.test_digits_workflow import digits_spec, wait_for_workflow
+from tests.e2e.test_faults import wait_for_epoch
 from tests.infrastructure import free_port
 
 pytestmark = pytest.mark.e2e
@@ -45,17 +45,6 @@ def stack() -> Iterator[Any]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _wait_for_epoch(client: httpx.AsyncClient, workflow_id: str, epoch: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        workflow = (await client.get(f"/workflows/{workflow_id}")).json()
-        assert workflow["status"] not in ("completed", "failed"), workflow["error"]
-        if (workflow["progress"] or {}).get("epoch", 0) >= epoch:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"workflow {workflow_id} did not reach epoch {epoch}")
-
-
 @pytest.mark.parametrize("component", ["nats", "postgres"])
 async def test_a_workflow_survives_a_restart_of_the_broker_or_the_database(
     stack: Any, user_token: str, cluster_client: httpx.AsyncClient, component: str
@@ -66,7 +55,7 @@ async def test_a_workflow_survives_a_restart_of_the_broker_or_the_database(
     posted = await cluster_client.post("/workflows", json=spec)
     assert posted.status_code == 202, posted.text
     workflow_id = posted.json()["id"]
-    await _wait_for_epoch(cluster_client, workflow_id, 3)
+    await wait_for_epoch(cluster_client, workflow_id, 3)
 
     await asyncio.to_thread(restart, component, stack.home)
 
