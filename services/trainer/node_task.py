@@ -10,10 +10,11 @@ best validation epoch's model as safetensors; it reports the result as one
 `TrainingFinished` event. Any other rank reports only a failure, so the job fails as soon as
 any of its processes does.
 
-Every worker keeps its state after each epoch in memory (`SNAPSHOTS`). When the trainer runs
-the job again after losing a node (the next `attempt`, on the nodes left), the ranks agree
-on the newest state any of them holds, a surviving rank's snapshot or the last checkpoint,
-and go on from there: the work lost is at most the epoch in progress.
+Every worker keeps its state after each epoch in memory (`SNAPSHOTS`), and every parameter
+server its optimizer's (`SERVER_STATES`). When the trainer runs the job again after losing a
+node (the next `attempt`, on the nodes left), the ranks agree on the newest state any of them
+holds, a surviving rank's snapshot or the last checkpoint, and go on from there: the work
+lost is at most the epoch in progress.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.contracts import (
     EpochReport,
@@ -44,30 +45,39 @@ if TYPE_CHECKING:
     from shared.ml.architecture import Architecture
     from shared.ml.checkpoint import TrainingCheckpoint
     from shared.ml.data import DatasetSplits
+    from shared.ml.parameter_server import ServerState
     from shared.ml.strategies import Placement
     from shared.ml.training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 
-# job id -> this process's state of it after its latest epoch; the newest jobs only, so a
-# long-lived node does not keep every model it ever trained.
-SNAPSHOTS: OrderedDict[str, TrainingCheckpoint] = OrderedDict()
-SNAPSHOT_JOBS = 2
-_snapshots_lock = threading.Lock()
+T = TypeVar("T")
 
 
-def keep_snapshot(job_id: uuid.UUID, snapshot: TrainingCheckpoint) -> None:
-    with _snapshots_lock:
-        SNAPSHOTS[str(job_id)] = snapshot
-        SNAPSHOTS.move_to_end(str(job_id))
-        while len(SNAPSHOTS) > SNAPSHOT_JOBS:
-            SNAPSHOTS.popitem(last=False)
+class LatestPerJob(Generic[T]):
+    """Job id -> this process's state of the job after its latest epoch; for the newest
+    `jobs` jobs only, so a long-lived node does not keep every model it ever trained."""
+
+    def __init__(self, jobs: int) -> None:
+        self._jobs = jobs
+        self._states: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()  # kept from the task's thread, read by the next task
+
+    def keep(self, job_id: uuid.UUID, state: T) -> None:
+        with self._lock:
+            self._states[str(job_id)] = state
+            self._states.move_to_end(str(job_id))
+            while len(self._states) > self._jobs:
+                self._states.popitem(last=False)
+
+    def get(self, job_id: uuid.UUID) -> T | None:
+        with self._lock:
+            return self._states.get(str(job_id))
 
 
-def snapshot_of(job_id: uuid.UUID) -> TrainingCheckpoint | None:
-    with _snapshots_lock:
-        return SNAPSHOTS.get(str(job_id))
+SNAPSHOTS: LatestPerJob[TrainingCheckpoint] = LatestPerJob(jobs=2)
+SERVER_STATES: LatestPerJob[ServerState] = LatestPerJob(jobs=2)
 
 
 class TrainingCancelled(Exception):
@@ -250,7 +260,9 @@ def _run(
         # A cancel is agreed at the end of an epoch, so every rank stops there together.
         stop_requested=context.cancelled.is_set,
         resume_from=resume_from,
-        on_snapshot=lambda snapshot: keep_snapshot(job.job_id, snapshot),
+        on_snapshot=lambda snapshot: SNAPSHOTS.keep(job.job_id, snapshot),
+        server_state=SERVER_STATES.get(job.job_id) if resume_from is not None else None,
+        on_server_state=lambda state: SERVER_STATES.keep(job.job_id, state),
     )
     if not placement.is_lead:
         return None
@@ -316,7 +328,7 @@ def _resume_point(job: TrainTask, placement: Placement) -> TrainingCheckpoint | 
     from shared.ml.checkpoint import load_checkpoint
 
     saved_epoch = checkpoint_epoch(job.resume_from) if job.resume_from else 0
-    mine = snapshot_of(job.job_id)
+    mine = SNAPSHOTS.get(job.job_id)
     epochs: list[int] = [mine.epoch if mine else -1] * placement.world_size
     if placement.world_size > 1:
         dist.all_gather_object(epochs, epochs[0])

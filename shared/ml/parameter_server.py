@@ -21,12 +21,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 Parameters = Sequence[nn.Parameter]
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """A parameter server's own state after an epoch: its shard's optimizer (the moments and
+    step counts the workers' snapshots do not hold). A server that survives a worker's loss
+    resumes with it, so the job's next attempt steps as if nothing had happened to it."""
+
+    epoch: int
+    rank: int
+    servers: int  # the shard layout follows from the number of servers
+    optimizer_state: dict[str, Any]
 
 
 def steps_per_epoch(train_rows: int, workers: int, batch_size: int) -> int:

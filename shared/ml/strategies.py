@@ -15,6 +15,7 @@ their decisions agree anyway; the lead's decision is taken for robustness.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -35,6 +36,7 @@ from shared.ml.distributed import shard_order
 from shared.ml.parameter_server import (
     AsyncParameterServer,
     AsyncWorkerStep,
+    ServerState,
     SyncParameterServer,
     SyncPush,
     owned_by,
@@ -49,6 +51,7 @@ from shared.ml.training import (
     TrainConfig,
     Trainer,
     TrainResult,
+    resumes_finished,
     seed_everything,
 )
 
@@ -221,13 +224,16 @@ def run_rank(
     stop_requested: Callable[[], bool] | None = None,
     resume_from: TrainingCheckpoint | None = None,
     on_snapshot: CheckpointHook | None = None,
+    server_state: ServerState | None = None,
+    on_server_state: Callable[[ServerState], None] | None = None,
 ) -> RankRun:
     """Train this rank's part of the job, in the process group (if any) the caller joined.
     Every rank builds the same seeded initial model; the lead alone gets the callbacks.
     `stop_requested` (read on the lead after each epoch) ends the job early on every rank;
     `labels` name the ranks in the per-process figures. `resume_from` (the same on every
     rank) continues a run after its last completed epoch; `on_snapshot` gets every worker's
-    state after each epoch."""
+    state after each epoch, `on_server_state` a parameter server's, which it resumes with
+    (`server_state`) when it is of the same server at the epoch resumed from."""
     if placement.world_size > 1 and not dist.is_initialized():
         raise RuntimeError("join the job's process group before running a rank of it")
     seed_everything(config.seed)
@@ -235,7 +241,15 @@ def run_rank(
     sync = EpochSync(placement, labels, stop_requested if placement.is_lead else None)
     if placement.is_server:
         fit_started = time.perf_counter()
-        log = _serve(placement, model, config, len(splits.x_train), sync, resume_from)
+        log = _serve(
+            placement,
+            model,
+            config,
+            len(splits.x_train),
+            sync,
+            resume_from,
+            (server_state, on_server_state),
+        )
         return RankRun(placement, model, fit_started, version_log=log)
     trainer = _worker_trainer(
         placement,
@@ -321,15 +335,20 @@ def _serve(
     config: TrainConfig,
     train_rows: int,
     sync: EpochSync,
-    resume_from: TrainingCheckpoint | None = None,
+    resume_from: TrainingCheckpoint | None,
+    own_state: tuple[ServerState | None, Callable[[ServerState], None] | None],
 ) -> list[tuple[int, int, int]]:
     """A parameter server's epochs: serve one epoch of steps, meet the workers, go on until
     the lead says stop. It runs its own copy of the workers' learning-rate schedule, fed the
     lead's validation loss, so the rates the workers report are the ones applied here. A
-    resumed run starts from the snapshot's weights, epoch and schedule; the optimizer's
-    moments start afresh (the workers' snapshots do not hold the servers' state)."""
+    resumed run starts from the snapshot's weights, epoch and schedule, and with the
+    optimizer this server had at that epoch when it kept it (it survived the loss); else
+    (a replacement server, a resume from a checkpoint) the moments start afresh."""
+    kept, on_state = own_state
     epoch = 0
     schedule = LearningRateSchedule(config)
+    if resume_from is not None and resumes_finished(resume_from, config):
+        return []  # the workers stop at once too: the run had ended as this attempt began
     if resume_from is not None:
         model.load_state_dict(resume_from.model_state)
         epoch = resume_from.epoch
@@ -337,6 +356,13 @@ def _serve(
     parameters = list(model.parameters())
     owners = shard_owners(parameters, range(placement.servers))
     optimizer = config.build_optimizer(owned_by(parameters, owners, placement.rank))
+    if (
+        resume_from is not None
+        and kept is not None
+        and (kept.epoch, kept.rank, kept.servers)
+        == (resume_from.epoch, placement.rank, placement.servers)
+    ):
+        optimizer.load_state_dict(kept.optimizer_state)
     steps = steps_per_epoch(train_rows, placement.workers, config.batch_size)
     workers = range(placement.servers, placement.world_size)
     server: SyncParameterServer | AsyncParameterServer
@@ -356,6 +382,10 @@ def _serve(
         for group in optimizer.param_groups:
             group["lr"] = schedule.rate(epoch)
         server.serve(steps)
+        if on_state is not None:
+            # state_dict() hands out the live moment tensors; later steps would change them.
+            moments = copy.deepcopy(optimizer.state_dict())
+            on_state(ServerState(epoch, placement.rank, placement.servers, moments))
         agreed = sync.exchange(
             would_stop=False, val_loss=math.nan, samples=0, samples_per_second=0.0
         )

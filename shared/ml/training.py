@@ -266,8 +266,7 @@ class Trainer:
         )
 
     def _finished(self) -> bool:
-        stopped = self.config.early_stopping and self._monitor.converged
-        return self._epoch >= self.config.epochs or stopped or self._monitor.diverged
+        return run_is_over(self.config, self._epoch, self._monitor)
 
     def fit(self, *, resume_from: TrainingCheckpoint | None = None) -> TrainResult:
         if resume_from is not None:
@@ -377,6 +376,25 @@ class Trainer:
             diverged=monitor.diverged,
             seconds=seconds,
         )
+
+
+def run_is_over(config: TrainConfig, epoch: int, monitor: ConvergenceMonitor) -> bool:
+    """Whether a run at `epoch`, with this convergence record, trains no further epoch."""
+    stopped = config.early_stopping and monitor.converged
+    return epoch >= config.epochs or stopped or monitor.diverged
+
+
+def resumes_finished(checkpoint: TrainingCheckpoint, config: TrainConfig) -> bool:
+    """Whether a run resumed from `checkpoint` stops before its first epoch: it had already
+    reached its last epoch or converged (a snapshot taken as the run ended). Divergence is
+    judged afresh on resume (see `Trainer.restore`), so it does not count here. A parameter
+    server asks this to agree with its workers, which then train no epoch to meet it in."""
+    monitor = ConvergenceMonitor(
+        config.patience, config.convergence_threshold, config.accuracy_plateau_tolerance
+    )
+    monitor.load_state_dict(checkpoint.progress["convergence"])
+    monitor.diverged_reason = None
+    return run_is_over(config, checkpoint.epoch, monitor)
 
 
 def _all_finite(state: dict[str, torch.Tensor]) -> bool:

@@ -4,8 +4,8 @@ On `nexus.node.lost` for a process of a running job, the job's next attempt is p
 the handler's transaction): an idle node of the cluster with the same role takes the lost
 one's place, or else the job goes on with one worker fewer (down to `training.min_workers`).
 When it cannot do without the lost role (its last parameter server, too few workers), it
-waits for the node the cluster starts in the lost one's place (`nexus.node.joined`); a `ddp`
-job that went on with fewer workers takes that node in when it joins, back to full width.
+waits for the node the cluster starts in the lost one's place (`nexus.node.joined`); a job
+that went on with fewer workers takes that node in when it joins, back to full width.
 
 Then, outside any transaction, the broken attempt's surviving ranks are cancelled (most have
 already failed on the lost peer's closed connection), the next attempt's processes are
@@ -165,12 +165,11 @@ async def plan_with_joined_node(uow: UnitOfWork, event: NodeJoined) -> list[Reco
 
 
 def _grow(job: TrainingJob, config: dict[str, Any], role: str) -> Recovery | None:
-    """A `ddp` job that went on with fewer workers than it started with takes a joining one
-    back in: a planned restart of its attempt, every rank resuming from the newest epoch held in
-    memory. It does not count against `training.max_restarts` (the loss before it did)."""
-    # `ddp` only: a parameter-server job re-formed wider loses its workers' step agreement
-    # (the new worker leaves its first epoch at once), so it stays narrower.
-    if config.get("strategy") != "ddp" or job.status != "running" or role != "worker":
+    """A `ddp` or parameter-server job that went on with fewer workers than it started with
+    takes a joining one back in: a planned restart of its attempt, every rank (the new worker
+    too, with its own data shard) resuming from the newest epoch held in memory. It does not
+    count against `training.max_restarts` (the loss before it did)."""
+    if config.get("strategy") == "single" or job.status != "running" or role != "worker":
         return None
     members: list[dict[str, Any]] = config["members"]
     workers = sum(1 for m in members if m["role"] == "worker")

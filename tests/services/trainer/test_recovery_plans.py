@@ -59,14 +59,24 @@ def test_a_joining_worker_takes_a_narrowed_job_back_to_full_width() -> None:
     assert job.config["recoveries"][-1]["grown_back_with"] == "w-1-r1"
 
 
+def test_a_parameter_server_job_grows_back_with_its_servers_first() -> None:
+    job = _job(["w-0"], spares=["w-1-r1"], strategy="parameter_server")
+    server = _member("ps-0", "parameter_server")
+    job.config = {**job.config, "members": [server, *job.config["members"]], "servers": 1}
+    grown = _grow(job, dict(job.config), "worker")
+    assert grown is not None and grown.members == ["ps-0", "w-0", "w-1-r1"]
+    _commit_layout(job, dict(job.config), grown, restart=False, grown_back_with="w-1-r1")
+    assert job.config["servers"] == 1 and job.node_id == "w-0", "the lead is the first worker"
+
+
 def test_a_full_width_job_another_role_or_strategy_does_not_grow() -> None:
     full = _job(["w-0", "w-1"], spares=["w-2"])
     assert _grow(full, dict(full.config), "worker") is None
     narrowed = _job(["w-0"], spares=[])
     narrowed.config = {**narrowed.config, "spares": [_member("v-0", "validator")]}
     assert _grow(narrowed, dict(narrowed.config), "validator") is None
-    parameter_server = _job(["w-0"], spares=["w-1-r1"], strategy="parameter_server")
-    assert _grow(parameter_server, dict(parameter_server.config), "worker") is None
+    single = _job(["w-0"], spares=["w-1-r1"], wanted=1, strategy="single")
+    assert _grow(single, dict(single.config), "worker") is None
     recovering = _job(["w-0"], spares=["w-1-r1"])
     recovering.status = RECOVERING  # its own recovery is still starting: not now
     assert _grow(recovering, dict(recovering.config), "worker") is None

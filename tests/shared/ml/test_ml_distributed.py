@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import torch
 import torch.multiprocessing as mp
 
 from shared.ml.architecture import Architecture, build_model, design_architecture
+from shared.ml.checkpoint import TrainingCheckpoint
 from shared.ml.data import DatasetSplits
 from shared.ml.distributed import process_group, whole_order
-from shared.ml.parameter_server import steps_per_epoch
+from shared.ml.parameter_server import ServerState, steps_per_epoch
 from shared.ml.strategies import Placement, run_rank
 from shared.ml.training import TrainConfig, Trainer, seed_everything
 from shared.processes import free_port
@@ -48,6 +50,15 @@ def arch(splits: DatasetSplits) -> Architecture:
 STEPS = CONFIG.epochs * steps_per_epoch(TRAIN_ROWS, WORLD_SIZE, PER_RANK_BATCH)
 
 
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """What every rank of one run of the job starts from."""
+
+    config: TrainConfig = CONFIG
+    resume_from: TrainingCheckpoint | None = None
+    server_state: ServerState | None = None
+
+
 def _rank(
     rank: int,
     port: int,
@@ -55,27 +66,51 @@ def _rank(
     splits: DatasetSplits,
     arch: Architecture,
     out: Path,
+    attempt: Attempt,
 ) -> None:
     """One spawned rank of the job `job` (Placement's fields but the rank): the lead saves
-    the trained weights and every epoch's job metrics, each server its version log."""
+    the trained weights, every epoch's job metrics and its last snapshot, each server its
+    version log and its last own state."""
     torch.set_num_threads(1)
     placement = Placement(rank=rank, **job)
+    snapshots: list[TrainingCheckpoint] = []
+    states: list[ServerState] = []
     with process_group("127.0.0.1", port, rank, placement.world_size, timeout_s=60):
-        run = run_rank(placement, splits, arch, CONFIG)
+        run = run_rank(
+            placement,
+            splits,
+            arch,
+            attempt.config,
+            resume_from=attempt.resume_from,
+            on_snapshot=snapshots.append,
+            server_state=attempt.server_state,
+            on_server_state=states.append,
+        )
     if placement.is_lead:
         assert run.result is not None
         history = [m.to_dict() for m in run.result.history]
         torch.save({"weights": run.model.state_dict(), "history": history}, out / "lead.pt")
+        (out / "snapshot.pkl").write_bytes(pickle.dumps(snapshots[-1] if snapshots else None))
     if placement.is_server:
         torch.save({"log": run.version_log}, out / f"server-{rank}.pt")
+        last_state = states[-1] if states else None
+        (out / f"server-state-{rank}.pkl").write_bytes(pickle.dumps(last_state))
     # Leave as a node process does: torch's teardown of gloo's threads can abort a process
     # that has finished its work.
     os._exit(0)
 
 
-def _run(job: dict[str, Any], splits: DatasetSplits, arch: Architecture, out: Path) -> dict:
+def _run(
+    job: dict[str, Any],
+    splits: DatasetSplits,
+    arch: Architecture,
+    out: Path,
+    attempt: Attempt | None = None,
+) -> dict:
+    out.mkdir(exist_ok=True)
     port = free_port("127.0.0.1")
-    mp.spawn(_rank, args=(port, job, splits, arch, out), nprocs=job["world_size"])
+    attempt = attempt or Attempt()
+    mp.spawn(_rank, args=(port, job, splits, arch, out, attempt), nprocs=job["world_size"])
     lead: dict = torch.load(out / "lead.pt", weights_only=True)
     return lead
 
@@ -160,3 +195,55 @@ def test_async_workers_never_run_past_the_staleness_bound(
         predicted = model(torch.from_numpy(splits.x_val)).argmax(dim=1)
     accuracy = (predicted == torch.from_numpy(splits.y_val)).float().mean().item()
     assert accuracy > 0.85
+
+
+@pytest.mark.parametrize(
+    ("mode", "snapshot_epoch"),
+    [("async", 1), ("sync", CONFIG.epochs)],
+    ids=["mid-run-async", "run-ended-sync"],
+)
+def test_a_parameter_server_job_resumes_wider_from_a_narrower_runs_snapshot(
+    mode: str, snapshot_epoch: int, splits: DatasetSplits, arch: Architecture, tmp_path: Path
+) -> None:
+    """A job that went on with one worker takes a replacement back in: every rank resumes
+    from the one worker's snapshot. A snapshot of the run's last epoch (the run ended as the
+    wider attempt began) ends every rank at once, the servers with no step to serve."""
+    seed_everything(CONFIG.seed)
+    narrow = Trainer(build_model(arch), arch, splits, CONFIG.model_copy(update={"epochs": 1}))
+    narrow.fit()
+    if snapshot_epoch == CONFIG.epochs:
+        narrow.config = CONFIG
+        narrow.fit(resume_from=narrow.checkpoint())
+    snapshot = narrow.checkpoint()
+    assert snapshot.epoch == snapshot_epoch
+
+    lead = _run(_ps(1, mode), splits, arch, tmp_path, Attempt(resume_from=snapshot))
+    epochs = [m["epoch"] for m in lead["history"]]
+    assert epochs == list(range(1, CONFIG.epochs + 1))
+    for metrics in lead["history"][snapshot_epoch:]:  # the wider attempt's own epochs
+        assert [n["role"] for n in metrics["nodes"]] == ["parameter_server", "worker", "worker"]
+        assert metrics["samples"] == TRAIN_ROWS
+    if snapshot_epoch == CONFIG.epochs:
+        _assert_same_weights(snapshot.model_state, lead["weights"])
+
+
+def test_a_surviving_parameter_server_resumes_with_its_own_optimizer_state(
+    splits: DatasetSplits, arch: Architecture, tmp_path: Path
+) -> None:
+    """A job that is run again from its epoch-1 snapshot (as after a worker's loss and its
+    replacement) on a server that kept its Adam moments trains the uninterrupted run's
+    weights; a server that starts its moments afresh does not."""
+    assert CONFIG.optimizer == "adam"
+    whole = _run(_ps(1), splits, arch, tmp_path / "whole")
+    first = tmp_path / "first"
+    _run(_ps(1), splits, arch, first, Attempt(CONFIG.model_copy(update={"epochs": 1})))
+    snapshot = pickle.loads((first / "snapshot.pkl").read_bytes())
+    kept = pickle.loads((first / "server-state-0.pkl").read_bytes())
+    assert snapshot.epoch == kept.epoch == 1
+
+    resumed = _run(_ps(1), splits, arch, tmp_path / "kept", Attempt(CONFIG, snapshot, kept))
+    _assert_same_weights(whole["weights"], resumed["weights"])
+    afresh = _run(_ps(1), splits, arch, tmp_path / "afresh", Attempt(CONFIG, snapshot))
+    assert not all(
+        torch.allclose(t, afresh["weights"][n], atol=1e-5) for n, t in whole["weights"].items()
+    )
