@@ -144,11 +144,8 @@ async def plan_with_joined_node(uow: UnitOfWork, event: NodeJoined) -> list[Reco
         awaiting = config.get("awaiting")
         grown = _grow(job, config, node.role)
         if grown is not None:
-            joining = grown.members[-1]
-            _commit_layout(
-                job, config, grown, restart=False, grown_back_with=joining, grown_at=grown.attempt
-            )
-            logger.info("training job %s takes %s back to full width", job.id, joining)
+            job.config = config
+            _grow_back(job, grown)
             plans.append(grown)
             continue
         if job.status != RECOVERING or not awaiting or awaiting["role"] != node.role:
@@ -184,6 +181,24 @@ def _grow(job: TrainingJob, config: dict[str, Any], role: str) -> Recovery | Non
         members=[*(m["node_id"] for m in members), spare["node_id"]],
         new_rendezvous=False,
     )
+
+
+def went_on(job: TrainingJob) -> Recovery | None:
+    """The job's attempt started: it runs again, unless a replacement worker joined while the
+    attempt was starting (kept as a spare then); the growth back it is taken in by, if so."""
+    job.status = "running"
+    grown = _grow(job, dict(job.config), "worker")
+    if grown is not None:
+        _grow_back(job, grown)
+    return grown
+
+
+def _grow_back(job: TrainingJob, grown: Recovery) -> None:
+    joining = grown.members[-1]
+    _commit_layout(
+        job, dict(job.config), grown, restart=False, grown_back_with=joining, grown_at=grown.attempt
+    )
+    logger.info("training job %s takes %s back to full width", job.id, joining)
 
 
 def _commit_plan(job: TrainingJob, config: dict[str, Any], plan: Recovery) -> None:
@@ -261,7 +276,8 @@ def _next_layout(config: dict[str, Any], plan: Recovery, restart: bool) -> dict[
 
 
 async def run_recovery(context: TrainerContext, plan: Recovery) -> None:
-    """Start the planned attempt; if it cannot start, the job and phase 3 fail with why."""
+    """Start the planned attempt; if it cannot start, the job and phase 3 fail with why. A
+    replacement worker that joined while this attempt was starting is taken in next."""
     try:
         await _stop_broken_attempt(context, plan)
         rendezvous = await _host_rendezvous(context, plan) if plan.new_rendezvous else None
@@ -280,16 +296,21 @@ async def run_recovery(context: TrainerContext, plan: Recovery) -> None:
         error = await send_train_tasks(context, tasks)
     except (TaskNotStarted, TimeoutError) as exc:
         error = str(exc)
+    grown: Recovery | None = None
     async with context.unit_of_work() as uow:
         job = await _current(uow, plan)
         if job is None:
             return
-        if error is None:
-            job.status = "running"
+        if error is not None:
+            reason = f"training could not go on after losing a node: {error}"
+            repository = TrainerRepository(uow.session, job.tenant_id)
+            await repository.finish_job(job, "failed", error=reason)
+            details = {"job_id": str(job.id)}
+            await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, details)
             return
-        reason = f"training could not go on after losing a node: {error}"
-        await TrainerRepository(uow.session, job.tenant_id).finish_job(job, "failed", error=reason)
-        await fail_phase(uow, 3, job.workflow_id, job.tenant_id, reason, {"job_id": str(job.id)})
+        grown = went_on(job)
+    if grown is not None:
+        await run_recovery(context, grown)
 
 
 async def _current(uow: UnitOfWork, plan: Recovery) -> TrainingJob | None:

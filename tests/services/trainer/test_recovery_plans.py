@@ -8,7 +8,13 @@ import uuid
 from typing import Any
 
 from services.trainer.models import TrainingJob
-from services.trainer.service.recovery import RECOVERING, _commit_layout, _grow, _plan
+from services.trainer.service.recovery import (
+    RECOVERING,
+    _commit_layout,
+    _grow,
+    _plan,
+    went_on,
+)
 
 SPEC = {"name": "grow", "dataset": "digits", "training": {"strategy": "ddp"}}
 
@@ -57,6 +63,19 @@ def test_a_joining_worker_takes_a_narrowed_job_back_to_full_width() -> None:
     assert job.config["spares"] == [] and job.config["attempt"] == 2
     assert job.config["restarts"] == 1, "growing back spent a restart"
     assert job.config["recoveries"][-1]["grown_back_with"] == "w-1-r1"
+
+
+def test_a_worker_that_joined_while_the_job_recovered_is_taken_in_once_it_runs() -> None:
+    job = _job(["w-0"], spares=["w-1-r1"])
+    job.status = RECOVERING  # attempt 1 starting; w-1-r1 joined meanwhile, kept as a spare
+    job.config = {**job.config, "restarts": 1, "attempt": 1, "recoveries": [{"attempt": 1}]}
+    grown = went_on(job)
+    assert grown is not None and grown.members == ["w-0", "w-1-r1"] and grown.attempt == 2
+    assert job.status == RECOVERING and job.config["recoveries"][-1]["grown_back_with"] == "w-1-r1"
+
+    full = _job(["w-0", "w-1"], spares=[])
+    full.status = RECOVERING
+    assert went_on(full) is None and full.status == "running"
 
 
 def test_a_parameter_server_job_grows_back_with_its_servers_first() -> None:
