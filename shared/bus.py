@@ -7,9 +7,11 @@ service's router on it, then start it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -179,6 +181,11 @@ def consumer_name(consumer: str) -> str:
 RETRY_DELAY_S = 1.0
 MAX_RETRY_DELAY_S = 30.0
 MAX_DELIVERIES = 6
+# How long JetStream waits for a delivered message's ack before it delivers it again: how soon
+# the event a service was handling when it died is handled by its restart (or a replica).
+# A handler that runs longer tells JetStream it is still at work every ACK_PROGRESS_S.
+ACK_WAIT_S = 10.0
+ACK_PROGRESS_S = 3.0
 # The start of a dead-lettered body kept for the operator; bodies can be large (a spec).
 _DEAD_LETTER_PAYLOAD_CHARS = 4096
 
@@ -209,6 +216,7 @@ def durable_subscriber(
         # The server's own bound, one past ours: a backstop should our last attempt be lost
         # with its process before it could dead-letter the message.
         "max_deliver": MAX_DELIVERIES + 1,
+        "ack_wait": ACK_WAIT_S,
     }
     if _consumer_prefix:
         config["inactive_threshold"] = 600.0  # a test consumer is removed when idle
@@ -267,7 +275,8 @@ def durable_subscriber(
                 await dead_letter(message, js, "malformed", reason)
                 raise RejectMessage from exc
             try:
-                await handler(event)
+                async with _in_progress_while_handled(message):
+                    await handler(event)
             except HandlerException:
                 raise
             except Exception as exc:
@@ -286,6 +295,24 @@ def durable_subscriber(
         return subscriber(parse_then_handle)
 
     return register
+
+
+@contextlib.asynccontextmanager
+async def _in_progress_while_handled(message: NatsMessage) -> AsyncIterator[None]:
+    """While the handler runs, tell JetStream every ACK_PROGRESS_S that the message is being
+    worked on, so a long handler is not delivered a second time meanwhile."""
+
+    async def keep_telling() -> None:
+        while True:
+            await asyncio.sleep(ACK_PROGRESS_S)
+            with contextlib.suppress(Exception):  # a lost connection: redelivery then is right
+                await message.raw_message.in_progress()
+
+    telling = asyncio.create_task(keep_telling())
+    try:
+        yield
+    finally:
+        telling.cancel()
 
 
 def deliveries_of(message: NatsMessage) -> int:

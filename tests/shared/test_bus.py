@@ -107,6 +107,40 @@ async def test_a_failing_handler_gets_the_event_again_later(
     assert attempts[1] - attempts[0] >= 0.4  # redelivered after the delay, not at once
 
 
+class SlowEvent(Event):
+    subject: ClassVar[str] = f"nexus.test.slow-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize(("progress_s", "deliveries"), [(0.3, 1), (60.0, 2)])
+async def test_a_handler_longer_than_the_ack_wait_is_delivered_once_while_it_says_it_works(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch, progress_s: float, deliveries: int
+) -> None:
+    """JetStream redelivers an unacked message after the ack wait (as for a service that died
+    handling it); a handler still at work says so, and is not handed the message again. With
+    no word from it in time (60 s), the same handler gets a second delivery."""
+    monkeypatch.setattr("shared.bus.ACK_WAIT_S", 1.0)
+    monkeypatch.setattr("shared.bus.ACK_PROGRESS_S", progress_s)
+    broker = create_broker(nats_url, "test", TracerProvider(), None, BrokerLink())
+    seen: list[uuid.UUID] = []
+    router = NatsRouter()
+
+    @durable_subscriber(router, SlowEvent, f"test-slow-{uuid.uuid4().hex[:8]}", timeout=0.5)
+    async def on_slow(event: SlowEvent) -> None:
+        seen.append(event.event_id)
+        await asyncio.sleep(2.5)
+
+    broker.include_router(router)
+    await broker.connect()
+    await ensure_stream(broker)
+    await broker.start()
+    try:
+        await publish_event(broker, SlowEvent(workflow_id=uuid.uuid4(), tenant_id="t"))
+        await asyncio.sleep(4.0)
+    finally:
+        await broker.stop()
+    assert len(seen) == deliveries and len(set(seen)) == 1
+
+
 def test_a_diverged_epoch_survives_the_trip_as_json() -> None:
     from shared.contracts import TrainingProgress
 
