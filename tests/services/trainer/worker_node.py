@@ -25,6 +25,7 @@ class InProcessWorkerNode:
         self.cluster_id = ""
         self.artifacts_url = artifacts_url
         self.cancelled = threading.Event()
+        self.cancel_reason: str | None = None  # a real node sets it when a deadline cancels
         self.tasks: list[dict[str, Any]] = []
         self._threads: list[threading.Thread] = []
 
