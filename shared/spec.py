@@ -7,13 +7,30 @@ anything is stored.
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.layer_spec import Activation, Layer, LayerShapeError, infer_shapes, input_shape_for
 
 # Kept in step with shared.ml.data.BUNDLED_DATASETS (a test checks); duplicated so that
 # validating a spec does not import the ML stack into every web process.
 BUNDLED_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+
+
+class DatasetShape(NamedTuple):
+    rows: int
+    features: int
+    classes: int
+
+
+# Of each bundled dataset, for checking a layer spec's shapes at submission (a test checks).
+BUNDLED_SHAPES = {
+    "digits": DatasetShape(1797, 64, 10),
+    "iris": DatasetShape(150, 4, 3),
+    "wine": DatasetShape(178, 13, 3),
+    "breast_cancer": DatasetShape(569, 30, 2),
+}
 # The shares of a dataset held out for validation and test (seeded by training.seed); the
 # trainer, the validator node and the generated scripts all split with these.
 VAL_FRACTION = 0.15
@@ -25,12 +42,37 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    type: Literal["mlp"] = "mlp"
+    type: Literal["mlp", "layers", "auto"] = Field(
+        default="mlp",
+        description="mlp: hidden_layers (designed when omitted); layers: the network layer by "
+        "layer; auto: designed from the data (an MLP for rows, a small CNN for images)",
+    )
     hidden_layers: list[int] | None = Field(
         default=None, description="Hidden layer widths; designed from the data when omitted."
     )
-    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=0.9)
+    layers: list[Layer] | None = Field(
+        default=None,
+        max_length=64,
+        description="type layers: the layers before the output layer, which is added",
+    )
+    input_shape: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3,
+        description="How a row's features are laid out for the first layer, e.g. [1, 8, 8]",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_network(self) -> ModelSpec:
+        if (self.type == "layers") != (self.layers is not None):
+            raise ValueError("model.layers is required with type layers, and only with it")
+        if self.hidden_layers is not None and self.type != "mlp":
+            raise ValueError("model.hidden_layers belongs to type mlp")
+        if self.input_shape is not None and self.type == "mlp":
+            raise ValueError("model.input_shape belongs to type layers or auto")
+        return self
 
     @field_validator("hidden_layers")
     @classmethod
@@ -154,6 +196,34 @@ class WorkflowSpec(_Strict):
                 f"unknown dataset {name!r}; choose one of: {', '.join(BUNDLED_DATASETS)}"
             )
         return name
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _auto_model(cls, model: Any) -> Any:
+        return {"type": "auto"} if model == "auto" else model  # `model: auto` in YAML
+
+    @model_validator(mode="after")
+    def _layers_fit_the_data(self) -> WorkflowSpec:
+        """A layer spec is checked against the dataset's rows now, not when it trains; under
+        `model: auto` the training settings the spec left unset are chosen now, so the
+        stored spec says what runs (shared/auto_design.py)."""
+        from shared.auto_design import auto_training
+
+        dataset = BUNDLED_SHAPES[self.dataset]
+        model = self.model
+        try:
+            shape = input_shape_for(dataset.features, model.input_shape)
+            if model.layers is not None:
+                infer_shapes(model.layers, shape, dataset.classes)
+        except LayerShapeError as exc:
+            raise ValueError(f"model: {exc}") from exc
+        if model.type == "auto":
+            unset = set(TrainingSpec.model_fields) - self.training.model_fields_set
+            workers = 1 if self.training.strategy == "single" else self.cluster.workers
+            chosen, _ = auto_training(dataset.rows, workers, unset)
+            given = self.training.model_dump(exclude_unset=True)
+            self.training = TrainingSpec.model_validate({**given, **chosen})
+        return self
 
     @model_validator(mode="after")
     def _gates_are_tighter_or_equal(self) -> WorkflowSpec:

@@ -1,15 +1,22 @@
-"""The MLP architecture: a validated description, a default design, and the torch module."""
+"""A network's architecture: a validated description, a default design, and the torch module.
+
+Either an MLP (`hidden_layers`, the default design) or a layer spec (`layers`, see
+shared/layer_spec.py) over rows laid out as `input_shape`. Both take flat rows of
+`input_dim` features and give one logit per class.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.layer_spec import Layer, LayerShapeError, infer_shapes, input_shape_for
 
 if TYPE_CHECKING:
     from torch import nn
 
-Activation = Literal["relu", "gelu", "tanh"]
+Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu"]
 _MAX_LAYER = 4096
 HiddenWidth = Annotated[int, Field(ge=1, le=_MAX_LAYER)]
 
@@ -20,7 +27,7 @@ _MAX_WIDTH = 256
 
 
 class Architecture(BaseModel):
-    """A feed-forward classifier: input -> hidden layers -> class logits."""
+    """A classifier: input -> hidden layers (or the spec's layers) -> class logits."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,16 +36,58 @@ class Architecture(BaseModel):
     hidden_layers: list[HiddenWidth] = Field(default_factory=list, max_length=8)
     activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=0.9)
+    layers: list[Layer] | None = Field(default=None, max_length=64)
+    input_shape: list[int] | None = Field(default=None, min_length=1, max_length=3)
+
+    @model_validator(mode="after")
+    def _layers_fit(self) -> Architecture:
+        if self.layers is None:
+            if self.input_shape is not None:
+                raise ValueError("input_shape belongs to a layer spec (layers)")
+            return self
+        if self.hidden_layers:
+            raise ValueError("give either hidden_layers (an MLP) or layers, not both")
+        try:
+            infer_shapes(self.layers, self.shape, self.num_classes)
+        except LayerShapeError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One row as the first layer takes it."""
+        return input_shape_for(self.input_dim, self.input_shape)
 
     @property
     def parameter_count(self) -> int:
-        """Weights and biases of the MLP `build_model` makes, computed without torch."""
+        """Weights and biases of the network `build_model` makes, computed without torch."""
+        if self.layers is not None:
+            return infer_shapes(self.layers, self.shape, self.num_classes)
         widths = [self.input_dim, *self.hidden_layers, self.num_classes]
         pairs = zip(widths[:-1], widths[1:], strict=True)
         return sum((fan_in + 1) * fan_out for fan_in, fan_out in pairs)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def describe(self) -> str:
+        """One line for reports: `MLP 64 -> 128 -> 10 (relu, dropout 0.1)`, or the layers."""
+        if self.layers is None:
+            widths = " -> ".join(
+                str(w) for w in [self.input_dim, *self.hidden_layers, self.num_classes]
+            )
+            return f"MLP {widths} ({self.activation}, dropout {self.dropout})"
+        shape = "x".join(str(d) for d in self.shape)
+        body = " -> ".join(_layer_name(layer) for layer in self.layers)
+        return f"layers {shape} -> {body} -> dense({self.num_classes})"
+
+
+def _layer_name(layer: Layer) -> str:
+    fields = layer.model_dump(exclude={"type"}, exclude_none=True)
+    if "layers" in fields:
+        inner = " -> ".join(_layer_name(x) for x in layer.layers)  # type: ignore[union-attr]
+        return f"residual[{inner}]"
+    return f"{layer.type}({', '.join(str(v) for v in fields.values())})"
 
 
 def _next_power_of_two(n: int) -> int:
@@ -81,10 +130,14 @@ def design_architecture(
 
 
 def build_model(architecture: Architecture) -> nn.Sequential:
-    """A plain MLP returning logits; initialization draws from torch's global RNG."""
+    """The network returning logits; initialization draws from torch's global RNG."""
     from torch import nn  # here, so designing a network does not load torch
 
-    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+    from shared.ml.networks import ACTIVATIONS, build_network
+
+    if architecture.layers is not None:
+        return build_network(architecture.layers, architecture.shape, architecture.num_classes)
+    activations = ACTIVATIONS
     layers: list[nn.Module] = []
     width = architecture.input_dim
     for hidden in architecture.hidden_layers:

@@ -45,6 +45,7 @@ async def configure_workflow(
                     "source": design.source,
                     "dataset": design.dataset,
                     "summary": design.summary(),
+                    "rationale": design.rationale,
                     "uri": urls[ProjectFile.ARCHITECTURE_CONFIG],
                 },
                 MemoryKey.TRAINING_SCRIPT: {

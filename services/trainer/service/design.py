@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,43 +21,68 @@ class NetworkDesign:
     dataset: dict[str, Any]  # describe_dataset(): name, samples, features, classes, class_names
     architecture: dict[str, Any]
     parameter_count: int
-    source: str  # "designed" (default funnel) or "user" (the spec's hidden_layers)
+    source: str  # "designed" (default funnel, or model: auto) or "user" (the spec's network)
+    rationale: list[str] = field(default_factory=list)  # why, for a designed network
 
     def summary(self) -> str:
-        a = self.architecture
-        widths = " -> ".join(
-            str(w) for w in [a["input_dim"], *a["hidden_layers"], a["num_classes"]]
-        )
+        from shared.ml.architecture import Architecture
+
+        described = Architecture.model_validate(self.architecture).describe()
         return (
-            f"MLP {widths} ({a['activation']}, dropout {a['dropout']}), "
-            f"{self.parameter_count} parameters, {self.source} for {self.dataset['name']}"
+            f"{described}, {self.parameter_count} parameters, {self.source} for "
+            f"{self.dataset['name']}"
         )
 
 
 def design_network(spec: WorkflowSpec) -> NetworkDesign:
-    """Design (or check the user's) MLP for the spec's dataset.
+    """Design (or check the user's) network for the spec's dataset: an MLP, the spec's layers,
+    or under `model: auto` one designed from the data (shared/auto_design.py).
 
     Blocking: it loads the dataset with scikit-learn on first use, so call it in a thread.
     """
-    from shared.ml.architecture import design_architecture
+    from shared.auto_design import auto_layers, auto_training
+    from shared.layer_spec import input_shape_for
+    from shared.ml.architecture import Architecture, design_architecture
     from shared.ml.data import describe_dataset
 
     dataset = describe_dataset(spec.dataset)
+    model = spec.model
+    rationale: list[str] = []
     try:
-        architecture = design_architecture(
-            dataset["features"],
-            dataset["classes"],
-            hidden_layers=spec.model.hidden_layers,
-            activation=spec.model.activation,
-            dropout=spec.model.dropout,
-        )
+        layers = model.layers
+        if model.type == "auto":
+            shape = input_shape_for(dataset["features"], model.input_shape)
+            layers, rationale = auto_layers(shape)
+            workers = 1 if spec.training.strategy == "single" else spec.cluster.workers
+            every = set(type(spec.training).model_fields)
+            rules, reasons = auto_training(dataset["samples"], workers, every)
+            for (name, value), reason in zip(rules.items(), reasons, strict=True):
+                actual = getattr(spec.training, name)
+                rationale.append(reason if actual == value else f"training.{name} {actual}: set")
+        if layers is not None:
+            architecture = Architecture(
+                input_dim=dataset["features"],
+                num_classes=dataset["classes"],
+                layers=layers,
+                input_shape=model.input_shape,
+            )
+        else:
+            architecture = design_architecture(
+                dataset["features"],
+                dataset["classes"],
+                hidden_layers=model.hidden_layers,
+                activation=model.activation,
+                dropout=model.dropout,
+            )
     except ValidationError as exc:
         raise DesignRejected(f"invalid architecture: {exc.errors()[0]['msg']}") from exc
+    user_given = model.type == "layers" or model.hidden_layers is not None
     return NetworkDesign(
         dataset=dataset,
         architecture=architecture.to_dict(),
         parameter_count=architecture.parameter_count,
-        source="user" if spec.model.hidden_layers is not None else "designed",
+        source="user" if user_given else "designed",
+        rationale=rationale,
     )
 
 

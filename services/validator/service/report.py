@@ -92,14 +92,13 @@ def _gates(outcomes: list[GateOutcome]) -> str:
 
 
 def _model(model: dict[str, Any]) -> str:
-    arch = model["architecture"]
-    layers = " → ".join(
-        str(width) for width in [arch["input_dim"], *arch["hidden_layers"], arch["num_classes"]]
-    )
+    from shared.ml.architecture import Architecture
+
+    described = Architecture.model_validate(model["architecture"]).describe()
     return (
         "## Model\n\n"
         f"- Location: `{model['uri']}`\n"
-        f"- Architecture: MLP {layers} ({arch['activation']}, dropout {arch['dropout']})\n"
+        f"- Architecture: {described}\n"
         f"- Parameters: {model.get('parameter_count')}\n"
         f"- Weights sha256: `{model.get('weights_sha256')}`\n"
         f"- Saved at: {model.get('created_at')}"

@@ -46,6 +46,23 @@ WORKFLOW_KEYS = {
         ({**VALID, "model": {"hidden_layers": [0]}}, "model.hidden_layers"),
         ({**VALID, "model": {"hidden_layers": [8] * 9}}, "model.hidden_layers"),
         ({**VALID, "colour": "red"}, "colour"),
+        (
+            {**VALID, "model": {"type": "layers", "layers": [{"type": "conv2d", "filters": 8}]}},
+            "layers[0] conv2d expects 4-D input (N, C, H, W), got (N, 64)",
+        ),
+        (
+            {
+                **VALID,
+                "model": {
+                    "type": "layers",
+                    "input_shape": [1, 8, 8],
+                    "layers": [{"type": "conv2d", "filters": 8, "kernel_size": 3}],
+                },
+            },
+            "the layers end with (N, 8, 8, 8)",
+        ),
+        ({**VALID, "model": {"type": "auto", "input_shape": [3, 8, 8]}}, "holds 192 values"),
+        ({**VALID, "model": {"type": "layers", "layers": [{"type": "lstm"}]}}, "model.layers"),
         ({**VALID, "gates": {"min_accuracy": 0.5}}, "gates.min_accuracy"),
         ({**VALID, "gates": {"max_p99_latency_ms": 500}}, "gates.max_p99_latency_ms"),
         ({**VALID, "cluster": {"workers": 1}}, "cluster has 3 nodes"),

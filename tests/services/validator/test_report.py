@@ -73,7 +73,7 @@ def test_report_holds_the_measured_figures(project: Path, measured: MeasuredVali
     assert "**Outcome: PASSED** (4/4 gates pass)" in text
     assert f"| test | {result.test.accuracy:.4f} |" in text
     assert f"{result.latency.p99_ms:.4f}" in text
-    assert "MLP 64 → 128 → 64 → 10 (relu, dropout 0.0)" in text
+    assert "MLP 64 -> 128 -> 64 -> 10 (relu, dropout 0.0)" in text
     assert "`digits` (split seed 42)" in text
     for section in ("Per-class metrics", "Confusion matrix", "Throughput", "Test suite"):
         assert f"## {section}" in text
