@@ -179,6 +179,44 @@ async def test_a_parameter_server_workflow_trains_on_every_worker(
     await assert_every_worker_trained(stack, user_token, workflow["id"], roles)
 
 
+CNN = {
+    "type": "layers",
+    "input_shape": [1, 8, 8],
+    "layers": [
+        {"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"},
+        {"type": "batchnorm"},
+        {"type": "maxpool2d", "kernel_size": 2},
+        {
+            "type": "residual",
+            "layers": [{"type": "conv2d", "filters": 16, "kernel_size": 3, "activation": "relu"}],
+        },
+        {"type": "global_avgpool"},
+        {"type": "dense", "units": 32, "activation": "gelu"},
+    ],
+}
+
+
+async def test_a_cnn_layer_spec_trains_with_ddp_and_serves_flat_rows(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
+) -> None:
+    """The digits as 1x8x8 images through a CNN of the spec's layers, on two DDP workers; the
+    served model takes the same flat rows of 64 pixels as the MLP's."""
+    spec = digits_spec() | {"name": "digits-cnn", "model": CNN}
+    spec["training"] = spec["training"] | {"learning_rate": 0.005}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
+    assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
+    assert workflow["result"]["test_accuracy"] >= 0.95
+    await assert_every_worker_trained(stack, user_token, workflow["id"], ["worker"] * 2)
+
+    rows, labels = raw_test_rows(spec["dataset"], spec["training"]["seed"])
+    async with httpx.AsyncClient(base_url=workflow["result"]["served_url"]) as served:
+        answer = await served.post("/predict", json={"rows": rows.tolist()})
+    assert answer.status_code == 200, answer.text
+    assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.95
+
+
 async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:
     """The request's trace continues through every phase: HTTP, NATS, the node processes."""
     wanted = {"nexus-cluster", "nexus-memory", "nexus-node", "nexus-trainer"}

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
+from pydantic import TypeAdapter
 
+from shared.layer_spec import Layer
 from shared.ml.architecture import Architecture, build_model, design_architecture
 from shared.ml.checkpoint import TrainingCheckpoint
 from shared.ml.data import DatasetSplits
@@ -168,6 +170,29 @@ def test_synchronous_parameter_server_takes_the_ddp_step(
     _assert_same_weights(_single_process_weights(splits, arch), lead["weights"])
     roles = [n["role"] for n in lead["history"][-1]["nodes"]]
     assert roles == ["parameter_server"] * servers + ["worker"] * WORLD_SIZE
+
+
+def test_a_parameter_server_trains_a_cnn_layer_spec_with_the_single_process_step(
+    splits: DatasetSplits, tmp_path: Path
+) -> None:
+    """Any network the layer spec builds, not only the MLP: its parameters sharded over two
+    servers (the convolutions' and the dense layers' land on different ones)."""
+    layers = TypeAdapter(list[Layer]).validate_python(
+        [
+            {"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"},
+            {"type": "maxpool2d", "kernel_size": 2},
+            {"type": "flatten"},
+            {"type": "dense", "units": 16, "activation": "silu"},
+        ]
+    )
+    cnn = Architecture(
+        input_dim=splits.num_features,
+        num_classes=splits.num_classes,
+        layers=layers,
+        input_shape=[1, 8, 8],
+    )
+    lead = _run(_ps(2), splits, cnn, tmp_path)
+    _assert_same_weights(_single_process_weights(splits, cnn), lead["weights"])
 
 
 def test_async_with_no_staleness_is_the_synchronous_step(
