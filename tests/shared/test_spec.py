@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from shared.ml.data import BUNDLED_DATASETS as ML_DATASETS
 from shared.spec import BUNDLED_DATASETS, WorkflowSpec
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def spec(**changes: Any) -> dict[str, Any]:
@@ -87,3 +91,10 @@ def test_ddp_may_run_without_a_parameter_server() -> None:
 def test_a_spec_may_tighten_the_gates() -> None:
     tightened = WorkflowSpec.model_validate(spec(gates={"min_accuracy": 0.95}))
     assert tightened.gates.min_accuracy == 0.95
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_spec_is_valid(example: Path) -> None:
+    WorkflowSpec.model_validate(yaml.safe_load(example.read_text()))
