@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.layer_spec import Activation, Layer, LayerShapeError, infer_shapes, input_shape_for
+from shared.synthetic import CLASSIFICATION, is_synthetic, parse_synthetic
 
 # Kept in step with shared.ml.data.BUNDLED_DATASETS (a test checks); duplicated so that
 # validating a spec does not import the ML stack into every web process.
@@ -35,6 +36,14 @@ BUNDLED_SHAPES = {
 # trainer, the validator node and the generated scripts all split with these.
 VAL_FRACTION = 0.15
 TEST_FRACTION = 0.15
+
+
+def dataset_shape(name: str) -> DatasetShape:
+    """Rows, features and classes of a dataset the spec may name (already validated)."""
+    if is_synthetic(name):
+        synthetic = parse_synthetic(name)
+        return DatasetShape(synthetic.rows, synthetic.features, synthetic.classes)
+    return BUNDLED_SHAPES[name]
 
 
 class _Strict(BaseModel):
@@ -181,7 +190,11 @@ class DeploySpec(_Strict):
 
 class WorkflowSpec(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    dataset: str = Field(description=f"One of the bundled datasets: {', '.join(BUNDLED_DATASETS)}")
+    dataset: str = Field(
+        max_length=200,
+        description=f"One of the bundled datasets ({', '.join(BUNDLED_DATASETS)}) or "
+        "synthetic_classification?rows=…&features=…&classes=…&seed=… (each knob optional)",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
@@ -191,9 +204,12 @@ class WorkflowSpec(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
+        if is_synthetic(name):
+            return parse_synthetic(name).name  # canonical: the same rows, the same name
         if name not in BUNDLED_DATASETS:
             raise ValueError(
-                f"unknown dataset {name!r}; choose one of: {', '.join(BUNDLED_DATASETS)}"
+                f"unknown dataset {name!r}; choose one of: {', '.join(BUNDLED_DATASETS)}, "
+                f"or {CLASSIFICATION}?rows=…&features=…&classes=…"
             )
         return name
 
@@ -209,7 +225,7 @@ class WorkflowSpec(_Strict):
         stored spec says what runs (shared/auto_design.py)."""
         from shared.auto_design import auto_training
 
-        dataset = BUNDLED_SHAPES[self.dataset]
+        dataset = dataset_shape(self.dataset)
         model = self.model
         try:
             shape = input_shape_for(dataset.features, model.input_shape)

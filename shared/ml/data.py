@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from shared.spec import TEST_FRACTION, VAL_FRACTION
+from shared.synthetic import SyntheticDataset, is_synthetic, parse_synthetic
 
 # scikit-learn ships these inside its wheel, so nothing is ever downloaded. It is imported
 # only when data is loaded: a model server that merely normalizes rows starts seconds sooner.
@@ -90,8 +91,11 @@ class DatasetSplits:
     normalization: Normalization
 
 
-@lru_cache(maxsize=len(_LOADERS))
+# The bundled sets and two generated ones (a node trains one dataset at a time).
+@lru_cache(maxsize=len(_LOADERS) + 2)
 def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if is_synthetic(name):
+        return _generate(parse_synthetic(name))
     if name not in _LOADERS:
         raise UnknownDatasetError(name)
     from sklearn import datasets
@@ -105,6 +109,24 @@ def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     x.flags.writeable = False
     y.flags.writeable = False
     return x, y, tuple(str(c) for c in bunch.target_names)
+
+
+def _generate(dataset: SyntheticDataset) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=dataset.rows,
+        n_features=dataset.features,
+        n_informative=dataset.informative,
+        n_redundant=(dataset.features - dataset.informative) // 2,
+        n_classes=dataset.classes,
+        n_clusters_per_class=1,
+        random_state=dataset.seed,
+    )
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y, tuple(f"class_{i}" for i in range(dataset.classes))
 
 
 # The split every phase uses (VAL_FRACTION and TEST_FRACTION, from shared.spec): training,

@@ -217,6 +217,27 @@ async def test_a_cnn_layer_spec_trains_with_ddp_and_serves_flat_rows(
     assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.95
 
 
+async def test_a_workflow_on_a_synthetic_dataset_serves_a_model_of_its_shape(
+    stack: Any, cluster_client: httpx.AsyncClient
+) -> None:
+    """A generated dataset, named by its knobs, goes through all five phases like a bundled
+    one: the trainer, the validator and the smoke test regenerate the same rows from it."""
+    dataset = "synthetic_classification?rows=1500&features=12&classes=3&seed=4"
+    spec = {"name": "synthetic", "dataset": dataset, "model": "auto"}  # the platform's gates
+    spec["training"] = {"strategy": "ddp", "seed": 42}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
+    assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
+
+    rows, labels = raw_test_rows(dataset, 42)
+    assert rows.shape[1] == 12
+    async with httpx.AsyncClient(base_url=workflow["result"]["served_url"]) as served:
+        answer = await served.post("/predict", json={"rows": rows.tolist()})
+    assert answer.status_code == 200, answer.text
+    assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.85
+
+
 async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:
     """The request's trace continues through every phase: HTTP, NATS, the node processes."""
     wanted = {"nexus-cluster", "nexus-memory", "nexus-node", "nexus-trainer"}

@@ -1,0 +1,74 @@
+"""Seeded synthetic datasets, named with their size knobs so the name alone reproduces them.
+
+`synthetic_classification?rows=100000&features=100&classes=10&seed=7` is scikit-learn's
+`make_classification` of that size (every knob optional; defaults below): a name travels
+through the spec, the model's metadata and the generated `train.py`, and every one of them
+regenerates the same rows. Parsed here without numpy, so validating a spec stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
+
+CLASSIFICATION = "synthetic_classification"
+# Bounds: a million rows, or 50 M values (200 MB as float32), whichever is hit first.
+_BOUNDS = {"rows": (50, 1_000_000), "features": (2, 1000), "classes": (2, 100), "seed": (0, 2**31)}
+_MAX_VALUES = 50_000_000
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    rows: int = 2000
+    features: int = 20
+    classes: int = 4
+    seed: int = 0
+
+    @property
+    def informative(self) -> int:
+        """Features that carry the classes: half of them, and enough that every class can
+        have its own corner of the informative space (2**informative >= classes)."""
+        return min(self.features, max(self.features // 2, math.ceil(math.log2(self.classes)) + 1))
+
+    @property
+    def name(self) -> str:
+        """The canonical name: the knobs that differ from the defaults, in a fixed order."""
+        default = SyntheticDataset()
+        knobs = {k: getattr(self, k) for k in _BOUNDS if getattr(self, k) != getattr(default, k)}
+        return f"{CLASSIFICATION}?{urlencode(knobs)}" if knobs else CLASSIFICATION
+
+
+def is_synthetic(name: str) -> bool:
+    return name.split("?", 1)[0] == CLASSIFICATION
+
+
+def parse_synthetic(name: str) -> SyntheticDataset:
+    """The dataset a synthetic name describes; ValueError naming the knob that is wrong."""
+    base, _, query = name.partition("?")
+    if base != CLASSIFICATION:
+        raise ValueError(f"{base!r} is not a synthetic dataset")
+    knobs: dict[str, int] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _BOUNDS:
+            raise ValueError(
+                f"{CLASSIFICATION}: unknown knob {key!r}; knobs are {', '.join(_BOUNDS)}"
+            )
+        low, high = _BOUNDS[key]
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ValueError(f"{CLASSIFICATION}: {key} must be an integer from {low} to {high}")
+        knobs[key] = int(value)
+    dataset = SyntheticDataset(**knobs)
+    if dataset.rows * dataset.features > _MAX_VALUES:
+        raise ValueError(
+            f"{CLASSIFICATION}: rows x features is {dataset.rows * dataset.features:,}; "
+            f"at most {_MAX_VALUES:,} values"
+        )
+    if 2**dataset.informative < dataset.classes:
+        raise ValueError(
+            f"{CLASSIFICATION}: {dataset.features} features cannot separate {dataset.classes} "
+            "classes; use more features or fewer classes"
+        )
+    if dataset.rows < 10 * dataset.classes:
+        raise ValueError(f"{CLASSIFICATION}: at least 10 rows per class ({10 * dataset.classes})")
+    return dataset
