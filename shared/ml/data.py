@@ -187,6 +187,11 @@ def splits_of(
     )
 
 
+def load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A dataset's rows as shipped or generated (read-only, shared), its labels and class names."""
+    return _load_raw(name)
+
+
 def describe_dataset(name: str) -> dict[str, Any]:
     """Size and shape of a bundled dataset, for API listings."""
     x, _, class_names = _load_raw(name)

@@ -5,6 +5,8 @@ served model that answers correctly."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -215,10 +217,28 @@ async def test_a_cnn_layer_spec_trains_with_ddp_and_serves_flat_rows(
         answer = await served.post("/predict", json={"rows": rows.tolist()})
     assert answer.status_code == 200, answer.text
     assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.95
+    await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
+
+
+async def assert_the_generated_validation_passes(stack: Any, token: str, workflow_id: str) -> None:
+    """The project's own neural/tests/validation.py rebuilds the model and its data, and
+    passes the gates, as a user running it would see."""
+    tenant = (await _me(stack, token))["tenant_id"]
+    project = Path(stack.artifacts.removeprefix("file://")) / tenant / workflow_id
+    script = project / "neural/tests/validation.py"
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, script.name, "--json"],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, (completed.stdout, completed.stderr)
 
 
 async def test_a_workflow_on_a_synthetic_dataset_serves_a_model_of_its_shape(
-    stack: Any, cluster_client: httpx.AsyncClient
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient
 ) -> None:
     """A generated dataset, named by its knobs, goes through all five phases like a bundled
     one: the trainer, the validator and the smoke test regenerate the same rows from it."""
@@ -236,6 +256,7 @@ async def test_a_workflow_on_a_synthetic_dataset_serves_a_model_of_its_shape(
         answer = await served.post("/predict", json={"rows": rows.tolist()})
     assert answer.status_code == 200, answer.text
     assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.85
+    await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
 
 
 async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:

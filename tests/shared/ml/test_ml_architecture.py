@@ -24,7 +24,7 @@ VALID: dict[str, Any] = {"input_dim": 4, "num_classes": 3, "hidden_layers": [8]}
         {"hidden_layers": [0]},
         {"hidden_layers": [4097]},
         {"hidden_layers": [8] * 9},
-        {"activation": "sigmoid"},
+        {"activation": "swish"},
         {"dropout": 0.9},
         {"dropout": -0.1},
         {"layers": 3},
