@@ -1,10 +1,9 @@
-"""HTTP routes of the trainer service: training jobs, their metrics, and the datasets."""
+"""HTTP routes of the trainer service: training jobs and their metrics (datasets have their
+own routes, in dataset_routes.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from functools import lru_cache
 from typing import Annotated, Any
 
 import httpx
@@ -15,8 +14,6 @@ from services.trainer.models import FINISHED_STATUSES, TrainingJob
 from services.trainer.repository import TrainerRepository
 from services.trainer.schemas import (
     CancelOut,
-    DatasetListOut,
-    DatasetOut,
     EpochOut,
     JobListOut,
     JobMetricsOut,
@@ -140,18 +137,3 @@ async def resume_job(
         raise Unavailable(f"the cluster service could not be reached: {exc!r}") from exc
     # The cluster's answer as it is: the new workflow, or why not (a quota, a bad change).
     return JSONResponse(answer.json(), status_code=answer.status_code)
-
-
-@lru_cache(maxsize=1)
-def _bundled_datasets() -> list[dict[str, Any]]:
-    # Imported on first use: it loads scikit-learn, which the rest of this process never needs.
-    from shared.ml.data import BUNDLED_DATASETS, describe_dataset
-
-    return [describe_dataset(name) for name in sorted(BUNDLED_DATASETS)]
-
-
-@router.get("/datasets", response_model=DatasetListOut)
-async def list_datasets(principal: CurrentPrincipal) -> DatasetListOut:
-    """The bundled datasets a workflow can train on, with their size and classes."""
-    datasets = await asyncio.to_thread(_bundled_datasets)
-    return DatasetListOut(datasets=[DatasetOut.model_validate(d) for d in datasets])

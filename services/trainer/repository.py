@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.trainer.models import (
     FINISHED_STATUSES,
     ArchitectureRecord,
+    StoredDataset,
     TrainingEpoch,
     TrainingJob,
 )
@@ -185,3 +186,46 @@ class TrainerRepository:
             .order_by(TrainingEpoch.epoch)
         )
         return list(result)
+
+    # --- datasets ---------------------------------------------------------------------------
+    async def add_dataset(self, dataset: StoredDataset) -> StoredDataset:
+        dataset.tenant_id = self._tenant()
+        dataset.created_at = _now()
+        self._session.add(dataset)
+        await self._session.flush()
+        return dataset
+
+    async def list_datasets(self, limit: int) -> list[StoredDataset]:
+        stmt = (
+            select(StoredDataset)
+            .where(in_scope(StoredDataset.tenant_id, self._scope))
+            .order_by(StoredDataset.created_at.desc())
+            .limit(limit)
+        )
+        return list(await self._session.scalars(stmt))
+
+    async def get_dataset(self, dataset_id: uuid.UUID) -> StoredDataset | None:
+        stmt = select(StoredDataset).where(
+            StoredDataset.id == dataset_id, in_scope(StoredDataset.tenant_id, self._scope)
+        )
+        dataset: StoredDataset | None = await self._session.scalar(stmt)
+        return dataset
+
+    async def dataset_bytes(self) -> int:
+        """What the tenant's stored dataset files take, for its quota."""
+        stmt = select(func.coalesce(func.sum(StoredDataset.size_bytes), 0)).where(
+            in_scope(StoredDataset.tenant_id, self._scope)
+        )
+        return int(await self._session.scalar(stmt) or 0)
+
+    async def unfinished_jobs_training_on(self, location: str) -> int:
+        stmt = select(func.count()).where(
+            in_scope(TrainingJob.tenant_id, self._scope),
+            TrainingJob.status.not_in(FINISHED_STATUSES),
+            TrainingJob.config["spec"]["dataset"].as_string() == location,
+        )
+        return int(await self._session.scalar(stmt) or 0)
+
+    async def delete_dataset(self, dataset: StoredDataset) -> None:
+        await self._session.delete(dataset)
+        await self._session.flush()

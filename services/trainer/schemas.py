@@ -53,11 +53,8 @@ class CancelOut(BaseModel):
 
 class DatasetOut(BaseModel):
     name: str
+    task: str = "classification"  # or "regression": classes is then 0
     samples: int
     features: int
     classes: int
     class_names: list[str]
-
-
-class DatasetListOut(BaseModel):
-    datasets: list[DatasetOut]

@@ -21,3 +21,18 @@ class TrainerSettings(ServiceSettings):
         description="the longest a node runs a train task whose spec sets no "
         "training.deadline_s; past it the node stops the task itself",
     )
+    dataset_max_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="the largest dataset file one upload or import may store",
+    )
+    tenant_dataset_quota_bytes: int = Field(
+        default=10 * 1024**3,
+        gt=0,
+        description="the bytes of dataset files one tenant may keep stored at once",
+    )
+    dataset_url_prefixes: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes datasets may be imported from (e.g. s3://team-data/, "
+        "file:///srv/datasets/); none by default, so the service reads no path a tenant names",
+    )
