@@ -12,17 +12,23 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.layer_spec import Activation, Layer, LayerShapeError, infer_shapes, input_shape_for
-from shared.synthetic import CLASSIFICATION, is_synthetic, parse_synthetic
+from shared.synthetic import CLASSIFICATION, REGRESSION, Task, is_synthetic, parse_synthetic
 
 # Kept in step with shared.ml.data.BUNDLED_DATASETS (a test checks); duplicated so that
 # validating a spec does not import the ML stack into every web process.
-BUNDLED_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+BUNDLED_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 
 class DatasetShape(NamedTuple):
     rows: int
     features: int
-    classes: int
+    classes: int  # 0 for a regression dataset
+    task: Task = "classification"
+
+    @property
+    def outputs(self) -> int:
+        """The network's output width: one logit per class, or the one predicted value."""
+        return 1 if self.task == "regression" else self.classes
 
 
 # Of each bundled dataset, for checking a layer spec's shapes at submission (a test checks).
@@ -31,6 +37,7 @@ BUNDLED_SHAPES = {
     "iris": DatasetShape(150, 4, 3),
     "wine": DatasetShape(178, 13, 3),
     "breast_cancer": DatasetShape(569, 30, 2),
+    "diabetes": DatasetShape(442, 10, 0, "regression"),
 }
 # The shares of a dataset held out for validation and test (seeded by training.seed); the
 # trainer, the validator node and the generated scripts all split with these.
@@ -39,9 +46,11 @@ TEST_FRACTION = 0.15
 
 
 def dataset_shape(name: str) -> DatasetShape:
-    """Rows, features and classes of a dataset the spec may name (already validated)."""
+    """Rows, features, classes and task of a dataset the spec may name (already validated)."""
     if is_synthetic(name):
         synthetic = parse_synthetic(name)
+        if synthetic.task == "regression":
+            return DatasetShape(synthetic.rows, synthetic.features, 0, "regression")
         return DatasetShape(synthetic.rows, synthetic.features, synthetic.classes)
     return BUNDLED_SHAPES[name]
 
@@ -177,10 +186,30 @@ class ClusterSpec(_Strict):
         return self.workers + self.parameter_servers + self.validators
 
 
+# Gates that judge one kind of model only; a spec that sets one for the other kind is refused.
+CLASSIFICATION_GATES = frozenset({"min_accuracy", "max_train_val_gap"})
+REGRESSION_GATES = frozenset({"min_r2", "max_rmse", "max_train_val_r2_gap"})
+
+
 class GatesSpec(_Strict):
-    min_accuracy: float = Field(default=0.85, ge=0.0, le=1.0)
+    min_accuracy: float = Field(
+        default=0.85, ge=0.0, le=1.0, description="classification: test accuracy"
+    )
     max_p99_latency_ms: float = Field(default=100.0, gt=0.0)
-    max_train_val_gap: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_train_val_gap: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="classification: train minus val accuracy"
+    )
+    min_r2: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="regression: R² on the test split"
+    )
+    max_rmse: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="regression: RMSE on the test split, in the target's units (none by default)",
+    )
+    max_train_val_r2_gap: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="regression: train minus validation R²"
+    )
     min_nodes: int = Field(default=4, ge=1, le=64)
 
 
@@ -192,8 +221,9 @@ class WorkflowSpec(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: str = Field(
         max_length=200,
-        description=f"One of the bundled datasets ({', '.join(BUNDLED_DATASETS)}) or "
-        "synthetic_classification?rows=…&features=…&classes=…&seed=… (each knob optional)",
+        description=f"One of the bundled datasets ({', '.join(BUNDLED_DATASETS)}), "
+        "synthetic_classification?rows=…&features=…&classes=…&seed=… or "
+        "synthetic_regression?rows=…&features=…&seed=… (each knob optional)",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -209,7 +239,8 @@ class WorkflowSpec(_Strict):
         if name not in BUNDLED_DATASETS:
             raise ValueError(
                 f"unknown dataset {name!r}; choose one of: {', '.join(BUNDLED_DATASETS)}, "
-                f"or {CLASSIFICATION}?rows=…&features=…&classes=…"
+                f"{CLASSIFICATION}?rows=…&features=…&classes=…, "
+                f"or {REGRESSION}?rows=…&features=…"
             )
         return name
 
@@ -230,7 +261,7 @@ class WorkflowSpec(_Strict):
         try:
             shape = input_shape_for(dataset.features, model.input_shape)
             if model.layers is not None:
-                infer_shapes(model.layers, shape, dataset.classes)
+                infer_shapes(model.layers, shape, dataset.outputs)
         except LayerShapeError as exc:
             raise ValueError(f"model: {exc}") from exc
         if model.type == "auto":
@@ -251,8 +282,26 @@ class WorkflowSpec(_Strict):
             raise ValueError("gates.max_p99_latency_ms may not exceed the platform's 100 ms")
         if self.gates.max_train_val_gap > defaults.max_train_val_gap:
             raise ValueError("gates.max_train_val_gap may not exceed the platform's 0.05")
+        if self.gates.min_r2 < defaults.min_r2:
+            raise ValueError(f"gates.min_r2 may not be below the platform's {defaults.min_r2}")
+        if self.gates.max_train_val_r2_gap > defaults.max_train_val_r2_gap:
+            raise ValueError(
+                "gates.max_train_val_r2_gap may not exceed the platform's "
+                f"{defaults.max_train_val_r2_gap}"
+            )
         if self.gates.min_nodes < defaults.min_nodes:
             raise ValueError("gates.min_nodes may not be below the platform's 4")
+        # Judged by value, not by whether the field was given: a stored spec is dumped with
+        # every gate at its default and must validate again.
+        task = dataset_shape(self.dataset).task
+        foreign = REGRESSION_GATES if task == "classification" else CLASSIFICATION_GATES
+        misplaced = sorted(
+            name for name in foreign if getattr(self.gates, name) != getattr(defaults, name)
+        )
+        if misplaced:
+            raise ValueError(
+                f"gates.{misplaced[0]} does not apply to {self.dataset!r}, a {task} dataset"
+            )
         strategy = self.training.strategy
         if strategy == "parameter_server" and self.cluster.parameter_servers < 1:
             raise ValueError("strategy parameter_server needs cluster.parameter_servers >= 1")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from shared.spec import TEST_FRACTION, VAL_FRACTION
-from shared.synthetic import SyntheticDataset, is_synthetic, parse_synthetic
+from shared.synthetic import REGRESSION_NOISE, SyntheticDataset, Task, is_synthetic, parse_synthetic
 
 # scikit-learn ships these inside its wheel, so nothing is ever downloaded. It is imported
 # only when data is loaded: a model server that merely normalizes rows starts seconds sooner.
@@ -19,8 +19,11 @@ _LOADERS: dict[str, str] = {
     "iris": "load_iris",
     "wine": "load_wine",
     "breast_cancer": "load_breast_cancer",
+    "diabetes": "load_diabetes",
 }
 BUNDLED_DATASETS: frozenset[str] = frozenset(_LOADERS)
+# The bundled datasets whose target is a real value, not a class.
+_REGRESSION = frozenset({"diabetes"})
 
 # A train-constant column (digits has three all-zero pixels) gets std 1 instead of a tiny
 # epsilon, as scikit-learn's StandardScaler does: dividing by 1e-6 would turn any non-zero
@@ -74,6 +77,38 @@ class Normalization:
         return cls(mean=mean, std=std)
 
 
+@dataclass(frozen=True)
+class TargetNormalization:
+    """A regression target's standardization, fitted on the train split only: the network
+    learns `(y - mean) / std`, so its MSE and initial scale do not depend on the target's
+    units (diabetes runs 25..346), and predictions are mapped back with `invert`."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, y: np.ndarray) -> TargetNormalization:
+        y64 = np.asarray(y, dtype=np.float64)
+        std = float(y64.std())
+        return cls(mean=float(y64.mean()), std=1.0 if std < _MIN_STD else std)
+
+    def apply(self, y: np.ndarray) -> np.ndarray:
+        return ((np.asarray(y, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, dtype=np.float64) * self.std + self.mean
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> TargetNormalization:
+        mean, std = float(data["mean"]), float(data["std"])
+        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+            raise ValueError("target normalization must be finite with a positive std")
+        return cls(mean=mean, std=std)
+
+
 @dataclass(frozen=True, eq=False)
 class DatasetSplits:
     name: str
@@ -86,9 +121,17 @@ class DatasetSplits:
     # The test rows as a client sends them to a served model: raw values, not normalized.
     x_test_raw: np.ndarray
     num_features: int
-    num_classes: int
-    class_names: list[str]
+    num_classes: int  # 0 for regression
+    class_names: list[str]  # empty for regression
     normalization: Normalization
+    # Regression: y_* hold the real target values (float32); the network trains on them
+    # standardized by target_normalization (fitted on y_train).
+    task: Task = "classification"
+    target_normalization: TargetNormalization | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.task == "regression" else self.num_classes
 
 
 # The bundled sets and two generated ones (a node trains one dataset at a time).
@@ -104,15 +147,38 @@ def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     # float64 as shipped, so raw rows handed to clients read as in the dataset (5.1, not
     # float32's 5.099999904632568); training casts to float32.
     x = np.asarray(bunch.data, dtype=np.float64)
-    y = np.asarray(bunch.target, dtype=np.int64)
+    regression = name in _REGRESSION
+    y = np.asarray(bunch.target, dtype=np.float64 if regression else np.int64)
     # Cached arrays are shared by every caller, so nobody may modify them in place.
     x.flags.writeable = False
     y.flags.writeable = False
-    return x, y, tuple(str(c) for c in bunch.target_names)
+    return x, y, () if regression else tuple(str(c) for c in bunch.target_names)
+
+
+def dataset_task(name: str) -> Task:
+    """Whether a bundled or synthetic dataset's target is a class or a real value."""
+    if is_synthetic(name):
+        return parse_synthetic(name).task
+    if name not in _LOADERS:
+        raise UnknownDatasetError(name)
+    return "regression" if name in _REGRESSION else "classification"
 
 
 def _generate(dataset: SyntheticDataset) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    from sklearn.datasets import make_classification
+    from sklearn.datasets import make_classification, make_regression
+
+    if dataset.task == "regression":
+        x, y = make_regression(
+            n_samples=dataset.rows,
+            n_features=dataset.features,
+            n_informative=dataset.informative,
+            noise=REGRESSION_NOISE,
+            random_state=dataset.seed,
+        )
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        x.flags.writeable = False
+        y.flags.writeable = False
+        return x, y, ()
 
     x, y = make_classification(
         n_samples=dataset.rows,
@@ -138,25 +204,32 @@ def load_splits(
     val_fraction: float = VAL_FRACTION,
     test_fraction: float = TEST_FRACTION,
 ) -> DatasetSplits:
-    """Stratified train/val/test splits, deterministic for `seed`, normalized on train stats."""
+    """Train/val/test splits, deterministic for `seed`, normalized on train stats: stratified
+    by class for classification, a plain seeded shuffle for regression (a real-valued target
+    has no classes to stratify by)."""
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum below 1")
     from sklearn.model_selection import train_test_split
 
     raw, y, class_names = _load_raw(name)
+    task = dataset_task(name)
+    classes = task == "classification"
     # Split row indices (the shuffle depends only on the labels and the seed), so the raw
     # test rows come along without a second pass over the data.
     rest, test = train_test_split(
-        np.arange(len(y)), test_size=test_fraction, stratify=y, random_state=seed
+        np.arange(len(y)),
+        test_size=test_fraction,
+        stratify=y if classes else None,
+        random_state=seed,
     )
     # The second split sees only the remainder, so rescale val_fraction to the whole dataset.
     train, val = train_test_split(
         rest,
         test_size=val_fraction / (1 - test_fraction),
-        stratify=y[rest],
+        stratify=y[rest] if classes else None,
         random_state=seed,
     )
-    return splits_of(name, raw, y, class_names, train, val, test)
+    return splits_of(name, raw, y, class_names, train, val, test, task=task)
 
 
 def splits_of(
@@ -167,10 +240,19 @@ def splits_of(
     train: np.ndarray,
     val: np.ndarray,
     test: np.ndarray,
+    *,
+    task: Task = "classification",
 ) -> DatasetSplits:
-    """The splits of (raw, y) at the given row indices, normalized on the training rows."""
+    """The splits of (raw, y) at the given row indices, normalized on the training rows (a
+    regression target too: `target_normalization`, with y kept in its real units)."""
     x = raw.astype(np.float32)
     normalization = Normalization.fit(x[train])
+    target: TargetNormalization | None = None
+    if task == "regression":
+        y = np.asarray(y, dtype=np.float32)
+        target = TargetNormalization.fit(y[train])
+        if class_names:
+            raise ValueError("a regression dataset has no class names")
     return DatasetSplits(
         name=name,
         x_train=normalization.apply(x[train]),
@@ -184,6 +266,8 @@ def splits_of(
         num_classes=len(class_names),
         class_names=list(class_names),
         normalization=normalization,
+        task=task,
+        target_normalization=target,
     )
 
 
@@ -197,6 +281,7 @@ def describe_dataset(name: str) -> dict[str, Any]:
     x, _, class_names = _load_raw(name)
     return {
         "name": name,
+        "task": dataset_task(name),
         "samples": int(x.shape[0]),
         "features": int(x.shape[1]),
         "classes": len(class_names),

@@ -160,4 +160,9 @@ def test_the_bundled_shapes_the_spec_checks_against_are_the_datasets_own() -> No
 
     for name, shape in BUNDLED_SHAPES.items():
         described = describe_dataset(name)
-        assert (described["samples"], described["features"], described["classes"]) == shape
+        assert (
+            described["samples"],
+            described["features"],
+            described["classes"],
+            described["task"],
+        ) == shape

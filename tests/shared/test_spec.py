@@ -63,6 +63,31 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
         ({"training": {"epochs": 5, "warmup_epochs": 5}}, r"must be fewer than epochs \(5\)"),
         ({"training": {"lr_schedule": "exponential"}}, "Input should be 'constant'"),
         ({"training": {"grad_clip_norm": 0}}, "greater than 0"),
+        # A regression dataset's gates: R² may be tightened, never loosened below the floor,
+        # and a classifier's gates mean nothing for it (nor its gates for a classifier).
+        ({"dataset": "diabetes", "gates": {"min_r2": 0.1}}, "may not be below the platform's 0.3"),
+        ({"dataset": "diabetes", "gates": {"min_r2": 1.5}}, "less than or equal to 1"),
+        ({"dataset": "diabetes", "gates": {"max_rmse": 0}}, "greater than 0"),
+        (
+            {"dataset": "diabetes", "gates": {"max_train_val_r2_gap": 0.5}},
+            "may not exceed the platform's 0.2",
+        ),
+        (
+            {"dataset": "diabetes", "gates": {"min_accuracy": 0.9}},
+            "gates.min_accuracy does not apply to 'diabetes', a regression dataset",
+        ),
+        (
+            {"dataset": "diabetes", "gates": {"max_train_val_gap": 0.01}},
+            "gates.max_train_val_gap does not apply to 'diabetes', a regression dataset",
+        ),
+        (
+            {"gates": {"min_r2": 0.5}},
+            "gates.min_r2 does not apply to 'digits', a classification dataset",
+        ),
+        (
+            {"dataset": "synthetic_classification", "gates": {"max_rmse": 10}},
+            "gates.max_rmse does not apply",
+        ),
     ],
 )
 def test_bad_specs_are_refused_with_a_reason(changes: dict[str, Any], message: str) -> None:
@@ -91,6 +116,46 @@ def test_ddp_may_run_without_a_parameter_server() -> None:
 def test_a_spec_may_tighten_the_gates() -> None:
     tightened = WorkflowSpec.model_validate(spec(gates={"min_accuracy": 0.95}))
     assert tightened.gates.min_accuracy == 0.95
+
+
+def test_a_regression_spec_may_tighten_its_own_gates_and_round_trips() -> None:
+    tightened = WorkflowSpec.model_validate(
+        spec(dataset="diabetes", gates={"min_r2": 0.4, "max_rmse": 70.0})
+    )
+    assert (tightened.gates.min_r2, tightened.gates.max_rmse) == (0.4, 70.0)
+    # Stored and read back with every gate dumped at its value, it validates again.
+    assert WorkflowSpec.model_validate(tightened.model_dump(mode="json")) == tightened
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"type": "mlp"},
+        {"type": "auto"},
+        {"type": "layers", "layers": [{"type": "dense", "units": 16, "activation": "relu"}]},
+    ],
+)
+def test_every_model_type_is_accepted_for_regression(model: dict[str, Any]) -> None:
+    parsed = WorkflowSpec.model_validate(spec(dataset="diabetes", model=model))
+    assert parsed.model.type == model["type"]
+
+
+def test_a_layer_spec_for_regression_is_checked_against_one_output() -> None:
+    from shared.spec import dataset_shape
+
+    assert dataset_shape("diabetes").outputs == 1
+    # A 1-D conv over diabetes's 10 features laid out as [1, 10] is fine; [2, 5] is not 10.
+    layers = [{"type": "conv1d", "filters": 4}, {"type": "flatten"}]
+    WorkflowSpec.model_validate(
+        spec(dataset="diabetes", model={"type": "layers", "layers": layers, "input_shape": [1, 10]})
+    )
+    with pytest.raises(ValidationError, match="model"):
+        WorkflowSpec.model_validate(
+            spec(
+                dataset="diabetes",
+                model={"type": "layers", "layers": layers, "input_shape": [3, 5]},
+            )
+        )
 
 
 @pytest.mark.parametrize(

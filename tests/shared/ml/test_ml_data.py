@@ -8,6 +8,7 @@ from shared.ml.data import (
     BUNDLED_DATASETS,
     DatasetSplits,
     Normalization,
+    TargetNormalization,
     UnknownDatasetError,
     describe_dataset,
     load_splits,
@@ -57,6 +58,7 @@ def test_every_bundled_dataset_loads(name: str) -> None:
     described = describe_dataset(name)
     assert splits.num_features == described["features"]
     assert splits.num_classes == described["classes"] == len(splits.class_names)
+    assert splits.task == described["task"]
     assert len(splits.y_train) + len(splits.y_val) + len(splits.y_test) == described["samples"]
 
 
@@ -76,6 +78,7 @@ def test_bad_split_fractions_are_rejected(val: float, test: float) -> None:
 def test_describe_dataset_digits() -> None:
     assert describe_dataset("digits") | {"class_names": None} == {
         "name": "digits",
+        "task": "classification",
         "samples": 1797,
         "features": 64,
         "classes": 10,
@@ -105,3 +108,41 @@ def test_raw_test_rows_are_the_dataset_rows_the_normalized_ones_came_from() -> N
     np.testing.assert_allclose(
         splits.normalization.apply(splits.x_test_raw), splits.x_test, rtol=0, atol=0
     )
+
+
+def test_diabetes_is_a_regression_set_split_by_a_seeded_shuffle() -> None:
+    from sklearn.datasets import load_diabetes
+
+    splits = load_splits("diabetes", seed=7)
+    assert splits.task == "regression" and splits.num_outputs == 1
+    assert splits.num_classes == 0 and splits.class_names == []
+    assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (308, 67, 67)
+    # The targets stay in their real units (25..346), as floats; the split is a plain seeded
+    # shuffle (no classes to stratify by), the same rows for the same seed.
+    assert splits.y_train.dtype == np.float32
+    truth = set(load_diabetes().target.tolist())
+    assert all(float(y) in truth for y in splits.y_test.tolist())
+    again, other = load_splits("diabetes", seed=7), load_splits("diabetes", seed=8)
+    np.testing.assert_array_equal(splits.y_test, again.y_test)
+    assert not np.array_equal(splits.y_test, other.y_test)
+
+
+def test_a_regression_target_is_standardized_on_the_train_split_only() -> None:
+    splits = load_splits("diabetes")
+    target = splits.target_normalization
+    assert target is not None
+    assert target.mean == pytest.approx(float(splits.y_train.astype(np.float64).mean()))
+    assert target.std == pytest.approx(float(splits.y_train.astype(np.float64).std()))
+    everything = np.concatenate([splits.y_train, splits.y_val, splits.y_test])
+    assert target.mean != pytest.approx(float(everything.mean()), abs=1e-6)
+    z = target.apply(splits.y_train)
+    assert abs(float(z.mean())) < 1e-5 and float(z.std()) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(target.invert(z), splits.y_train, rtol=1e-5)
+    restored = TargetNormalization.from_dict(json.loads(json.dumps(target.to_dict())))
+    assert restored == target
+    with pytest.raises(ValueError, match="positive std"):
+        TargetNormalization.from_dict({"mean": 1.0, "std": 0.0})
+
+
+def test_a_classification_split_has_no_target_normalization(digits: DatasetSplits) -> None:
+    assert digits.task == "classification" and digits.target_normalization is None
