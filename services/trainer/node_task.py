@@ -295,6 +295,7 @@ def _run(
         architecture,
         splits.normalization,
         class_names=splits.class_names,
+        target_normalization=splits.target_normalization,
         metrics={**{k: v for k, v in best.to_dict().items() if k != "nodes"}, **summary},
         extra_metadata={
             "dataset": spec.dataset,

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 class EpochReport(BaseModel):
     """One epoch as the worker measured it. A diverged run's NaN travels as None (JSON has no
-    NaN)."""
+    NaN). A classifier reports accuracies; a regression model None for them and its R², MAE
+    and RMSE (in the target's units) instead; its losses are the standardized target's MSE."""
 
     epoch: int
     epochs: int
@@ -29,6 +30,10 @@ class EpochReport(BaseModel):
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
+    train_r2: float | None = None
+    val_r2: float | None = None
+    val_mae: float | None = None
+    val_rmse: float | None = None
     learning_rate: float | None = None
     grad_norm: float | None = None
     samples_per_second: float | None = None  # of all the job's workers together

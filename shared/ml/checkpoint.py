@@ -23,7 +23,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from shared.ml.architecture import Architecture, build_model, count_parameters
-from shared.ml.data import Normalization
+from shared.ml.data import Normalization, TargetNormalization
 from shared.ml.files import CHECKPOINT_METADATA, MODEL_METADATA, MODEL_WEIGHTS, TRAINER_STATE
 
 __all__ = ["CHECKPOINT_METADATA", "MODEL_METADATA", "MODEL_WEIGHTS", "TRAINER_STATE"]
@@ -39,8 +39,10 @@ class LoadedModel:
     model: nn.Module  # in eval mode
     architecture: Architecture
     normalization: Normalization
-    class_names: list[str]
+    class_names: list[str]  # empty for regression
     metadata: dict[str, Any]
+    # Regression: maps the network's output back to the target's units.
+    target_normalization: TargetNormalization | None = None
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,18 @@ def save_model(
     normalization: Normalization,
     *,
     class_names: list[str],
+    target_normalization: TargetNormalization | None = None,
     metrics: dict[str, Any] | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Write `model.safetensors` and `model-metadata.json` into the `destination` folder."""
-    if len(class_names) != architecture.num_classes:
+    """Write `model.safetensors` and `model-metadata.json` into the `destination` folder; a
+    regression model needs the `target_normalization` it was trained with, and no classes."""
+    if len(class_names) != (architecture.num_classes or 0):
         raise ValueError(
             f"{len(class_names)} class names for a model with {architecture.num_classes} classes"
         )
+    if (architecture.task == "regression") != (target_normalization is not None):
+        raise ValueError("a target normalization belongs with a regression model, and only it")
     if normalization.num_features != architecture.input_dim:
         raise ValueError(
             f"normalization covers {normalization.num_features} features; "
@@ -157,6 +163,11 @@ def save_model(
             "architecture": architecture.to_dict(),
             "normalization": normalization.to_dict(),
             "class_names": list(class_names),
+            **(
+                {"target_normalization": target_normalization.to_dict()}
+                if target_normalization is not None
+                else {}
+            ),
             "metrics": metrics or {},
             "created_at": _now(),
             "torch_version": torch.__version__,
@@ -181,6 +192,11 @@ def load_model(source: PathLike) -> LoadedModel:
         normalization=Normalization.from_dict(metadata["normalization"]),
         class_names=list(metadata["class_names"]),
         metadata=metadata,
+        target_normalization=(
+            TargetNormalization.from_dict(metadata["target_normalization"])
+            if architecture.task == "regression"
+            else None
+        ),
     )
 
 

@@ -6,6 +6,8 @@ A run has converged at the first epoch where either
 - the train accuracy has not risen more than `accuracy_tolerance` above its best for
   `patience` consecutive epochs (it fits the training set as well as it is going to; this
   includes sitting at 100%, and also a run stuck at chance, which converged without learning).
+  A regression run's score is its train R² instead of accuracy: the same share-of-what-can-be-
+  explained, so the same rule reads alike (`score` names it).
 Converged says training stopped making progress, not that the model is good: read it together
 with the final metrics. A non-finite training loss is divergence, which is never convergence.
 """
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # Set from the run's config, so a checkpoint restores progress but never these.
-_SETTINGS = frozenset({"patience", "threshold", "accuracy_tolerance"})
+_SETTINGS = frozenset({"patience", "threshold", "accuracy_tolerance", "score"})
 
 
 @dataclass
@@ -25,6 +27,7 @@ class ConvergenceMonitor:
     patience: int
     threshold: float
     accuracy_tolerance: float = 0.0
+    score: str = "accuracy"  # what train_accuracy holds: "accuracy", or "R²" for regression
     best_val_loss: float | None = None
     best_epoch: int = 0
     epochs_without_val_improvement: int = 0
@@ -72,7 +75,7 @@ class ConvergenceMonitor:
             )
         elif self.epochs_without_accuracy_improvement >= self.patience:
             self.converged_reason = (
-                f"train accuracy plateaued at {self.best_train_accuracy:.4f} "
+                f"train {self.score} plateaued at {self.best_train_accuracy:.4f} "
                 f"for {self.patience} epochs"
             )
         else:

@@ -1,4 +1,5 @@
-"""Model quality (accuracy, loss, per-class scores) and inference latency."""
+"""Model quality (accuracy, loss, per-class scores; MAE, RMSE, R² for regression) and
+inference latency."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
+
+from shared.ml.data import TargetNormalization
 
 # Rows per forward pass when scoring a whole split: bounds memory, not a tuning knob.
 _EVAL_CHUNK = 8192
@@ -49,6 +52,61 @@ def loss_and_accuracy(
     loss = F.cross_entropy(logits, targets).item()
     accuracy = (logits.argmax(dim=1) == targets).double().mean().item()
     return loss, accuracy
+
+
+def regression_loss(outputs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """A regression network's training loss: the MSE of its one output against the
+    standardized target."""
+    return F.mse_loss(outputs[:, 0], z)
+
+
+def regression_metrics(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    z: np.ndarray | torch.Tensor,
+    target: TargetNormalization,
+) -> tuple[float, dict[str, float]]:
+    """Over the whole of (x, z) in eval mode, `z` the standardized target: the loss the
+    network trains on, and MAE, RMSE and R² on the real (de-standardized) values."""
+    predicted = predict_logits(model, x)
+    truth = _as_tensor(z, torch.float32)
+    loss = regression_loss(predicted, truth).item()
+    scores = regression_scores(
+        target.invert(predicted[:, 0].cpu().numpy()), target.invert(truth.cpu().numpy())
+    )
+    return loss, scores
+
+
+def _r2(predicted: torch.Tensor, truth: torch.Tensor) -> float:
+    # A constant truth has no variance to explain: R² is undefined, reported as 0.
+    total = float(((truth - truth.mean()) ** 2).sum())
+    residual = float(((truth - predicted) ** 2).sum())
+    return 1.0 - residual / total if total > 0 else 0.0
+
+
+def regression_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and R² of predicted against true values, in the target's own units."""
+    p = torch.as_tensor(np.asarray(predicted, dtype=np.float64))
+    t = torch.as_tensor(np.asarray(truth, dtype=np.float64))
+    if p.shape != t.shape or p.ndim != 1 or len(p) == 0:
+        raise ValueError("predicted and true values must be equal-length non-empty 1-D arrays")
+    return {
+        "mae": float((p - t).abs().mean()),
+        "rmse": float(((p - t) ** 2).mean().sqrt()),
+        "r2": _r2(p, t),
+    }
+
+
+def evaluate_regression(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray,
+    target: TargetNormalization,
+) -> dict[str, Any]:
+    """MAE, RMSE and R² on real (de-standardized) values, and the loss the network trained
+    on (MSE of the standardized target)."""
+    loss, scores = regression_metrics(model, x, target.apply(y), target)
+    return {"num_samples": len(y), "loss": loss, **scores}
 
 
 def evaluate(
@@ -158,3 +216,12 @@ def overfitting_gap(train_accuracy: float, val_accuracy: float) -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {value}")
     return train_accuracy - val_accuracy
+
+
+def r2_gap(train_r2: float, val_r2: float) -> float:
+    """Train minus validation R²: a regression model's overfitting, as `overfitting_gap` is a
+    classifier's (both are shares of what there is to explain, so a gap reads alike)."""
+    for name, value in (("train_r2", train_r2), ("val_r2", val_r2)):
+        if not value <= 1.0:
+            raise ValueError(f"{name} must be at most 1, got {value}")
+    return train_r2 - val_r2

@@ -1,4 +1,5 @@
-"""Serving a saved model: validate raw rows, normalize them as in training, classify."""
+"""Serving a saved model: validate raw rows, normalize them as in training, then classify
+them or (a regression model) predict their values in the target's units."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ class PredictionResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RegressionResult:
+    values: list[float]  # one per input row, in the target's units
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Predictor:
     """Thread-safe for concurrent predict() calls: inference never mutates the model."""
 
@@ -30,6 +39,7 @@ class Predictor:
         self.loaded = loaded
         self.num_features = loaded.architecture.input_dim
         self.class_names = loaded.class_names
+        self.task = loaded.architecture.task
 
     @classmethod
     def from_path(cls, path: PathLike) -> Predictor:
@@ -37,6 +47,8 @@ class Predictor:
 
     def predict(self, rows: list[list[float]] | np.ndarray) -> PredictionResult:
         """Classify raw (unnormalized) feature rows; row numbers in errors count from 0."""
+        if self.task != "classification":
+            raise TypeError("a regression model predicts values: call predict_values")
         x = self.normalized(self._validated(rows))
         with torch.inference_mode():
             probabilities = torch.softmax(self.loaded.model(torch.from_numpy(x)), dim=1)
@@ -46,6 +58,21 @@ class Predictor:
             class_names=[self.class_names[c] for c in classes],
             probabilities=probabilities.tolist(),
         )
+
+    def predict_values(self, rows: list[list[float]] | np.ndarray) -> RegressionResult:
+        """A regression model's values for raw feature rows, de-standardized to the target's
+        units; row numbers in errors count from 0."""
+        target = self.loaded.target_normalization
+        if target is None:
+            raise TypeError("a classifier predicts classes: call predict")
+        x = self.normalized(self._validated(rows))
+        with torch.inference_mode():
+            outputs = self.loaded.model(torch.from_numpy(x))[:, 0].numpy()
+        return RegressionResult(values=target.invert(outputs).tolist())
+
+    def answer(self, rows: list[list[float]] | np.ndarray) -> PredictionResult | RegressionResult:
+        """What the model predicts for the rows: classes, or values for regression."""
+        return self.predict_values(rows) if self.task == "regression" else self.predict(rows)
 
     def normalized(self, x: np.ndarray) -> np.ndarray:
         return self.loaded.normalization.apply(x)

@@ -1,4 +1,5 @@
-"""Deterministic mini-batch training of an MLP classifier on DatasetSplits.
+"""Deterministic mini-batch training of a network on DatasetSplits: cross-entropy for a
+classifier, mean squared error of the standardized target for a regression network.
 
 Bit-identical runs need the same seed, the same data and the same torch thread count:
 intra-op parallel kernels sum in an order that depends on the number of threads. Setting
@@ -32,7 +33,7 @@ from shared.ml.architecture import Architecture, build_model
 from shared.ml.checkpoint import TrainingCheckpoint, unwrap_model, weights_of
 from shared.ml.convergence import ConvergenceMonitor
 from shared.ml.data import DatasetSplits
-from shared.ml.evaluate import loss_and_accuracy
+from shared.ml.evaluate import loss_and_accuracy, regression_loss, regression_metrics
 from shared.ml.schedule import LearningRateSchedule
 
 # Settings a resumed run may change (a retry of a diverged run lowers the learning rate and
@@ -104,10 +105,15 @@ class EpochMetrics:
     epoch: int  # 1-based
     epochs: int
     train_loss: float
-    train_accuracy: float
+    train_accuracy: float | None  # classification; None for regression
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None
     seconds: float
+    # Regression only: R² of both splits, the validation MAE and RMSE in the target's units.
+    train_r2: float | None = None
+    val_r2: float | None = None
+    val_mae: float | None = None
+    val_rmse: float | None = None
 
     # How the epoch trained: the rate it used, its mean gradient norm (before clipping), its
     # training throughput. Absent from checkpoints written before they were measured.
@@ -203,13 +209,20 @@ class Trainer:
         # Each worker of a job draws its own dropout masks (seed + its shard's index).
         self._seed_offset = seed_offset
         self._schedule = LearningRateSchedule(config)
+        if splits.task != architecture.task:
+            raise ValueError(f"a {architecture.task} network for {splits.task} data")
+        self._target = splits.target_normalization
+        y_train, y_val = splits.y_train, splits.y_val
+        self._loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+        if self._target is not None:
+            # The network learns the standardized target; see TargetNormalization.
+            y_train, y_val = self._target.apply(y_train), self._target.apply(y_val)
+            self._loss = regression_loss
         self._x_train = torch.from_numpy(splits.x_train).to(self._device)
-        self._y_train = torch.from_numpy(splits.y_train).to(self._device)
+        self._y_train = torch.from_numpy(y_train).to(self._device)
         self._x_val = torch.from_numpy(splits.x_val).to(self._device)
-        self._y_val = torch.from_numpy(splits.y_val).to(self._device)
-        self._monitor = ConvergenceMonitor(
-            config.patience, config.convergence_threshold, config.accuracy_plateau_tolerance
-        )
+        self._y_val = torch.from_numpy(y_val).to(self._device)
+        self._monitor = monitor_for(config, architecture)
         self._history: list[EpochMetrics] = []
         self._epoch = 0
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -232,7 +245,7 @@ class Trainer:
         norms: list[torch.Tensor] = []
         for batch in rows.split(self.config.batch_size):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(self._x_train[batch]), self._y_train[batch])
+            loss = self._loss(self.model(self._x_train[batch]), self._y_train[batch])
             loss.backward()
             norm = _total_norm([p.grad for p in parameters if p.grad is not None])
             if self.config.grad_clip_norm is not None:
@@ -249,15 +262,30 @@ class Trainer:
         train_seconds = time.perf_counter() - started
         # Train metrics come from a clean eval-mode pass, not the running batch average, so
         # train and validation numbers are measured alike and their gap is real overfitting.
-        train_loss, train_accuracy = loss_and_accuracy(self.model, self._x_train, self._y_train)
-        val_loss, val_accuracy = loss_and_accuracy(self.model, self._x_val, self._y_val)
+        scores: dict[str, float | None]
+        if self._target is not None:
+            train_loss, train = regression_metrics(
+                self.model, self._x_train, self._y_train, self._target
+            )
+            val_loss, val = regression_metrics(self.model, self._x_val, self._y_val, self._target)
+            scores = {
+                "train_accuracy": None,
+                "val_accuracy": None,
+                "train_r2": train["r2"],
+                "val_r2": val["r2"],
+                "val_mae": val["mae"],
+                "val_rmse": val["rmse"],
+            }
+        else:
+            train_loss, train_accuracy = loss_and_accuracy(self.model, self._x_train, self._y_train)
+            val_loss, val_accuracy = loss_and_accuracy(self.model, self._x_val, self._y_val)
+            scores = {"train_accuracy": train_accuracy, "val_accuracy": val_accuracy}
         return EpochMetrics(
             epoch=epoch,
             epochs=self.config.epochs,
             train_loss=train_loss,
-            train_accuracy=train_accuracy,
             val_loss=val_loss,
-            val_accuracy=val_accuracy,
+            **scores,  # type: ignore[arg-type]
             seconds=time.perf_counter() - started,
             learning_rate=self.optimizer.param_groups[0]["lr"],
             grad_norm=grad_norm,
@@ -281,7 +309,7 @@ class Trainer:
             metrics = self._run_epoch(self._epoch + 1)
             self._epoch = metrics.epoch
             self._monitor.update(
-                metrics.epoch, metrics.train_loss, metrics.train_accuracy, metrics.val_loss
+                metrics.epoch, metrics.train_loss, train_score(metrics), metrics.val_loss
             )
             self._schedule.observe(metrics.val_loss)
             if self._monitor.best_epoch == metrics.epoch:
@@ -362,8 +390,9 @@ class Trainer:
             reason = monitor.converged_reason
         else:
             reason = (
-                f"not converged after {self._epoch} epochs: validation loss and train accuracy "
-                f"both still improved within the last {self.config.patience} epochs"
+                f"not converged after {self._epoch} epochs: validation loss and train "
+                f"{monitor.score} both still improved within the last {self.config.patience} "
+                "epochs"
             )
         return TrainResult(
             history=list(self._history),
@@ -376,6 +405,22 @@ class Trainer:
             diverged=monitor.diverged,
             seconds=seconds,
         )
+
+
+def monitor_for(config: TrainConfig, architecture: Architecture) -> ConvergenceMonitor:
+    """The convergence rule of a run: its patience and thresholds, and the train score that
+    plateaus (accuracy, or R² for regression)."""
+    score = "R²" if architecture.task == "regression" else "accuracy"
+    return ConvergenceMonitor(
+        config.patience, config.convergence_threshold, config.accuracy_plateau_tolerance, score
+    )
+
+
+def train_score(metrics: EpochMetrics) -> float:
+    """The epoch's train accuracy, or train R² for regression: what converges by plateauing."""
+    score = metrics.train_r2 if metrics.train_accuracy is None else metrics.train_accuracy
+    assert score is not None, "an epoch measures accuracy or R²"
+    return score
 
 
 def run_is_over(config: TrainConfig, epoch: int, monitor: ConvergenceMonitor) -> bool:

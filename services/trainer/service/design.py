@@ -18,7 +18,8 @@ class DesignRejected(ValueError):
 
 @dataclass(frozen=True)
 class NetworkDesign:
-    dataset: dict[str, Any]  # describe_dataset(): name, samples, features, classes, class_names
+    # describe_dataset(): name, task, samples, features, classes, class_names
+    dataset: dict[str, Any]
     architecture: dict[str, Any]
     parameter_count: int
     source: str  # "designed" (default funnel, or model: auto) or "user" (the spec's network)
@@ -62,7 +63,8 @@ def design_network(spec: WorkflowSpec) -> NetworkDesign:
         if layers is not None:
             architecture = Architecture(
                 input_dim=dataset["features"],
-                num_classes=dataset["classes"],
+                task=dataset["task"],
+                num_classes=dataset["classes"] or None,  # 0: a regression target
                 layers=layers,
                 input_shape=model.input_shape,
             )

@@ -78,3 +78,41 @@ def saved_digits_model(
         extra_metadata={"dataset": "digits"},
     )
     return destination
+
+
+DIABETES_CONFIG = TrainConfig(epochs=60, batch_size=16, learning_rate=1e-3, seed=7)
+
+
+@dataclass(frozen=True)
+class TrainedDiabetes:
+    splits: DatasetSplits
+    architecture: Architecture
+    model: nn.Module
+    result: TrainResult
+
+
+@pytest.fixture(scope="session")
+def trained_diabetes() -> TrainedDiabetes:
+    """A regression network on diabetes (442 rows, targets 25..346), trained once."""
+    splits = load_splits("diabetes")
+    architecture = design_architecture(splits.num_features, splits.num_classes)
+    with one_thread():
+        model, result = train_classifier(splits, architecture, DIABETES_CONFIG)
+    return TrainedDiabetes(splits, architecture, model, result)
+
+
+@pytest.fixture(scope="session")
+def saved_diabetes_model(
+    trained_diabetes: TrainedDiabetes, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    destination = tmp_path_factory.mktemp("diabetes-model")
+    save_model(
+        destination,
+        trained_diabetes.model,
+        trained_diabetes.architecture,
+        trained_diabetes.splits.normalization,
+        class_names=[],
+        target_normalization=trained_diabetes.splits.target_normalization,
+        extra_metadata={"dataset": "diabetes"},
+    )
+    return destination

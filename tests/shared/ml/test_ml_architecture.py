@@ -73,3 +73,18 @@ def test_parameter_count_matches_the_built_model() -> None:
     for layers in ([128, 64], [32], [7, 5, 3]):
         arch = design_architecture(64, 10, hidden_layers=layers, dropout=0.1)
         assert arch.parameter_count == count_parameters(build_model(arch))
+
+
+def test_a_regression_architecture_has_one_output_and_no_classes() -> None:
+    arch = design_architecture(10, 0)
+    assert (arch.task, arch.num_classes, arch.num_outputs) == ("regression", None, 1)
+    assert arch.hidden_layers == [32, 32]
+    model = build_model(arch)
+    assert model(torch.zeros(5, 10)).shape == (5, 1)
+    assert arch.parameter_count == count_parameters(model)
+    assert arch.describe() == "MLP 10 -> 32 -> 32 -> 1 (relu, dropout 0.0)"
+    assert Architecture.model_validate(json.loads(json.dumps(arch.to_dict()))) == arch
+    with pytest.raises(ValidationError, match="num_classes is required for classification"):
+        Architecture(input_dim=10, task="regression", num_classes=3)
+    with pytest.raises(ValidationError, match="num_classes is required for classification"):
+        Architecture(input_dim=10)

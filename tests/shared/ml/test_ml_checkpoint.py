@@ -118,3 +118,20 @@ def test_checkpoint_state_is_never_unpickled_freely(trained_digits: Any, tmp_pat
     torch.save({"epoch": 0, "payload": _NotAllowed()}, tmp_path / TRAINER_STATE)
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(tmp_path)
+
+
+def test_a_regression_model_keeps_its_target_normalization(
+    saved_diabetes_model: Path, trained_diabetes: Any, tmp_path: Path
+) -> None:
+    loaded = load_model(saved_diabetes_model)
+    assert loaded.architecture.task == "regression" and loaded.class_names == []
+    assert loaded.target_normalization == trained_diabetes.splits.target_normalization
+    splits = trained_diabetes.splits
+    with pytest.raises(ValueError, match="target normalization belongs with a regression"):
+        save_model(
+            tmp_path / "no-target",
+            trained_diabetes.model,
+            trained_diabetes.architecture,
+            splits.normalization,
+            class_names=[],
+        )

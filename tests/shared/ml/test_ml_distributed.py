@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 from shared.layer_spec import Layer
 from shared.ml.architecture import Architecture, build_model, design_architecture
 from shared.ml.checkpoint import TrainingCheckpoint
-from shared.ml.data import DatasetSplits
+from shared.ml.data import DatasetSplits, load_splits
 from shared.ml.distributed import process_group, whole_order
 from shared.ml.parameter_server import ServerState, steps_per_epoch
 from shared.ml.strategies import Placement, run_rank
@@ -193,6 +193,33 @@ def test_a_parameter_server_trains_a_cnn_layer_spec_with_the_single_process_step
     )
     lead = _run(_ps(2), splits, cnn, tmp_path)
     _assert_same_weights(_single_process_weights(splits, cnn), lead["weights"])
+
+
+@pytest.mark.parametrize("job", [DDP, _ps(2)], ids=["ddp", "parameter-server"])
+def test_a_regression_network_trains_distributed_with_the_single_process_step(
+    job: dict[str, Any], tmp_path: Path
+) -> None:
+    """A regression network (one output, MSE on the standardized target) under DDP and
+    through two parameter servers takes the single-process step, and learns the target."""
+    data = load_splits("synthetic_regression?rows=800&features=10&seed=1", seed=3)
+    regression = dataclasses.replace(
+        data, x_train=data.x_train[:TRAIN_ROWS], y_train=data.y_train[:TRAIN_ROWS]
+    )
+    arch = design_architecture(regression.num_features, regression.num_classes, [32])
+    assert arch.task == "regression" and arch.num_outputs == 1
+    lead = _run(job, regression, arch, tmp_path)
+    _assert_same_weights(_single_process_weights(regression, arch), lead["weights"])
+    last = lead["history"][-1]
+    assert last["val_accuracy"] is None and last["train_accuracy"] is None
+    first = lead["history"][0]
+    assert last["val_loss"] < first["val_loss"]
+    assert last["val_r2"] > 0.8, last
+    assert last["val_rmse"] < first["val_rmse"]
+    # The figures are of the real target: its RMSE over its spread is what R² leaves.
+    target = regression.target_normalization
+    assert target is not None
+    y_val = regression.y_val.astype("float64")
+    assert last["val_r2"] == pytest.approx(1 - last["val_rmse"] ** 2 / y_val.var(), abs=1e-6)
 
 
 def test_async_with_no_staleness_is_the_synchronous_step(

@@ -55,3 +55,45 @@ def test_overfitting_gap() -> None:
     assert overfitting_gap(0.9, 0.92) == pytest.approx(-0.02)
     with pytest.raises(ValueError, match="val_accuracy"):
         overfitting_gap(0.9, 1.5)
+
+
+def test_regression_scores_on_known_values() -> None:
+    from shared.ml.evaluate import regression_scores
+
+    truth = np.array([1.0, 2.0, 3.0, 4.0])
+    assert regression_scores(truth, truth) == {"mae": 0.0, "rmse": 0.0, "r2": 1.0}
+    # Predicting the mean explains nothing; predicting off by 1 everywhere: MAE = RMSE = 1.
+    assert regression_scores(np.full(4, 2.5), truth)["r2"] == pytest.approx(0.0)
+    off = regression_scores(truth + 1, truth)
+    assert (off["mae"], off["rmse"]) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert off["r2"] == pytest.approx(1 - 4 / 5)
+    with pytest.raises(ValueError, match="equal-length"):
+        regression_scores(truth[:2], truth)
+
+
+def test_evaluate_regression_reports_real_units(trained_diabetes: Any) -> None:
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    from shared.ml.evaluate import evaluate_regression, predict_logits
+
+    splits, model = trained_diabetes.splits, trained_diabetes.model
+    target = splits.target_normalization
+    report = evaluate_regression(model, splits.x_test, splits.y_test, target)
+    predicted = target.invert(predict_logits(model, splits.x_test)[:, 0].numpy())
+    truth = splits.y_test.astype(np.float64)
+    assert report["num_samples"] == len(truth) == 67
+    assert report["r2"] == pytest.approx(r2_score(truth, predicted), abs=1e-6)
+    assert report["mae"] == pytest.approx(mean_absolute_error(truth, predicted), rel=1e-5)
+    # In the target's units (diabetes spans 25..346), not the standardized ones.
+    assert 20 < report["mae"] < 80 and report["rmse"] >= report["mae"]
+    # The loss is the standardized target's MSE: RMSE² over the train split's variance.
+    assert report["loss"] == pytest.approx(report["rmse"] ** 2 / target.std**2, rel=1e-4)
+
+
+def test_r2_gap() -> None:
+    from shared.ml.evaluate import r2_gap
+
+    assert r2_gap(0.6, 0.5) == pytest.approx(0.1)
+    assert r2_gap(0.2, -0.3) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at most 1"):
+        r2_gap(1.2, 0.5)

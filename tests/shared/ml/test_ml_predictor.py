@@ -65,3 +65,35 @@ def test_non_finite_values_name_the_row_and_feature(predictor: Predictor, bad: f
 def test_malformed_input_is_rejected(predictor: Predictor, rows: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         predictor.predict(rows)
+
+
+@pytest.fixture(scope="module")
+def regressor(saved_diabetes_model: Path) -> Predictor:
+    return Predictor.from_path(saved_diabetes_model)
+
+
+def test_a_regression_predictor_answers_values_in_the_targets_units(
+    regressor: Predictor, trained_diabetes: Any
+) -> None:
+    from shared.ml.evaluate import regression_scores
+
+    splits = trained_diabetes.splits
+    result = regressor.answer(splits.x_test_raw.tolist())
+    assert result == regressor.predict_values(splits.x_test_raw)
+    assert all(isinstance(v, float) for v in result.values)
+    # De-standardized exactly as the network's outputs map back to diabetes's scale.
+    outputs = predict_logits(trained_diabetes.model, splits.x_test)[:, 0].numpy()
+    expected = splits.target_normalization.invert(outputs)
+    np.testing.assert_allclose(result.values, expected, rtol=1e-5)
+    assert 25 < float(np.mean(result.values)) < 346
+    assert regression_scores(np.asarray(result.values), splits.y_test)["r2"] > 0.3
+
+
+def test_a_regression_predictor_refuses_bad_rows_and_class_questions(
+    regressor: Predictor,
+) -> None:
+    assert regressor.task == "regression" and regressor.class_names == []
+    with pytest.raises(ValueError, match="row 0 has 3 features; the model expects 10"):
+        regressor.predict_values([[1.0, 2.0, 3.0]])
+    with pytest.raises(TypeError, match="predict_values"):
+        regressor.predict([[0.0] * 10])

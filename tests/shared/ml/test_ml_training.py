@@ -184,3 +184,48 @@ def test_the_model_kept_is_the_best_validation_epoch(digits: DatasetSplits, tmp_
     assert restored.best_model_state is not None
     for name, tensor in model.state_dict().items():
         assert torch.equal(restored.best_model_state[name], tensor), name
+
+
+def test_a_regression_network_learns_diabetes_on_standardized_targets(
+    trained_diabetes: Any,
+) -> None:
+    from shared.ml.evaluate import evaluate_regression
+
+    splits, result = trained_diabetes.splits, trained_diabetes.result
+    first, best = result.history[0], result.best
+    # MSE of the standardized target: an untrained network starts near the target's variance
+    # (1), not near diabetes's ~6,000 squared units.
+    assert 0.5 < first.train_loss < 3.0
+    assert best.val_loss < first.val_loss
+    assert best.train_accuracy is None and best.val_accuracy is None
+    assert best.val_r2 is not None and best.val_r2 > 0.3
+    assert best.val_mae is not None and best.val_rmse is not None and best.val_rmse > best.val_mae
+    test = evaluate_regression(
+        trained_diabetes.model, splits.x_test, splits.y_test, splits.target_normalization
+    )
+    assert test["r2"] > 0.3, test
+    if result.converged:
+        assert "R²" in result.convergence_reason or "validation loss" in result.convergence_reason
+
+
+def test_regression_training_is_bit_identical_for_a_seed() -> None:
+    splits = load_splits("diabetes")
+    arch = design_architecture(splits.num_features, splits.num_classes, hidden_layers=[16])
+    config = TrainConfig(epochs=3, batch_size=32, seed=5)
+    first = train_classifier(splits, arch, config)[1]
+    second = train_classifier(splits, arch, config)[1]
+    assert [m.val_loss for m in first.history] == [m.val_loss for m in second.history]
+    assert [m.val_r2 for m in first.history] == [m.val_r2 for m in second.history]
+
+
+def test_a_network_must_be_of_its_datas_task(digits: DatasetSplits) -> None:
+    regression = design_architecture(digits.num_features, None)
+    with pytest.raises(ValueError, match="a regression network for classification data"):
+        Trainer(build_model(regression), regression, digits, TrainConfig(epochs=1))
+
+
+def test_a_regression_run_converges_when_its_train_r2_plateaus() -> None:
+    monitor = ConvergenceMonitor(patience=2, threshold=0.0, score="R²")
+    for epoch, (val_loss, r2) in enumerate([(1.0, 0.5), (0.9, 0.5), (0.8, 0.5)], start=1):
+        monitor.update(epoch, 0.5, r2, val_loss)
+    assert monitor.converged and "train R² plateaued at 0.5000" in str(monitor.converged_reason)
