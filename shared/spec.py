@@ -6,10 +6,18 @@ anything is stored.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.layer_spec import Activation, Layer, LayerShapeError, infer_shapes, input_shape_for
 from shared.synthetic import CLASSIFICATION, REGRESSION, Task, is_synthetic, parse_synthetic
@@ -24,6 +32,8 @@ class DatasetShape(NamedTuple):
     features: int
     classes: int  # 0 for a regression dataset
     task: Task = "classification"
+    # An image dataset's layout of one row, (C, H, W): the default model.input_shape.
+    input_shape: tuple[int, ...] | None = None
 
     @property
     def outputs(self) -> int:
@@ -45,8 +55,32 @@ VAL_FRACTION = 0.15
 TEST_FRACTION = 0.15
 
 
-def dataset_shape(name: str) -> DatasetShape:
-    """Rows, features, classes and task of a dataset the spec may name (already validated)."""
+# A stored dataset is named by its id or location, or by a URL it is imported from; which
+# tenant's it is and what shape it has is known to the trainer, not to the spec.
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+SHAPE_CONTEXT = "dataset_shape"
+
+
+def is_stored_dataset(name: str) -> bool:
+    """Whether `name` refers to a stored dataset (an id or a URL) rather than a built-in."""
+    return bool(_URL.match(name)) or _is_uuid(name)
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
+
+
+def dataset_shape(name: str, context: Any = None) -> DatasetShape | None:
+    """Rows, features, classes and task of a dataset the spec may name (already validated):
+    a built-in's from the tables here, a stored one's from the validation context the
+    platform gives once it has looked the dataset up (None before)."""
+    if is_stored_dataset(name):
+        shape = (context or {}).get(SHAPE_CONTEXT) if isinstance(context, dict) else None
+        return shape if isinstance(shape, DatasetShape) else None
     if is_synthetic(name):
         synthetic = parse_synthetic(name)
         if synthetic.task == "regression":
@@ -220,10 +254,11 @@ class DeploySpec(_Strict):
 class WorkflowSpec(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: str = Field(
-        max_length=200,
+        max_length=2000,
         description=f"One of the bundled datasets ({', '.join(BUNDLED_DATASETS)}), "
         "synthetic_classification?rows=…&features=…&classes=…&seed=… or "
-        "synthetic_regression?rows=…&features=…&seed=… (each knob optional)",
+        "synthetic_regression?rows=…&features=…&seed=… (each knob optional); or an uploaded "
+        "dataset's id (POST /datasets), or a URL to import one from",
     )
     model: ModelSpec = Field(default_factory=ModelSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -234,6 +269,10 @@ class WorkflowSpec(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
+        if _is_uuid(name):
+            return str(uuid.UUID(name))
+        if is_stored_dataset(name):
+            return name
         if is_synthetic(name):
             return parse_synthetic(name).name  # canonical: the same rows, the same name
         if name not in BUNDLED_DATASETS:
@@ -250,13 +289,16 @@ class WorkflowSpec(_Strict):
         return {"type": "auto"} if model == "auto" else model  # `model: auto` in YAML
 
     @model_validator(mode="after")
-    def _layers_fit_the_data(self) -> WorkflowSpec:
+    def _layers_fit_the_data(self, info: ValidationInfo) -> WorkflowSpec:
         """A layer spec is checked against the dataset's rows now, not when it trains; under
         `model: auto` the training settings the spec left unset are chosen now, so the
-        stored spec says what runs (shared/auto_design.py)."""
+        stored spec says what runs (shared/auto_design.py). A stored dataset's shape is
+        known once the platform has looked it up, which validates the spec again with it."""
         from shared.auto_design import auto_training
 
-        dataset = dataset_shape(self.dataset)
+        dataset = dataset_shape(self.dataset, info.context)
+        if dataset is None:
+            return self
         model = self.model
         try:
             shape = input_shape_for(dataset.features, model.input_shape)
@@ -273,7 +315,7 @@ class WorkflowSpec(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _gates_are_tighter_or_equal(self) -> WorkflowSpec:
+    def _gates_are_tighter_or_equal(self, info: ValidationInfo) -> WorkflowSpec:
         # A spec may tighten the platform's quality gates, never loosen them.
         defaults = GatesSpec()
         if self.gates.min_accuracy < defaults.min_accuracy:
@@ -293,10 +335,13 @@ class WorkflowSpec(_Strict):
             raise ValueError("gates.min_nodes may not be below the platform's 4")
         # Judged by value, not by whether the field was given: a stored spec is dumped with
         # every gate at its default and must validate again.
-        task = dataset_shape(self.dataset).task
+        shape = dataset_shape(self.dataset, info.context)
+        task = shape.task if shape is not None else None
         foreign = REGRESSION_GATES if task == "classification" else CLASSIFICATION_GATES
         misplaced = sorted(
-            name for name in foreign if getattr(self.gates, name) != getattr(defaults, name)
+            name
+            for name in foreign
+            if task is not None and getattr(self.gates, name) != getattr(defaults, name)
         )
         if misplaced:
             raise ValueError(

@@ -94,6 +94,7 @@ async def create_dataset(
         received, source = await _receive(request, location, limit, reason, context)
         fmt = _format_of(options, received)
         schema = await _inspect(location, fmt, options)
+        schema = schema.model_copy(update={"sha256": received.sha256})
         if (
             await repository.dataset_bytes() + received.size
             > context.settings.tenant_dataset_quota_bytes

@@ -26,7 +26,8 @@ class ArchitectureRecord(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     workflow_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
     tenant_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
-    dataset: Mapped[str] = mapped_column(String(64), nullable=False)
+    # A built-in's name, or a stored dataset's location (a URL).
+    dataset: Mapped[str] = mapped_column(Text, nullable=False)
     architecture: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     parameter_count: Mapped[int] = mapped_column(Integer, nullable=False)
     source: Mapped[str] = mapped_column(String(16), nullable=False)  # designed | user

@@ -84,12 +84,18 @@ def _arrays(open_file: Opener) -> tuple[np.ndarray, np.ndarray, str, str]:
             raise DatasetFileError(f"not a readable NPZ file: {exc}") from exc
         except ValueError as exc:  # an object array, which only pickle could load
             raise DatasetFileError(f"the NPZ holds an array that needs pickle: {exc}") from exc
+    if "x_train" in arrays and "y_train" in arrays and not set(FEATURE_KEYS) & set(arrays):
+        # Split as published (MNIST's x_train/x_test): one pool, which Nexus splits itself.
+        parts = [key for key in ("train", "test") if f"x_{key}" in arrays and f"y_{key}" in arrays]
+        arrays["x"] = np.concatenate([arrays[f"x_{key}"] for key in parts])
+        arrays["y"] = np.concatenate([arrays[f"y_{key}"] for key in parts])
     x_key = next((key for key in FEATURE_KEYS if key in arrays), None)
     y_key = next((key for key in TARGET_KEYS if key in arrays), None)
     if x_key is None or y_key is None:
         raise DatasetFileError(
             f"the NPZ needs a feature array (one of {', '.join(FEATURE_KEYS)}) and a label array "
-            f"(one of {', '.join(TARGET_KEYS)}); it has: {', '.join(arrays) or 'nothing'}"
+            f"(one of {', '.join(TARGET_KEYS)}), or x_train and y_train; it has: "
+            f"{', '.join(arrays) or 'nothing'}"
         )
     x, y = arrays[x_key], arrays[y_key]
     if x.dtype.kind not in "fiub":

@@ -64,6 +64,7 @@ class DatasetSchema(BaseModel):
         "of a regression"
     )
     preview: list[dict[str, Any]] = Field(description=f"the first {PREVIEW_ROWS} rows")
+    sha256: str | None = Field(default=None, description="the stored file's checksum")
 
     @property
     def num_classes(self) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.spec import TEST_FRACTION, VAL_FRACTION
+from shared.spec import TEST_FRACTION, VAL_FRACTION, is_stored_dataset
 from shared.synthetic import REGRESSION_NOISE, SyntheticDataset, Task, is_synthetic, parse_synthetic
 
 # scikit-learn ships these inside its wheel, so nothing is ever downloaded. It is imported
@@ -134,9 +134,26 @@ class DatasetSplits:
         return 1 if self.task == "regression" else self.num_classes
 
 
+def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if is_stored_dataset(name):
+        return _load_stored(name)
+    return _load_builtin(name)
+
+
+# A stored dataset can be large, and a node trains one at a time: only the newest is kept.
+@lru_cache(maxsize=1)
+def _load_stored(location: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    from shared.dataset_files.store import load_stored
+
+    x, y, schema = load_stored(location)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y, tuple(schema.class_names)
+
+
 # The bundled sets and two generated ones (a node trains one dataset at a time).
 @lru_cache(maxsize=len(_LOADERS) + 2)
-def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _load_builtin(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if is_synthetic(name):
         return _generate(parse_synthetic(name))
     if name not in _LOADERS:
@@ -156,7 +173,11 @@ def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 
 def dataset_task(name: str) -> Task:
-    """Whether a bundled or synthetic dataset's target is a class or a real value."""
+    """Whether a dataset's target is a class or a real value."""
+    if is_stored_dataset(name):
+        from shared.dataset_files.store import read_schema
+
+        return read_schema(name).task
     if is_synthetic(name):
         return parse_synthetic(name).task
     if name not in _LOADERS:

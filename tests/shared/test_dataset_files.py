@@ -161,6 +161,14 @@ def test_an_image_npz_records_its_input_shape(tmp_path: Path) -> None:
     assert y.tolist() == labels.tolist()
 
 
+def test_an_npz_split_as_published_is_pooled(tmp_path: Path) -> None:
+    train, test = np.zeros((40, 1, 2, 2)), np.ones((20, 1, 2, 2))
+    labels = {"y_train": np.arange(40) % 2, "y_test": np.arange(20) % 2}
+    np.savez(tmp_path / "mnist.npz", x_train=train, x_test=test, **labels)
+    schema = inspect_file(_opener(tmp_path / "mnist.npz"), "npz")
+    assert (schema.rows, schema.input_shape, schema.class_counts) == (60, [1, 2, 2], [30, 30])
+
+
 def test_bad_npz_arrays_are_named(tmp_path: Path) -> None:
     np.savez(tmp_path / "a.npz", x=np.zeros((30, 4)))
     with pytest.raises(DatasetFileError, match="needs a feature array.*it has: x"):

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from services.cluster.repository import WorkflowRepository
 from services.cluster.schemas import WorkflowOut
 from services.cluster.service.admission import check_quotas, queue_positions
+from services.cluster.service.datasets import resolve_dataset
 from services.cluster.service.project_archive import build_bundle
 from services.cluster.service.setup import retry_spec, set_up_workflow
 from services.cluster.service.status import TERMINAL, workflow_out
@@ -67,6 +68,7 @@ async def _admit(
     spec: WorkflowSpec, uow: UnitOfWork, tenant_id: str, context: ClusterContext
 ) -> WorkflowOut:
     """Within the tenant's quotas (else 429), record the workflow and run its phase 1."""
+    spec = await resolve_dataset(spec, tenant_id, context)
     await check_quotas(context.settings, uow, tenant_id, spec.cluster.node_count, workflow=True)
     workflow, phases = await set_up_workflow(
         uow,

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
+from services.cluster.service.dataset_record import dataset_config
 from services.cluster.service.status import (
     record_phase_completed,
     record_phase_failed,
@@ -26,7 +27,7 @@ from shared.db import UnitOfWork
 from shared.errors import Unprocessable, describe_validation_errors
 from shared.phases import fail_phase
 from shared.project_layout import MemoryKey, ProjectFile
-from shared.spec import TEST_FRACTION, VAL_FRACTION, RetryRequest, WorkflowSpec
+from shared.spec import RetryRequest, WorkflowSpec
 from shared.subjects import NODE_HEARTBEAT_SUBJECT
 
 
@@ -99,18 +100,10 @@ def scaffold_project(
     heartbeat_interval_s: float,
 ) -> list[str]:
     """Write phase 1's configs (blocking: run it in a thread). Returns their project paths."""
-    # Imported here: it loads scikit-learn, which only setting up a workflow needs.
-    from shared.ml.data import describe_dataset
-
     contents: dict[ProjectFile, dict[str, Any]] = {
         # The spec's training section, as the generated train.py reads it.
         ProjectFile.TRAINING_CONFIG: spec.training.model_dump(mode="json"),
-        ProjectFile.DATASET_CONFIG: {
-            **describe_dataset(spec.dataset),
-            "split_seed": spec.training.seed,
-            "val_fraction": VAL_FRACTION,
-            "test_fraction": TEST_FRACTION,
-        },
+        ProjectFile.DATASET_CONFIG: dataset_config(spec),
         ProjectFile.MONITORING_CONFIG: {
             "progress_subject": TrainingProgress.subject,
             "epoch_metrics": sorted(

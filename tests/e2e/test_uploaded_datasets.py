@@ -1,0 +1,152 @@
+"""A tenant's own data through the whole platform: files uploaded to the trainer over HTTP, a
+workflow that names them by id, five phases, and a served model that answers on their rows."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.datasets import load_digits, load_iris, load_wine
+
+from tests.e2e.test_digits_workflow import (
+    assert_the_generated_validation_passes,
+    raw_test_rows,
+    wait_for_workflow,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def trainer_client(stack: Any, user_token: str) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(
+        base_url=stack.url("trainer"), headers=headers, timeout=60
+    ) as client:
+        yield client
+
+
+async def upload(client: httpx.AsyncClient, filename: str, content: bytes) -> dict[str, Any]:
+    response = await client.post("/datasets", files={"file": (filename, content)})
+    assert response.status_code == 201, response.text
+    dataset: dict[str, Any] = response.json()
+    return dataset
+
+
+def digit_images() -> bytes:
+    """The digits as 8x8 grey images with their labels: a small image set, NPZ as users send."""
+    digits = load_digits()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=digits.images.astype(np.float32), labels=digits.target)
+    return buffer.getvalue()
+
+
+async def project_dir(stack: Any, token: str, workflow_id: str) -> Path:
+    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
+        me = await auth.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+    return Path(stack.artifacts.removeprefix("file://")) / me.json()["tenant_id"] / workflow_id
+
+
+async def served_accuracy(workflow: dict[str, Any], location: str, seed: int = 42) -> float:
+    rows, labels = raw_test_rows(location, seed)
+    async with httpx.AsyncClient(base_url=workflow["result"]["served_url"]) as served:
+        answer = await served.post("/predict", json={"rows": rows.tolist()})
+    assert answer.status_code == 200, answer.text
+    return float((np.array(answer.json()["predictions"]) == labels).mean())
+
+
+async def test_an_uploaded_image_npz_trains_a_cnn_with_ddp_and_is_served(
+    stack: Any,
+    user_token: str,
+    cluster_client: httpx.AsyncClient,
+    trainer_client: httpx.AsyncClient,
+) -> None:
+    dataset = await upload(trainer_client, "digit-images.npz", digit_images())
+    assert dataset["schema"]["input_shape"] == [1, 8, 8]
+    spec = {"name": "uploaded-images", "dataset": dataset["id"], "model": "auto"}
+    spec["training"] = {"strategy": "ddp"}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
+    assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
+    # The project records where the data is, how its rows are laid out, and a CNN for them.
+    configs = await project_dir(stack, user_token, workflow["id"]) / "neural" / "configs"
+    recorded = json.loads((configs / "dataset.json").read_text())
+    assert recorded["name"] == dataset["location"] and recorded["sha256"] == dataset["sha256"]
+    architecture = json.loads((configs / "architecture.json").read_text())
+    assert architecture["input_shape"] == [1, 8, 8]
+    assert "conv2d" in {layer["type"] for layer in architecture["layers"]}
+    assert await served_accuracy(workflow, dataset["location"]) >= 0.9
+    await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
+
+    # While nothing trains on it any more, the dataset can go.
+    assert (await trainer_client.delete(f"/datasets/{dataset['id']}")).status_code == 204
+
+
+async def test_uploaded_csv_and_parquet_files_train_through_the_api(
+    cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
+) -> None:
+    wine = load_wine()
+    header = ",".join([*wine.feature_names, "cultivar"])
+    lines = [
+        ",".join([*map(str, row), f"cultivar-{label}"])  # labels as text
+        for row, label in zip(wine.data.tolist(), wine.target.tolist(), strict=True)
+    ]
+    content = "\n".join([header, *lines]).encode()
+    csv = await upload(trainer_client, "wine.csv", content)
+    assert csv["schema"]["target"] == "cultivar"  # the last column
+    assert csv["schema"]["class_names"] == ["cultivar-0", "cultivar-1", "cultivar-2"]
+    iris = load_iris()
+    columns = {name: iris.data[:, i] for i, name in enumerate(iris.feature_names)}
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({**columns, "species": iris.target}), buffer)
+    parquet = await upload(trainer_client, "iris.parquet", buffer.getvalue())
+    assert parquet["schema"]["target"] == "species"
+
+    posted = []
+    for dataset in (csv, parquet):
+        spec = {"name": f"uploaded-{dataset['format']}", "dataset": dataset["id"]}
+        spec["training"] = {"strategy": "ddp", "epochs": 60, "learning_rate": 0.01}
+        response = await cluster_client.post("/workflows", json=spec)
+        assert response.status_code == 202, response.text
+        posted.append(response.json()["id"])
+    workflows = await asyncio.gather(*(wait_for_workflow(cluster_client, w) for w in posted))
+    for workflow, dataset in zip(workflows, (csv, parquet), strict=True):
+        assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
+        assert await served_accuracy(workflow, dataset["location"]) >= 0.85
+
+
+async def test_a_spec_is_checked_against_the_uploaded_data_and_the_tenant(
+    stack: Any, cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
+) -> None:
+    dataset = await upload(trainer_client, "digit-images.npz", digit_images())
+    layers = [{"type": "dense", "units": 16}, {"type": "conv2d", "filters": 4}]
+    spec = {"name": "mismatch", "dataset": dataset["id"]}
+    spec["model"] = {"type": "layers", "layers": layers, "input_shape": [64]}
+    refused = await cluster_client.post("/workflows", json=spec)
+    assert refused.status_code == 422, refused.text
+    assert "layers[1] conv2d expects" in refused.text
+
+    # Another tenant cannot train on it, by id or by its location.
+    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
+        email, password = f"other-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
+        await auth.post("/auth/register", json={"email": email, "password": password})
+        token = await auth.post("/auth/token", data={"username": email, "password": password})
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    for reference in (dataset["id"], dataset["location"]):
+        foreign = {"name": "foreign", "dataset": reference}
+        answer = await cluster_client.post("/workflows", json=foreign, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert "no dataset" in answer.text
+    listed = await cluster_client.get("/workflows", headers=headers)
+    assert listed.json() == []
