@@ -19,8 +19,15 @@ import torch
 from shared.contracts import ValidateTask, ValidationFinished, ValidationResult
 from shared.ml.checkpoint import LoadedModel, load_model
 from shared.ml.data import DatasetSplits, load_splits
-from shared.ml.evaluate import evaluate, loss_and_accuracy, measure_latency, overfitting_gap
-from shared.ml.predictor import Predictor
+from shared.ml.evaluate import (
+    evaluate,
+    evaluate_regression,
+    loss_and_accuracy,
+    measure_latency,
+    overfitting_gap,
+    r2_gap,
+)
+from shared.ml.predictor import PredictionResult, Predictor, RegressionResult
 from shared.node_tasks import TaskContext
 
 logger = logging.getLogger(__name__)
@@ -69,10 +76,11 @@ def measure_model(task: ValidateTask) -> dict[str, Any]:
             f"the model expects {loaded.architecture.input_dim} features; "
             f"dataset {task.dataset!r} has {splits.num_features}"
         )
+    if loaded.architecture.task != splits.task:
+        raise ValueError(
+            f"a {loaded.architecture.task} model for {task.dataset!r}, a {splits.task} dataset"
+        )
     model = loaded.model
-    test = evaluate(model, splits.x_test, splits.y_test, splits.class_names)
-    _, train_accuracy = loss_and_accuracy(model, splits.x_train, splits.y_train)
-    _, val_accuracy = loss_and_accuracy(model, splits.x_val, splits.y_val)
     latency = measure_latency(model, splits.x_test, repeats=task.latency_repeats)
     predictor = Predictor(loaded)
     raw_test = splits.x_test_raw
@@ -90,10 +98,8 @@ def measure_model(task: ValidateTask) -> dict[str, Any]:
             "class_names": splits.class_names,
         },
         "model": _model_summary(loaded, task.model_uri),
-        "test": test,
-        "train_accuracy": train_accuracy,
-        "val_accuracy": val_accuracy,
-        "train_val_gap": overfitting_gap(train_accuracy, val_accuracy),
+        "task": splits.task,
+        **_quality(loaded, splits),
         "latency": {
             "p50_ms": latency.p50_ms,
             "p95_ms": latency.p95_ms,
@@ -111,6 +117,38 @@ def measure_model(task: ValidateTask) -> dict[str, Any]:
     }
 
 
+def _quality(loaded: LoadedModel, splits: DatasetSplits) -> dict[str, Any]:
+    """The test split's figures and the train/val overfitting gap, as the task measures them."""
+    model = loaded.model
+    target = loaded.target_normalization
+    if target is not None:
+        test = evaluate_regression(model, splits.x_test, splits.y_test, target)
+        train_r2 = evaluate_regression(model, splits.x_train, splits.y_train, target)["r2"]
+        val_r2 = evaluate_regression(model, splits.x_val, splits.y_val, target)["r2"]
+        return {
+            "test": test,
+            "train_r2": train_r2,
+            "val_r2": val_r2,
+            "train_val_r2_gap": r2_gap(train_r2, val_r2),
+        }
+    test = evaluate(model, splits.x_test, splits.y_test, splits.class_names)
+    _, train_accuracy = loss_and_accuracy(model, splits.x_train, splits.y_train)
+    _, val_accuracy = loss_and_accuracy(model, splits.x_val, splits.y_val)
+    return {
+        "test": test,
+        "train_accuracy": train_accuracy,
+        "val_accuracy": val_accuracy,
+        "train_val_gap": overfitting_gap(train_accuracy, val_accuracy),
+    }
+
+
+def _outputs(result: PredictionResult | RegressionResult) -> np.ndarray:
+    """What a prediction is made of: the class probabilities, or the values."""
+    if isinstance(result, RegressionResult):
+        return np.asarray(result.values, dtype=np.float64)
+    return np.asarray(result.probabilities, dtype=np.float64)
+
+
 def sharded_inference(predictor: Predictor, rows: np.ndarray, shards: int) -> dict[str, Any]:
     """Predict the rows as `shards` separate chunks and compare with one whole-batch pass.
 
@@ -118,18 +156,31 @@ def sharded_inference(predictor: Predictor, rows: np.ndarray, shards: int) -> di
     across nodes): it checks that a row's prediction does not depend on the batch it is in,
     which is what splitting traffic across replicas relies on.
     """
-    whole = predictor.predict(rows)
+    whole = predictor.answer(rows)
     chunks = [chunk for chunk in np.array_split(rows, shards) if len(chunk)]
-    parts = [predictor.predict(chunk) for chunk in chunks]
-    sharded_classes = [c for part in parts for c in part.classes]
-    sharded_probs = np.concatenate([np.asarray(part.probabilities) for part in parts])
-    max_diff = float(np.abs(sharded_probs - np.asarray(whole.probabilities)).max())
-    classes_equal = sharded_classes == whole.classes
-    return {
+    parts = [predictor.answer(chunk) for chunk in chunks]
+    checks: dict[str, Any] = {
         "mode": "sharded inference in one process",
         "shards": len(chunks),
         "rows": len(rows),
         "shard_sizes": [len(chunk) for chunk in chunks],
+    }
+    sharded = np.concatenate([_outputs(part) for part in parts])
+    max_diff = float(np.abs(sharded - _outputs(whole)).max())
+    target = predictor.loaded.target_normalization
+    if target is not None:
+        # Compared in the network's standardized units, where the tolerance means what it
+        # does for probabilities, whatever the target's scale.
+        scaled = max_diff / target.std
+        return {
+            **checks,
+            "max_value_difference": max_diff,
+            "passed": scaled <= _PROBABILITY_ATOL,
+        }
+    assert isinstance(whole, PredictionResult)
+    classes_equal = [c for p in parts for c in p.classes] == whole.classes  # type: ignore[union-attr]
+    return {
+        **checks,
         "classes_equal": classes_equal,
         "max_probability_difference": max_diff,
         "passed": classes_equal and max_diff <= _PROBABILITY_ATOL,
@@ -144,11 +195,25 @@ def run_test_suite(
     sharded: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Checks a model must pass before it may be served; each says what it measured."""
-    first = predictor.predict(raw_test)
-    second = predictor.predict(raw_test)
-    sums = np.asarray(first.probabilities).sum(axis=1)
-    worst_sum_error = float(np.abs(sums - 1.0).max())
+    first, second = predictor.answer(raw_test), predictor.answer(raw_test)
     mean_gap = float(np.abs(loaded.normalization.mean - splits.normalization.mean).max())
+    if isinstance(first, RegressionResult):
+        values = _outputs(first)
+        well_formed = _check(
+            "predictions_are_finite",
+            bool(np.isfinite(values).all()),
+            f"{int(np.isfinite(values).sum())} of {len(values)} values finite",
+        )
+        agreement = f"max value difference {sharded.get('max_value_difference', 0.0):.2e}"
+    else:
+        sums = _outputs(first).sum(axis=1)
+        worst_sum_error = float(np.abs(sums - 1.0).max())
+        well_formed = _check(
+            "probabilities_sum_to_one",
+            worst_sum_error <= _PROBABILITY_ATOL,
+            f"largest deviation from 1: {worst_sum_error:.2e}",
+        )
+        agreement = f"max probability difference {sharded['max_probability_difference']:.2e}"
     return [
         _check(
             "normalization_matches_training_split",
@@ -157,20 +222,15 @@ def run_test_suite(
         ),
         _check(
             "deterministic_predictions",
-            first.probabilities == second.probabilities,
+            first == second,
             f"two passes over {len(raw_test)} rows compared exactly",
         ),
-        _check(
-            "probabilities_sum_to_one",
-            worst_sum_error <= _PROBABILITY_ATOL,
-            f"largest deviation from 1: {worst_sum_error:.2e}",
-        ),
+        well_formed,
         _rejects_wrong_width(predictor),
         _check(
             "sharded_inference_matches_whole_batch",
             sharded["passed"],
-            f"{sharded['shards']} shards, max probability difference "
-            f"{sharded['max_probability_difference']:.2e}",
+            f"{sharded['shards']} shards, {agreement}",
         ),
     ]
 
@@ -178,7 +238,7 @@ def run_test_suite(
 def _rejects_wrong_width(predictor: Predictor) -> dict[str, Any]:
     width = predictor.num_features + 1
     try:
-        predictor.predict([[0.0] * width])
+        predictor.answer([[0.0] * width])
     except ValueError as exc:
         return _check("rejects_wrong_width_row", True, f"ValueError: {exc}")
     return _check("rejects_wrong_width_row", False, f"a {width}-feature row was accepted")

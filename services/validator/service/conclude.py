@@ -110,7 +110,8 @@ def render_project_files(
         )
     }
     if validation.trigger == "phase":
-        config = report.validation_config(result, phase4_gates(validation.gates))
+        task = result.get("task", "classification")
+        config = report.validation_config(result, phase4_gates(validation.gates, task))
         files[ProjectFile.VALIDATION_CONFIG] = report.dumps_config(config)
         files[ProjectFile.VALIDATION_SCRIPT] = report.render_validation_script(
             validation.workflow_id, validation.id, at
@@ -133,10 +134,13 @@ def memory_keys(
 ) -> MemoryWritten:
     latency = result.latency
     passed = results["passed"]
-    summary = (
-        f"{'PASSED' if passed else 'FAILED'}: test accuracy {result.test.accuracy:.4f}, "
-        f"p99 {latency.p99_ms:.3f} ms, train/val gap {result.train_val_gap:+.4f}"
-    )
+    if result.task == "regression":
+        score = f"test R² {result.test.r2:.4f}, RMSE {result.test.rmse:.4g}"
+        gap = f"train/val R² gap {result.train_val_r2_gap:+.4f}"
+    else:
+        score = f"test accuracy {result.test.accuracy:.4f}"
+        gap = f"train/val gap {result.train_val_gap:+.4f}"
+    summary = f"{'PASSED' if passed else 'FAILED'}: {score}, p99 {latency.p99_ms:.3f} ms, {gap}"
     keys: dict[str, Any] = {
         MemoryKey.VALIDATION: {
             "validation_id": str(validation.id),

@@ -19,6 +19,7 @@ def validation_config(result: dict[str, Any], gates: dict[str, float]) -> dict[s
     dataset = result["dataset"]
     return {
         "dataset": dataset["name"],
+        "task": result.get("task", "classification"),
         "seed": dataset["seed"],
         "val_fraction": dataset["val_fraction"],
         "test_fraction": dataset["test_fraction"],
@@ -51,9 +52,7 @@ def render_report(
         _gates(outcomes),
         _model(result["model"]),
         _dataset(result["dataset"]),
-        _accuracy(result),
-        _per_class(result["test"]["per_class"]),
-        _confusion(result["test"]),
+        *_quality(result),
         _latency(result["latency"], result["throughput"]),
         _sharded(result["distributed_inference"]),
         _test_suite(result["test_suite"]),
@@ -111,7 +110,30 @@ def _dataset(dataset: dict[str, Any]) -> str:
         f"- Name: `{dataset['name']}` (split seed {dataset['seed']})\n"
         f"- Rows: {dataset['train_rows']} train / {dataset['val_rows']} validation / "
         f"{dataset['test_rows']} test\n"
-        f"- Features: {dataset['num_features']}; classes: {len(dataset['class_names'])}"
+        f"- Features: {dataset['num_features']}; "
+        + (f"classes: {len(classes)}" if (classes := dataset["class_names"]) else "target: a value")
+    )
+
+
+def _quality(result: dict[str, Any]) -> list[str]:
+    if result.get("task") == "regression":
+        return [_regression(result)]
+    return [_accuracy(result), _per_class(result["test"]["per_class"]), _confusion(result["test"])]
+
+
+def _regression(result: dict[str, Any]) -> str:
+    test = result["test"]
+    rows = [
+        ["train", _fmt(result["train_r2"])],
+        ["validation", _fmt(result["val_r2"])],
+        ["test", _fmt(test["r2"])],
+    ]
+    return (
+        "## Regression quality\n\n"
+        + _table(["split", "R²"], rows)
+        + f"\n\nTest split, in the target's units: MAE {test['mae']:.4g} · RMSE "
+        f"{test['rmse']:.4g} · loss (MSE of the standardized target) {test['loss']:.4f}. "
+        f"Train/validation R² gap: {result['train_val_r2_gap']:+.4f}"
     )
 
 
@@ -161,12 +183,15 @@ def _latency(latency: dict[str, Any], throughput: dict[str, Any]) -> str:
 
 def _sharded(sharded: dict[str, Any]) -> str:
     verdict = "identical" if sharded["passed"] else "DIFFERENT"
+    if "max_value_difference" in sharded:
+        largest = f"largest value difference {sharded['max_value_difference']:.2e}"
+    else:
+        largest = f"largest probability difference {sharded['max_probability_difference']:.2e}"
     return (
         "## Distributed inference\n\n"
         f"The {sharded['rows']} test rows were predicted as {sharded['shards']} shards "
         f"({', '.join(map(str, sharded['shard_sizes']))} rows; {sharded['mode']}) and as one "
-        f"batch: predictions {verdict}, largest probability difference "
-        f"{sharded['max_probability_difference']:.2e}."
+        f"batch: predictions {verdict}, {largest}."
     )
 
 

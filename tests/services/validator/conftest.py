@@ -66,6 +66,27 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return destination
 
 
+@pytest.fixture(scope="session")
+def diabetes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small regression MLP trained on diabetes and saved with its target normalization."""
+    splits = load_splits("diabetes", seed=SEED)
+    architecture = design_architecture(splits.num_features, splits.num_classes)
+    config = TrainConfig(epochs=60, batch_size=16, learning_rate=1e-3, seed=SEED)
+    model, result = train_classifier(splits, architecture, config)
+    destination = tmp_path_factory.mktemp("diabetes") / "models"
+    save_model(
+        destination,
+        model,
+        architecture,
+        splits.normalization,
+        class_names=[],
+        target_normalization=splits.target_normalization,
+        metrics=result.final.to_dict(),
+        extra_metadata={"dataset": "diabetes", "seed": SEED},
+    )
+    return destination
+
+
 def validation_payload(model_uri: str, **overrides: Any) -> dict[str, Any]:
     payload = {
         "validation_id": str(uuid.uuid4()),
@@ -93,6 +114,19 @@ def measured(digits_model: Path) -> MeasuredValidation:
 
     context = RecordingContext()
     payload = validation_payload(f"file://{digits_model}")
+    run_validation(payload, context)
+    (event,) = context.published
+    assert isinstance(event, ValidationFinished)
+    return MeasuredValidation(payload, event)
+
+
+@pytest.fixture(scope="session")
+def measured_regression(diabetes_model: Path) -> MeasuredValidation:
+    """run_validation on the diabetes regression model."""
+    from services.validator.node_task import run_validation
+
+    context = RecordingContext()
+    payload = validation_payload(f"file://{diabetes_model}", dataset="diabetes")
     run_validation(payload, context)
     (event,) = context.published
     assert isinstance(event, ValidationFinished)

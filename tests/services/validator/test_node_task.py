@@ -95,3 +95,46 @@ def test_a_cancelled_task_reports_without_measuring(digits_model: Path) -> None:
     run_validation(validation_payload(str(digits_model)), context)
     (event,) = context.published
     assert not event.succeeded and event.error == "cancelled"
+
+
+def test_a_regression_model_is_measured_by_r2_mae_and_rmse(
+    measured_regression: MeasuredValidation,
+) -> None:
+    event = measured_regression.event
+    assert event.succeeded, event.error
+    result = event.result
+    assert result.task == "regression"
+    test = result.test
+    assert test.accuracy is None and test.macro_f1 is None
+    assert test.r2 is not None and test.r2 > 0.3
+    # In diabetes's units (targets 25..346), not the network's standardized ones.
+    assert test.mae is not None and test.rmse is not None and 20 < test.mae < test.rmse < 100
+    assert result.train_accuracy is None and result.train_val_gap is None
+    assert result.train_r2 is not None and result.val_r2 is not None
+    assert result.train_val_r2_gap == result.train_r2 - result.val_r2
+    checks = {check.name: check for check in result.test_suite}
+    assert set(checks) == {
+        "normalization_matches_training_split",
+        "deterministic_predictions",
+        "predictions_are_finite",
+        "rejects_wrong_width_row",
+        "sharded_inference_matches_whole_batch",
+    }
+    assert all(check.passed for check in checks.values()), checks
+    sharded = result.distributed_inference
+    assert sharded["passed"] and sum(sharded["shard_sizes"]) == 67
+    assert "max_value_difference" in sharded and "classes_equal" not in sharded
+    headline = result.headline_metrics()
+    assert headline["test_r2"] == test.r2 and "test_accuracy" not in headline
+
+
+def test_a_regression_model_for_a_classification_dataset_fails_the_task(
+    diabetes_model: Path,
+) -> None:
+    # The same ten features, so it is the task that does not fit.
+    dataset = "synthetic_classification?features=10"
+    context = RecordingContext()
+    run_validation(validation_payload(f"file://{diabetes_model}", dataset=dataset), context)
+    (event,) = context.published
+    assert not event.succeeded
+    assert "a regression model for" in (event.error or ""), event.error

@@ -140,3 +140,57 @@ def test_validation_script_refuses_tampered_weights(
     spec.loader.exec_module(script)
     assert script.main([]) == 2
     assert "sha256" in capsys.readouterr().err
+
+
+@pytest.fixture
+def regression_project(
+    tmp_path: Path, diabetes_model: Path, measured_regression: MeasuredValidation
+) -> Path:
+    result = measured_regression.event.result
+    record = validation()
+    record.spec = {"name": "diabetes-test", "dataset": "diabetes"}
+    record.gates = {"min_nodes": 4}
+    files = render_project_files(
+        record, result.model_dump(mode="json"), apply_gates({}, result), datetime.now(UTC)
+    )
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    shutil.copytree(diabetes_model, tmp_path / "neural/models")
+    return tmp_path / "neural"
+
+
+def test_a_regression_report_shows_r2_and_errors_in_the_targets_units(
+    regression_project: Path, measured_regression: MeasuredValidation
+) -> None:
+    result = measured_regression.event.result
+    text = (regression_project / "reports/performance-report.md").read_text()
+    assert "**Outcome: PASSED** (4/4 gates pass)" in text
+    assert "## Regression quality" in text and f"| test | {result.test.r2:.4f} |" in text
+    assert f"RMSE {result.test.rmse:.4g}" in text
+    assert "| `min_r2` | test R² |" in text
+    assert "Confusion matrix" not in text and "accuracy" not in text.lower()
+    assert "largest value difference" in text
+    config = json.loads((regression_project / "configs/validation.json").read_text())
+    assert config["task"] == "regression" and config["gates"]["min_r2"] == 0.3
+
+
+def test_validation_script_rechecks_a_regression_model(
+    regression_project: Path, measured_regression: MeasuredValidation
+) -> None:
+    completed = run_script(regression_project, "--json")
+    assert completed.returncode == 0, completed.stderr
+    rechecked = json.loads(completed.stdout)
+    result = measured_regression.event.result
+    assert rechecked["test_r2"] == pytest.approx(result.test.r2, abs=1e-5)
+    assert rechecked["test_rmse"] == pytest.approx(result.test.rmse, rel=1e-4)
+    assert rechecked["train_val_r2_gap"] == pytest.approx(result.train_val_r2_gap, abs=1e-5)
+    assert rechecked["passed"] and "test_accuracy" not in rechecked
+    # A stricter R² in another config fails it, by name.
+    (regression_project / "configs/training.json").write_text(
+        json.dumps({"gates": {"min_r2": 0.99, "max_rmse": 1.0}})
+    )
+    failed = run_script(regression_project)
+    assert failed.returncode == 1
+    assert "FAIL  min_r2" in failed.stdout and "FAIL  max_rmse" in failed.stdout
+    assert "PASS  max_p99_latency_ms" in failed.stdout
