@@ -9,7 +9,9 @@ memory key), so a user can see why the platform chose what it did:
   while the map is at least 8 pixels on a side, then a dense layer of 64 units and dropout
   0.25. Two convolution stages are what an image of up to 32x32 needs to see whole strokes;
   the pooling keeps the dense layer's input in the low thousands. A sequence ([C, L]) gets
-  the 1-D version of the same.
+  the 1-D version of the same. A table with categorical columns embeds each one
+  (min(16, 1.6 * categories^0.56) values, fast.ai's rule of thumb) and puts an MLP funnel of
+  two relu layers over the result.
 - **Training** (only the settings the spec leaves unset): AdamW (weight decay 1e-4), robust
   to the learning rate across the models it designs; learning rate 1e-3; a batch of about a
   fiftieth of the training rows per worker, a power of two between 16 and 256 (small sets
@@ -20,6 +22,7 @@ memory key), so a user can see why the platform chose what it did:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from shared.layer_spec import Layer, Shape
@@ -33,10 +36,15 @@ def _power_of_two_near(n: float) -> int:
     return 1 << max(round(math.log2(max(n, 1))), 0)
 
 
-def auto_layers(input_shape: Shape) -> tuple[list[Layer] | None, list[str]]:
-    """The layers `model: auto` uses for rows of `input_shape` (None: the MLP funnel)."""
+def auto_layers(
+    input_shape: Shape, categorical: Sequence[tuple[int, int]] = ()
+) -> tuple[list[Layer] | None, list[str]]:
+    """The layers `model: auto` uses for rows of `input_shape` (None: the MLP funnel), whose
+    `categorical` columns (index, categories) are embedded."""
     from pydantic import TypeAdapter
 
+    if categorical:
+        return _embedded_funnel(input_shape[0], categorical)
     if len(input_shape) == 1:
         return None, [
             f"rows of {input_shape[0]} features: an MLP funnel (first layer about twice the "
@@ -62,6 +70,31 @@ def auto_layers(input_shape: Shape) -> tuple[list[Layer] | None, list[str]]:
         f"{kind} of {shape}: a small CNN, two 3x3 {conv} stages (16, 32 filters, relu), each "
         f"pooled 2x2 while the map is at least {_MIN_POOLED_SIDE} wide, then dense 64 and "
         "dropout 0.25"
+    ]
+    return TypeAdapter(list[Layer]).validate_python(layers), reasons
+
+
+def _embedded_funnel(
+    features: int, categorical: Sequence[tuple[int, int]]
+) -> tuple[list[Layer], list[str]]:
+    from pydantic import TypeAdapter
+
+    # fast.ai's rule of thumb for an embedding's width, capped: 1.6 * categories^0.56.
+    dims = {column: min(16, max(2, round(1.6 * count**0.56))) for column, count in categorical}
+    layers: list[dict[str, Any]] = [
+        {"type": "embedding", "column": column, "categories": count, "dim": dims[column]}
+        for column, count in categorical
+    ]
+    width = features - len(categorical) + sum(dims.values())
+    first = min(max(_power_of_two_near(2 * width), 32), 256)
+    layers += [
+        {"type": "dense", "units": first, "activation": "relu"},
+        {"type": "dense", "units": max(first // 2, 32), "activation": "relu"},
+    ]
+    reasons = [
+        f"rows of {features} features, {len(categorical)} of them categorical: each category "
+        "embedded in min(16, 1.6 * categories^0.56) values (fast.ai's rule), then an MLP "
+        f"funnel {first} -> {max(first // 2, 32)} (relu) over the {width} values"
     ]
     return TypeAdapter(list[Layer]).validate_python(layers), reasons
 

@@ -1,10 +1,11 @@
 """A network described layer by layer in the workflow spec, checked for shape before training.
 
-`model.layers` is the body of the network: dense, conv1d/conv2d, pooling, flatten, dropout,
-batchnorm, layernorm, activations and residual blocks. The platform adds the output layer
-(one unit per class), so a spec need not know the class count. Rows arrive flat (a served
-model takes a list of numbers per row); `model.input_shape` (e.g. `[1, 8, 8]`) says how
-each row is laid out for the first layer, by default `[features]`.
+`model.layers` is the body of the network: embeddings of categorical columns, dense,
+conv1d/conv2d, pooling, flatten, dropout, batchnorm, layernorm, activations and residual blocks.
+The platform adds the output layer (one unit per class, or one value for a regression), so a
+spec need not know the class count. Rows arrive flat (a served model takes a list of numbers
+per row); `model.input_shape` (e.g. `[1, 8, 8]`) says how each row is laid out for the first
+layer, by default `[features]`.
 
 `infer_shapes` walks the layers without torch, so the spec is refused at submission with
 the layer and the mismatch named (`layers[3] conv2d expects 3-D input, got (N, 64)`); the
@@ -108,6 +109,19 @@ class ActivationLayer(_Layer):
     name: Activation
 
 
+class Embedding(_Layer):
+    """One categorical column of the input row (its codes: POST /datasets `categorical`),
+    looked up in a learned table of `dim` values per category. Codes outside the table share
+    one extra row, for categories training never saw. Embedding layers come first, one per
+    column: a row of F features, k of them embedded, becomes the F - k other columns followed
+    by the k embeddings."""
+
+    type: Literal["embedding"]
+    column: int = Field(ge=0, le=65_535, description="the column's index in the input row")
+    categories: int = Field(ge=2, le=1000, description="how many categories the column has")
+    dim: int = Field(ge=1, le=256)
+
+
 class Residual(_Layer):
     """`x + body(x)`: the body must give back the shape it was given."""
 
@@ -129,6 +143,7 @@ Layer = Annotated[
     | BatchNorm
     | LayerNorm
     | ActivationLayer
+    | Embedding
     | Residual,
     Field(discriminator="type"),
 ]
@@ -223,6 +238,10 @@ def _step(layer: Layer, where: str, shape: Shape) -> tuple[Shape, int]:
             return shape, 2 * math.prod(shape)
         case Dropout() | ActivationLayer():
             return shape, 0
+        case Embedding():
+            raise LayerShapeError(
+                f"{where} embedding: embedding layers come first, before any other layer"
+            )
         case Residual():
             out, parameters = _walk(layer.layers, shape, f"{where}.layers")
             if out != shape:
@@ -239,12 +258,71 @@ def output_shape(layer: Layer, shape: Shape) -> Shape:
     return _step(layer, "layer", shape)[0]
 
 
-def _walk(layers: list[Layer], shape: Shape, prefix: str) -> tuple[Shape, int]:
+def _walk(layers: list[Layer], shape: Shape, prefix: str, start: int = 0) -> tuple[Shape, int]:
     total = 0
-    for index, layer in enumerate(layers):
-        shape, parameters = _step(layer, f"{prefix}[{index}]", shape)
+    for index in range(start, len(layers)):
+        shape, parameters = _step(layers[index], f"{prefix}[{index}]", shape)
         total += parameters
     return shape, total
+
+
+def leading_embeddings(layers: list[Layer]) -> list[Embedding]:
+    """The embedding layers a spec starts with."""
+    embeddings: list[Embedding] = []
+    for layer in layers:
+        if not isinstance(layer, Embedding):
+            break
+        embeddings.append(layer)
+    return embeddings
+
+
+def _embed(embeddings: list[Embedding], shape: Shape) -> tuple[Shape, int]:
+    if not embeddings:
+        return shape, 0
+    if len(shape) != 1:
+        raise LayerShapeError(
+            f"layers[0] embedding expects the flat input row (N, features), got "
+            f"{describe(shape)}; leave model.input_shape out"
+        )
+    seen: set[int] = set()
+    for index, layer in enumerate(embeddings):
+        if layer.column >= shape[0]:
+            raise LayerShapeError(
+                f"layers[{index}] embedding: column {layer.column} is not in a row of "
+                f"{shape[0]} features"
+            )
+        if layer.column in seen:
+            raise LayerShapeError(
+                f"layers[{index}] embedding: column {layer.column} is embedded twice"
+            )
+        seen.add(layer.column)
+    width = shape[0] - len(embeddings) + sum(layer.dim for layer in embeddings)
+    return (width,), sum((layer.categories + 1) * layer.dim for layer in embeddings)
+
+
+def check_embeddings(layers: list[Layer], categorical: dict[int, int]) -> None:
+    """Each categorical column of the data (index -> categories) embedded, and only those."""
+    embeddings = leading_embeddings(layers)
+    for index, layer in enumerate(embeddings):
+        if layer.column not in categorical:
+            columns = ", ".join(str(c) for c in sorted(categorical)) or "none"
+            raise LayerShapeError(
+                f"layers[{index}] embedding: column {layer.column} is not a categorical column "
+                f"of the dataset (its categorical columns: {columns})"
+            )
+        if layer.categories < categorical[layer.column]:
+            raise LayerShapeError(
+                f"layers[{index}] embedding: column {layer.column} has "
+                f"{categorical[layer.column]} categories; the layer has room for "
+                f"{layer.categories}"
+            )
+    missing = sorted(set(categorical) - {layer.column for layer in embeddings})
+    if missing:
+        column = missing[0]
+        raise LayerShapeError(
+            f"column {column} is categorical ({categorical[column]} categories): start the "
+            "layers with an embedding layer for it"
+        )
 
 
 def count_layers(layers: list[Layer]) -> int:
@@ -257,7 +335,10 @@ def infer_shapes(layers: list[Layer], input_shape: Shape, num_outputs: int) -> i
     included. Raises LayerShapeError naming the first layer that does not fit."""
     if count_layers(layers) > MAX_LAYERS:
         raise LayerShapeError(f"at most {MAX_LAYERS} layers, residual blocks' included")
-    shape, parameters = _walk(layers, input_shape, "layers")
+    embeddings = leading_embeddings(layers)
+    shape, parameters = _embed(embeddings, input_shape)
+    shape, walked = _walk(layers, shape, "layers", start=len(embeddings))
+    parameters += walked
     if len(shape) != 1:
         raise LayerShapeError(
             f"the layers end with {describe(shape)}; the output layer takes (N, features): "

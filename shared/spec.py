@@ -19,7 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from shared.layer_spec import Activation, Layer, LayerShapeError, infer_shapes, input_shape_for
+from shared.layer_spec import (
+    Activation,
+    Layer,
+    LayerShapeError,
+    check_embeddings,
+    infer_shapes,
+    input_shape_for,
+)
 from shared.synthetic import CLASSIFICATION, REGRESSION, Task, is_synthetic, parse_synthetic
 
 # Kept in step with shared.ml.data.BUNDLED_DATASETS (a test checks); duplicated so that
@@ -34,6 +41,9 @@ class DatasetShape(NamedTuple):
     task: Task = "classification"
     # An image dataset's layout of one row, (C, H, W): the default model.input_shape.
     input_shape: tuple[int, ...] | None = None
+    # (feature index, number of categories) of each categorical column, which the network
+    # must embed.
+    categorical: tuple[tuple[int, int], ...] = ()
 
     @property
     def outputs(self) -> int:
@@ -304,8 +314,14 @@ class WorkflowSpec(_Strict):
             shape = input_shape_for(dataset.features, model.input_shape)
             if model.layers is not None:
                 infer_shapes(model.layers, shape, dataset.outputs)
+                check_embeddings(model.layers, dict(dataset.categorical))
         except LayerShapeError as exc:
             raise ValueError(f"model: {exc}") from exc
+        if dataset.categorical and model.type == "mlp":
+            raise ValueError(
+                "model: the dataset has categorical columns, which an MLP of hidden_layers "
+                "cannot embed: use type layers with an embedding layer for each, or model: auto"
+            )
         if model.type == "auto":
             unset = set(TrainingSpec.model_fields) - self.training.model_fields_set
             workers = 1 if self.training.strategy == "single" else self.cluster.workers

@@ -237,6 +237,7 @@ async def _inspect(location: str, fmt: Format, options: DatasetOptions) -> Datas
             target=options.target,
             task=options.task,
             features=options.feature_list(),
+            categorical=options.categorical_list(),
             delimiter=options.delimiter,
         )
     except DatasetFileError as exc:

@@ -39,14 +39,27 @@ class DatasetOptions(BaseModel):
         max_length=100_000,
         description="comma-separated feature columns; default: every column but the target",
     )
+    categorical: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="comma-separated feature columns holding categories (text or codes): each "
+        "value becomes its index in the column's sorted values, for an embedding layer",
+    )
     delimiter: str = Field(
         default=",", min_length=1, max_length=1, pattern=r"^[^\r\n\"]$", description="CSV only"
     )
 
     def feature_list(self) -> list[str] | None:
-        if self.features is None:
-            return None
-        return [name.strip() for name in self.features.split(",") if name.strip()]
+        return _names(self.features)
+
+    def categorical_list(self) -> list[str] | None:
+        return _names(self.categorical)
+
+
+def _names(listed: str | None) -> list[str] | None:
+    if listed is None:
+        return None
+    return [name.strip() for name in listed.split(",") if name.strip()]
 
 
 DatasetOptionsQuery = Annotated[DatasetOptions, Query()]

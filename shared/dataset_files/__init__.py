@@ -31,14 +31,23 @@ def inspect_file(
     target: str | None = None,
     task: Task | None = None,
     features: Sequence[str] | None = None,
+    categorical: Sequence[str] | None = None,
     delimiter: str = ",",
 ) -> DatasetSchema:
     if fmt == "npz":
-        if target is not None or features is not None:
-            raise DatasetFileError("an NPZ names its arrays itself: drop target and features")
+        if target is not None or features is not None or categorical:
+            raise DatasetFileError(
+                "an NPZ names its arrays itself: drop target, features and categorical"
+            )
         return inspect_npz(open_file, task=task)
     return inspect_table(
-        open_file, fmt, target=target, task=task, features=features, delimiter=delimiter
+        open_file,
+        fmt,
+        target=target,
+        task=task,
+        features=features,
+        categorical=categorical,
+        delimiter=delimiter,
     )
 
 

@@ -17,6 +17,7 @@ MIN_ROWS_PER_CLASS = 10
 MIN_ROWS = 20
 MAX_FEATURES = 65_536
 MAX_CLASSES = 1000
+MAX_CATEGORIES = 1000
 # An integer target with at most this many distinct values is read as class labels; more, and
 # it is a quantity to regress (diabetes' progression scores have 214 distinct values).
 MAX_INTEGER_CLASSES = 50
@@ -55,13 +56,18 @@ class DatasetSchema(BaseModel):
     task: Task
     class_names: list[str] = Field(description="classification: the label of each class index")
     class_counts: list[int] = Field(description="classification: rows of each class")
+    categories: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="categorical feature columns and their values: a row holds a value's index "
+        "in its list (its code), which an embedding layer looks up",
+    )
     input_shape: list[int] | None = Field(
         default=None, description="images: how one row's features are laid out, [C, H, W]"
     )
     delimiter: str | None = Field(default=None, description="csv: the field separator")
     statistics: list[ColumnStatistics] = Field(
-        description="per feature column (images: one entry for all pixels), then the target "
-        "of a regression"
+        description="per numeric feature column (images: one entry for all pixels), then the "
+        "target of a regression"
     )
     preview: list[dict[str, Any]] = Field(description=f"the first {PREVIEW_ROWS} rows")
     sha256: str | None = Field(default=None, description="the stored file's checksum")
@@ -69,3 +75,7 @@ class DatasetSchema(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def categorical_columns(self) -> list[tuple[int, int]]:
+        """(feature index, number of categories) of each categorical column."""
+        return [(self.features.index(name), len(v)) for name, v in self.categories.items()]

@@ -14,6 +14,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from shared.dataset_files.schema import (
+    MAX_CATEGORIES,
     MAX_FEATURES,
     PREVIEW_ROWS,
     TARGET_NAMES,
@@ -39,6 +40,7 @@ def inspect_table(
     target: str | None,
     task: Task | None,
     features: Sequence[str] | None,
+    categorical: Sequence[str] | None,
     delimiter: str,
 ) -> DatasetSchema:
     """Check a CSV or Parquet file batch by batch and infer its schema; DatasetFileError says
@@ -46,15 +48,21 @@ def inspect_table(
     names, header = _columns(open_file, fmt, delimiter)
     target = _target_column(names, header, target, delimiter)
     features = _feature_columns(names, target, features)
-    feature_tally, target_tally = FeatureTally(features), TargetTally(target)
+    coded = _categorical_columns(features, categorical)
+    numeric = [name for name in features if name not in coded]
+    feature_tally, target_tally = FeatureTally(numeric), TargetTally(target)
+    tallies = {name: CategoryTally(name) for name in coded}
     preview: list[dict[str, Any]] = []
-    for batch in _batches(open_file, fmt, features, target, delimiter):
+    for batch in _batches(open_file, fmt, features, target, delimiter, coded):
         if not preview:
             shown = [*features[: _PREVIEW_COLUMNS - 1], target]
             preview = batch.select(shown).slice(0, PREVIEW_ROWS).to_pylist()
-        feature_tally.add(_feature_block(batch, features))
+        feature_tally.add(_feature_block(batch, numeric, {}))
+        for name, tally in tallies.items():
+            tally.add(batch.column(name))
         target_tally.add(*_target_values(batch.column(target)))
     feature_tally.check_finite()
+    categories = {name: tally.categories() for name, tally in tallies.items()}
     task, class_names, class_counts = target_tally.conclude(task)
     statistics = feature_tally.statistics()
     if task == "regression":
@@ -67,6 +75,7 @@ def inspect_table(
         task=task,
         class_names=class_names,
         class_counts=class_counts,
+        categories=categories,
         delimiter=delimiter if fmt == "csv" else None,
         statistics=statistics,
         preview=preview,
@@ -77,8 +86,10 @@ def read_table(open_file: Opener, schema: DatasetSchema) -> tuple[np.ndarray, np
     """Every row of a checked file: features (rows, features) float64, encoded targets."""
     blocks, targets = [], []
     delimiter = schema.delimiter or ","
-    for batch in _batches(open_file, schema.format, schema.features, schema.target, delimiter):
-        blocks.append(_feature_block(batch, schema.features))
+    coded = list(schema.categories)
+    batches = _batches(open_file, schema.format, schema.features, schema.target, delimiter, coded)
+    for batch in batches:
+        blocks.append(_feature_block(batch, schema.features, schema.categories))
         targets.append(_target_values(batch.column(schema.target))[0])
     x = np.concatenate(blocks) if blocks else np.zeros((0, len(schema.features)))
     y = encode_targets(np.concatenate(targets), schema.task, schema.class_names)
@@ -143,19 +154,39 @@ def _feature_columns(names: list[str], target: str, features: Sequence[str] | No
     return chosen
 
 
+def _categorical_columns(features: list[str], categorical: Sequence[str] | None) -> list[str]:
+    chosen = list(dict.fromkeys(categorical or ()))
+    unknown = [name for name in chosen if name not in features]
+    if unknown:
+        raise DatasetFileError(
+            f"categorical column(s) {_shown(unknown)} are not feature columns; the features "
+            f"are: {_shown(features)}",
+            column=unknown[0],
+        )
+    return chosen
+
+
 def _batches(
-    open_file: Opener, fmt: Format, features: list[str], target: str, delimiter: str
+    open_file: Opener,
+    fmt: Format,
+    features: list[str],
+    target: str,
+    delimiter: str,
+    categorical: list[str],
 ) -> Iterator[pa.RecordBatch]:
-    """The file's batches with the features as float64 (missing values as null)."""
+    """The file's batches with the numeric features as float64 and the categorical ones as
+    text (missing values as null)."""
     columns = [*features, target]
+    numeric = [name for name in features if name not in categorical]
     with open_file() as f:
         if fmt == "parquet":
             parquet = pq.ParquetFile(f)
-            _refuse_text_features(parquet, features)
+            _refuse_text_features(parquet, numeric)
             yield from parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns)
             return
         options = pcsv.ConvertOptions(
-            column_types=dict.fromkeys(features, pa.float64()),
+            column_types=dict.fromkeys(numeric, pa.float64())
+            | dict.fromkeys(categorical, pa.string()),
             include_columns=columns,
             strings_can_be_null=True,
         )
@@ -232,20 +263,70 @@ def _non_numeric(name: str, found: tuple[int, str] | None, kind: str = "text") -
     row, value = found if found is not None else (None, None)
     where = f"; the first is {value!r} at row {row}" if found is not None else ""
     return DatasetFileError(
-        f"feature column {name!r} is not numeric ({kind}){where}: encode categories as numbers "
-        "(one-hot or codes), or leave the column out with `features`",
+        f"feature column {name!r} is not numeric ({kind}){where}: declare it with "
+        "`categorical` (the network embeds it), encode it as numbers, or leave it out with "
+        "`features`",
         row=row,
         column=name,
         value=value,
     )
 
 
-def _feature_block(batch: pa.RecordBatch, features: list[str]) -> np.ndarray:
+def _feature_block(
+    batch: pa.RecordBatch, features: list[str], categories: dict[str, list[str]]
+) -> np.ndarray:
+    """The features as float64 columns; a categorical one as its values' codes (the index in
+    its sorted categories)."""
     columns = [
-        pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+        _codes(batch.column(name), categories[name])
+        if name in categories
+        else pc.cast(batch.column(name), pa.float64()).to_numpy(zero_copy_only=False)
         for name in features
     ]
     return np.column_stack(columns) if columns else np.zeros((batch.num_rows, 0))
+
+
+def _codes(column: pa.Array, categories: list[str]) -> np.ndarray:
+    found = pc.index_in(pc.cast(column, pa.string()), value_set=pa.array(categories))
+    return pc.cast(found, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+class CategoryTally:
+    """The distinct values of a categorical column, and where a missing one is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.values: set[str] = set()
+        self.rows = self.missing = 0
+        self.first_missing: int | None = None
+
+    def add(self, column: pa.Array) -> None:
+        text = pc.cast(column, pa.string())
+        # Empty or null: comparing a null gives null, which counts as missing too.
+        missing = pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
+        if missing.any():
+            self.missing += int(missing.sum())
+            if self.first_missing is None:
+                self.first_missing = self.rows + int(np.argmax(missing)) + 1
+        self.values.update(v for v in pc.unique(text).to_pylist() if v)
+        self.rows += len(column)
+        if len(self.values) > MAX_CATEGORIES:
+            raise DatasetFileError(
+                f"categorical column {self.name!r} has more than {MAX_CATEGORIES} distinct "
+                "values; too many to embed",
+                column=self.name,
+            )
+
+    def categories(self) -> list[str]:
+        if self.missing:
+            raise DatasetFileError(
+                f"categorical column {self.name!r} has {self.missing} missing value(s); the "
+                f"first at row {self.first_missing}: give them a category of their own",
+                row=self.first_missing,
+                column=self.name,
+                count=self.missing,
+            )
+        return sorted(self.values)
 
 
 def _target_values(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -47,11 +47,15 @@ class Normalization:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Normalization:
+    def fit(cls, x: np.ndarray, keep: Sequence[int] = ()) -> Normalization:
+        """`keep`: columns passed through as they are (categorical codes, which an embedding
+        layer looks up, must reach it whole)."""
         x64 = np.asarray(x, dtype=np.float64)
         std = x64.std(axis=0)
         std = np.where(std < _MIN_STD, 1.0, std)
-        return cls(mean=x64.mean(axis=0).astype(np.float32), std=std.astype(np.float32))
+        mean = x64.mean(axis=0)
+        mean[list(keep)], std[list(keep)] = 0.0, 1.0
+        return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
     @property
     def num_features(self) -> int:
@@ -250,7 +254,10 @@ def load_splits(
         stratify=y[rest] if classes else None,
         random_state=seed,
     )
-    return splits_of(name, raw, y, class_names, train, val, test, task=task)
+    categorical = [index for index, _ in categorical_columns(name)]
+    return splits_of(
+        name, raw, y, class_names, train, val, test, task=task, categorical=categorical
+    )
 
 
 def splits_of(
@@ -263,11 +270,13 @@ def splits_of(
     test: np.ndarray,
     *,
     task: Task = "classification",
+    categorical: Sequence[int] = (),
 ) -> DatasetSplits:
     """The splits of (raw, y) at the given row indices, normalized on the training rows (a
-    regression target too: `target_normalization`, with y kept in its real units)."""
+    regression target too: `target_normalization`, with y kept in its real units; the
+    `categorical` columns' codes not at all)."""
     x = raw.astype(np.float32)
-    normalization = Normalization.fit(x[train])
+    normalization = Normalization.fit(x[train], keep=categorical)
     target: TargetNormalization | None = None
     if task == "regression":
         y = np.asarray(y, dtype=np.float32)
@@ -297,10 +306,20 @@ def load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     return _load_raw(name)
 
 
+def categorical_columns(name: str) -> list[tuple[int, int]]:
+    """(feature index, number of categories) of each categorical column: a stored dataset
+    declares them at upload; the built-ins have none."""
+    if not is_stored_dataset(name):
+        return []
+    from shared.dataset_files.store import read_schema
+
+    return read_schema(name).categorical_columns()
+
+
 def describe_dataset(name: str) -> dict[str, Any]:
-    """Size and shape of a bundled dataset, for API listings."""
+    """Size and shape of a dataset, for listings, the network's design and dataset.json."""
     x, _, class_names = _load_raw(name)
-    return {
+    described = {
         "name": name,
         "task": dataset_task(name),
         "samples": int(x.shape[0]),
@@ -308,3 +327,5 @@ def describe_dataset(name: str) -> dict[str, Any]:
         "classes": len(class_names),
         "class_names": list(class_names),
     }
+    categorical = categorical_columns(name)
+    return described | ({"categorical": categorical} if categorical else {})

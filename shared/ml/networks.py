@@ -16,6 +16,7 @@ from shared.layer_spec import (
     Conv2d,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAvgPool,
     Layer,
@@ -25,6 +26,7 @@ from shared.layer_spec import (
     Residual,
     Shape,
     infer_shapes,
+    leading_embeddings,
     output_shape,
 )
 
@@ -52,6 +54,35 @@ class GlobalAveragePool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).mean(dim=2)
+
+
+class CategoricalEmbeddings(nn.Module):
+    """The row's other columns, then each embedded column's learned vector. A code that is
+    not a whole number in [0, categories) — a category training never saw — takes the table's
+    last row, so a served model answers it instead of failing."""
+
+    def __init__(self, width: int, embeddings: Sequence[Embedding]) -> None:
+        super().__init__()
+        columns = [layer.column for layer in embeddings]
+        kept = [i for i in range(width) if i not in set(columns)]
+        self.register_buffer("kept", torch.tensor(kept, dtype=torch.long), persistent=False)
+        self.columns = columns
+        self.categories = [layer.categories for layer in embeddings]
+        self.tables = nn.ModuleList(
+            nn.Embedding(layer.categories + 1, layer.dim) for layer in embeddings
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kept: torch.Tensor = self.kept  # type: ignore[assignment]
+        parts = [x.index_select(1, kept)]
+        for column, categories, table in zip(
+            self.columns, self.categories, self.tables, strict=True
+        ):
+            codes = x[:, column]
+            known = (codes >= 0) & (codes < categories) & (codes == codes.round())
+            index = torch.where(known, codes, torch.full_like(codes, categories)).long()
+            parts.append(table(index))
+        return torch.cat(parts, dim=1)
 
 
 def _with_activation(module: nn.Module, activation: str | None) -> list[nn.Module]:
@@ -111,6 +142,11 @@ def build_network(layers: Sequence[Layer], input_shape: Shape, num_outputs: int)
     """Flat rows in, `num_outputs` values out: the rows unflattened to `input_shape`, the
     spec's layers, then the output layer. Initialization draws from torch's global RNG."""
     infer_shapes(list(layers), input_shape, num_outputs)  # raises naming the layer
-    body, shape = _sequential(layers, input_shape)
+    embeddings = leading_embeddings(list(layers))
     front: list[nn.Module] = [] if len(input_shape) == 1 else [nn.Unflatten(1, input_shape)]
+    if embeddings:
+        front = [CategoricalEmbeddings(input_shape[0], embeddings)]
+        width = input_shape[0] - len(embeddings) + sum(layer.dim for layer in embeddings)
+        input_shape = (width,)
+    body, shape = _sequential(layers[len(embeddings) :], input_shape)
     return nn.Sequential(*front, *body, nn.Linear(shape[0], num_outputs))

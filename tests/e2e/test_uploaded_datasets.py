@@ -150,3 +150,37 @@ async def test_a_spec_is_checked_against_the_uploaded_data_and_the_tenant(
         assert "no dataset" in answer.text
     listed = await cluster_client.get("/workflows", headers=headers)
     assert listed.json() == []
+
+
+async def test_a_categorical_column_is_embedded_and_trains_on_a_parameter_server(
+    cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
+) -> None:
+    """A text column declared categorical is stored as codes; `model: auto` embeds it, and
+    the served model takes the codes in the dataset's category order."""
+    rng = np.random.default_rng(3)
+    shades = ["red", "green", "blue", "black", "white", "grey"]
+    lines = ["size,shade,weight,kind"]
+    for _ in range(900):
+        shade, size = shades[rng.integers(6)], rng.normal()
+        warm = shade in ("red", "green", "white")
+        lines.append(f"{size:.4f},{shade},{rng.normal():.4f},{'warm' if warm else 'cool'}")
+    response = await trainer_client.post(
+        "/datasets",
+        files={"file": ("shades.csv", "\n".join(lines).encode())},
+        params={"categorical": "shade"},
+    )
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert dataset["schema"]["categories"] == {"shade": sorted(shades)}
+
+    plain = {"name": "shades-mlp", "dataset": dataset["id"], "model": {"type": "mlp"}}
+    refused = await cluster_client.post("/workflows", json=plain)
+    assert refused.status_code == 422 and "cannot embed" in refused.text
+
+    spec = {"name": "shades", "dataset": dataset["id"], "model": "auto"}
+    spec["training"] = {"strategy": "parameter_server"}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
+    assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
+    assert await served_accuracy(workflow, dataset["location"]) >= 0.95

@@ -184,3 +184,19 @@ def test_bad_npz_arrays_are_named(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.array([{"a": 1}] * 30, dtype=object), y=np.arange(30))
     with pytest.raises(DatasetFileError, match="needs pickle"):
         inspect_file(_opener(tmp_path / "d.npz"), "npz")
+
+
+def test_categorical_columns_are_read_as_codes_of_their_sorted_values(tmp_path: Path) -> None:
+    rows = "".join(f"{i},{['red', 'green', 'blue'][i % 3]},c{i % 2}\n" for i in range(40))
+    path = _csv(tmp_path, "size,colour,label\n" + rows)
+    schema = inspect_file(_opener(path), "csv", categorical=["colour"])
+    assert schema.categories == {"colour": ["blue", "green", "red"]}
+    assert schema.categorical_columns() == [(1, 3)]
+    assert [s.name for s in schema.statistics] == ["size"]
+    x, _ = read_file(_opener(path), schema)
+    assert x[:3].tolist() == [[0.0, 2.0], [1.0, 1.0], [2.0, 0.0]]
+    with pytest.raises(DatasetFileError, match="'shade' are not feature columns"):
+        inspect_file(_opener(path), "csv", categorical=["shade"])
+    gaps = _csv(tmp_path, "size,colour,label\n" + rows + "1,,c0\n")
+    with pytest.raises(DatasetFileError, match="'colour' has 1 missing.*row 41"):
+        inspect_file(_opener(gaps), "csv", categorical=["colour"])

@@ -165,4 +165,5 @@ def test_the_bundled_shapes_the_spec_checks_against_are_the_datasets_own() -> No
             described["features"],
             described["classes"],
             described["task"],
-        ) == shape
+        ) == shape[:4]
+        assert shape.input_shape is None and shape.categorical == ()

@@ -33,6 +33,10 @@ async def resolve_dataset(
         classes=len(schema["class_names"]),
         task=schema["task"],
         input_shape=tuple(input_shape) if input_shape else None,
+        categorical=tuple(
+            (schema["features"].index(name), len(values))
+            for name, values in schema.get("categories", {}).items()
+        ),
     )
     body = spec.model_dump(mode="json", exclude_unset=True)
     body["dataset"] = dataset["location"]

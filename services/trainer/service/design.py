@@ -53,7 +53,8 @@ def design_network(spec: WorkflowSpec) -> NetworkDesign:
         layers = model.layers
         if model.type == "auto":
             shape = input_shape_for(dataset["features"], model.input_shape)
-            layers, rationale = auto_layers(shape)
+            categorical = [(int(i), int(n)) for i, n in dataset.get("categorical", [])]
+            layers, rationale = auto_layers(shape, categorical)
             workers = 1 if spec.training.strategy == "single" else spec.cluster.workers
             every = set(type(spec.training).model_fields)
             rules, reasons = auto_training(dataset["samples"], workers, every)
