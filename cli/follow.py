@@ -31,6 +31,8 @@ def _training_text(progress: dict) -> str:
         parts.append(f"loss {progress['train_loss']:.4f}")
     if progress.get("val_accuracy") is not None:
         parts.append(f"val_acc {progress['val_accuracy']:.3f}")
+    if progress.get("val_r2") is not None:
+        parts.append(f"val_r2 {progress['val_r2']:.3f}")
     if progress.get("samples_per_second"):
         workers = progress.get("workers") or 1
         plural = "s" if workers != 1 else ""

@@ -52,14 +52,19 @@ def workflow_view(workflow: dict) -> Group:
     ]
     progress = workflow.get("progress")
     if progress:
+        score = (
+            f"val_r2 {progress['val_r2']}"
+            if progress.get("val_r2") is not None
+            else f"val_accuracy {progress.get('val_accuracy')}"
+        )
         lines.append(
             f"training: epoch {progress.get('epoch')}/{progress.get('epochs')}  "
-            f"loss {progress.get('train_loss')}  val_accuracy {progress.get('val_accuracy')}"
+            f"loss {progress.get('train_loss')}  {score}"
         )
     if workflow.get("error"):
         lines.append(f"[red]error: {text(workflow['error'])}[/]")
     result = workflow.get("result") or {}
-    for key in ("served_url", "model_id", "report_uri", "test_accuracy"):
+    for key in ("served_url", "model_id", "report_uri", "test_accuracy", "test_r2", "test_rmse"):
         if result.get(key) is not None:
             lines.append(f"{key}: {text(result[key])}")
     return Group(phases_table(workflow), *lines)
@@ -76,10 +81,12 @@ def local_path(uri: str | None) -> Path | None:
 
 
 def predictions_table(answer: dict, rows: list) -> Table:
+    predictions = answer.get("predictions") or []
+    if predictions and isinstance(predictions[0], dict):  # a regression model's values
+        return _values_table(predictions, rows)
     table = Table(title="predictions")
     for column in ("row", "prediction", "label", "confidence"):
         table.add_column(column)
-    predictions = answer.get("predictions") or []
     labels = answer.get("labels") or []
     probabilities = answer.get("probabilities") or []
     for index, prediction in enumerate(predictions):
@@ -92,9 +99,23 @@ def predictions_table(answer: dict, rows: list) -> Table:
     return table
 
 
+def _values_table(predictions: list, rows: list) -> Table:
+    table = Table(title="predictions")
+    for column in ("row", "value"):
+        table.add_column(column)
+    for index, prediction in enumerate(predictions):
+        value = prediction.get("value")
+        table.add_row(str(index), f"{value:.4g}" if isinstance(value, float) else text(value))
+    if len(predictions) != len(rows):
+        table.caption = f"sent {len(rows)} rows, got {len(predictions)} predictions"
+    return table
+
+
 def print_result(console: Console, workflow: dict) -> None:
     result = workflow.get("result") or {}
     console.print(f"[bold green]served at[/] {text(result.get('served_url'))}")
     console.print(f"[bold]report[/]    {text(result.get('report_uri'))}")
     if result.get("test_accuracy") is not None:
         console.print(f"[bold]test accuracy[/] {result['test_accuracy']}")
+    if result.get("test_r2") is not None:
+        console.print(f"[bold]test R²[/] {result['test_r2']}  RMSE {result.get('test_rmse')}")

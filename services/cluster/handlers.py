@@ -194,9 +194,10 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
     @record(Phase4Passed, "cluster-status-phase4")
     async def on_phase4(event: Phase4Passed, uow: UnitOfWork, wf: Workflow, ph: Phases) -> bool:
         detail = {"validation_id": str(event.validation_id), "metrics": _scalars(event.metrics)}
-        test_accuracy = event.metrics.get("test_accuracy")
+        # A classifier's test accuracy, or a regression model's R² (the other stays None).
+        scores = {k: event.metrics.get(k) for k in ("test_accuracy", "test_r2", "test_rmse")}
         # Recorded even if phase 5's event was handled first.
-        record_result(wf, {"report_uri": report_uri(wf), "test_accuracy": test_accuracy})
+        record_result(wf, {"report_uri": report_uri(wf), **scores})
         return record_phase_completed(wf, ph, 4, detail)
 
     @record(Phase5Completed, "cluster-status-phase5")
@@ -217,6 +218,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
             "epochs": event.epochs,
             "train_loss": event.train_loss,
             "val_accuracy": event.val_accuracy,
+            "val_r2": event.val_r2,
             "samples_per_second": event.samples_per_second,
             "workers": sum(1 for n in event.nodes or [] if n.get("role") == "worker") or None,
         }

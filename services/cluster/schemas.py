@@ -22,7 +22,8 @@ class ProgressOut(BaseModel):
     epoch: int | None = None
     epochs: int | None = None
     train_loss: float | None = None
-    val_accuracy: float | None = None
+    val_accuracy: float | None = None  # classification
+    val_r2: float | None = None  # regression
     samples_per_second: float | None = None  # of all the job's workers together
     workers: int | None = None  # worker processes training the job
 
@@ -31,7 +32,9 @@ class ResultOut(BaseModel):
     served_url: str | None = None
     model_id: str | None = None
     report_uri: str | None = None
-    test_accuracy: float | None = None
+    test_accuracy: float | None = None  # classification
+    test_r2: float | None = None  # regression, with test_rmse in the target's units
+    test_rmse: float | None = None
 
 
 class WorkflowOut(BaseModel):

@@ -28,7 +28,12 @@ from services.deployer.process_manager import (
 )
 from services.deployer.repository import DeployerRepository, deployments_to_restore
 from services.deployer.service.capacity import check_room
-from services.deployer.service.smoke import SmokeTestFailed, held_out_rows, smoke_test
+from services.deployer.service.smoke import (
+    QualityGate,
+    SmokeTestFailed,
+    held_out_rows,
+    smoke_test,
+)
 from services.deployer.settings import DeployerSettings
 from shared.contracts import Event
 from shared.db import SYSTEM, Scope
@@ -165,7 +170,9 @@ class Deployer:
         rows = await asyncio.to_thread(
             held_out_rows, spec.dataset, spec.training.seed, self.settings.smoke_rows
         )
-        return await smoke_test(self.http, url, rows, spec.gates.min_accuracy)
+        gates = spec.gates
+        gate = QualityGate(gates.min_accuracy, gates.min_r2, gates.max_rmse)
+        return await smoke_test(self.http, url, rows, gate)
 
     # --- rollout ------------------------------------------------------------------------------
     async def deploy(

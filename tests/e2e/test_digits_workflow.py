@@ -259,6 +259,53 @@ async def test_a_workflow_on_a_synthetic_dataset_serves_a_model_of_its_shape(
     await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "parameter_server"])
+async def test_a_regression_workflow_on_diabetes_passes_its_r2_gate_and_serves_values(
+    stack: Any, user_token: str, cluster_client: httpx.AsyncClient, strategy: str
+) -> None:
+    """examples/diabetes-regression.yaml through all five phases: judged by R² and RMSE, not
+    accuracy, and served as values in the target's own units (not class labels)."""
+    from shared.ml.evaluate import regression_scores
+
+    spec: dict[str, Any] = yaml.safe_load(
+        (ROOT / "examples" / "diabetes-regression.yaml").read_text()
+    )
+    spec["name"] = f"diabetes-{strategy.replace('_', '-')}"
+    spec["training"] = spec["training"] | {"strategy": strategy}
+    posted = await cluster_client.post("/workflows", json=spec)
+    assert posted.status_code == 202, posted.text
+    workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
+    assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
+    result = workflow["result"]
+    assert result["test_accuracy"] is None
+    assert result["test_r2"] >= spec["gates"]["min_r2"]
+    assert result["test_rmse"] <= spec["gates"]["max_rmse"]
+    validated = workflow["phases"][3]["detail"]["metrics"]
+    assert validated["task"] == "regression" and validated["test_r2"] == result["test_r2"]
+    roles = ["worker"] * 2 if strategy == "ddp" else ["parameter_server", "worker", "worker"]
+    job = await assert_every_worker_trained(stack, user_token, workflow["id"], roles)
+    assert job["metrics"]["val_r2"] is not None and job["metrics"]["val_accuracy"] is None
+
+    rows, values = raw_test_rows(spec["dataset"], spec["training"]["seed"])
+    async with httpx.AsyncClient(base_url=result["served_url"]) as served:
+        answer = await served.post("/predict", json={"rows": rows.tolist()})
+        info = (await served.get("/")).json()
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert all(isinstance(p["value"], float) for p in predictions)
+    served_values = np.array([p["value"] for p in predictions])
+    assert regression_scores(served_values, values)["r2"] >= spec["gates"]["min_r2"]
+    assert info["task"] == "regression" and info["class_names"] == []
+
+    tenant = (await _me(stack, user_token))["tenant_id"]
+    project = Path(stack.artifacts.removeprefix("file://")) / tenant / workflow["id"]
+    report = (project / "neural/reports/performance-report.md").read_text()
+    assert "## Regression quality" in report and "| `min_r2` | test R² |" in report
+    deployment = (project / "neural/docs/DEPLOYMENT.md").read_text()
+    assert "diabetes regression model" in deployment and "held-out R²" in deployment
+    await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
+
+
 async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:
     """The request's trace continues through every phase: HTTP, NATS, the node processes."""
     wanted = {"nexus-cluster", "nexus-memory", "nexus-node", "nexus-trainer"}

@@ -20,15 +20,17 @@ from services.deployer.model_server.schemas import (
     ModelInfo,
     PredictRequest,
     PredictResponse,
+    RegressionPrediction,
+    RegressionResponse,
 )
 from shared.errors import Unavailable, Unprocessable, install_error_handlers
 from shared.health import health_router, install_http_metrics
-from shared.ml.predictor import Predictor
+from shared.ml.predictor import Predictor, RegressionResult
 from shared.telemetry import create_tracer_provider, instrument_app
 
 logger = logging.getLogger(__name__)
 
-# Up to this many rows are classified on the event loop (well under a millisecond).
+# Up to this many rows are predicted on the event loop (well under a millisecond).
 INLINE_ROWS = 32
 
 
@@ -48,7 +50,7 @@ class _Metrics:
             "nexus_model_predictions_total", "Predict requests answered", labels, registry=registry
         ).labels(model_id)
         self.rows = Counter(
-            "nexus_model_rows_total", "Rows classified", labels, registry=registry
+            "nexus_model_rows_total", "Rows predicted", labels, registry=registry
         ).labels(model_id)
         self.errors = Counter(
             "nexus_model_rejected_requests_total",
@@ -58,7 +60,7 @@ class _Metrics:
         ).labels(model_id)
         self.latency = Histogram(
             "nexus_model_predict_seconds",
-            "Time to validate, normalize and classify one request's rows",
+            "Time to validate, normalize and predict one request's rows",
             labels,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=registry,
@@ -107,9 +109,11 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
             raise Unavailable("the model is still loading")
         return predictor
 
-    @app.post("/predict", response_model=PredictResponse, tags=["model"])
-    async def predict(body: PredictRequest, request: Request) -> PredictResponse:
-        """Classify 1 to 1000 rows of raw feature values."""
+    @app.post("/predict", response_model=PredictResponse | RegressionResponse, tags=["model"])
+    async def predict(
+        body: PredictRequest, request: Request
+    ) -> PredictResponse | RegressionResponse:
+        """Classify 1 to 1000 rows of raw feature values, or predict their values."""
         # Inference runs on the event loop: a single row takes ~0.2 ms, far less than the
         # thread-pool hops a sync handler costs; large batches go to a worker thread.
         predictor = predictor_of(request)
@@ -128,15 +132,20 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
                 )
         try:
             if len(body.rows) > INLINE_ROWS:
-                result = await run_in_threadpool(predictor.predict, body.rows)
+                result = await run_in_threadpool(predictor.answer, body.rows)
             else:
-                result = predictor.predict(body.rows)
+                result = predictor.answer(body.rows)
         except ValueError as exc:
             metrics.errors.inc()
             raise Unprocessable([{"field": "rows", "message": str(exc)}]) from exc
         metrics.latency.observe(time.perf_counter() - started)
         metrics.requests.inc()
         metrics.rows.inc(len(body.rows))
+        if isinstance(result, RegressionResult):
+            return RegressionResponse(
+                predictions=[RegressionPrediction(value=v) for v in result.values],
+                model_id=identity.model_id,
+            )
         return PredictResponse(
             predictions=result.classes,
             labels=result.class_names,
@@ -156,6 +165,7 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
             format=str(metadata.get("format")),
             dataset=(metadata.get("extra") or {}).get("dataset"),
             num_features=predictor.num_features,
+            task=predictor.task,
             class_names=predictor.class_names,
             architecture=predictor.loaded.architecture.to_dict(),
             parameter_count=metadata.get("parameter_count"),

@@ -35,9 +35,22 @@ class PredictRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    """A classifier's answer."""
+
     predictions: list[int] = Field(description="Predicted class index per row.")
     labels: list[str] = Field(description="Predicted class name per row.")
     probabilities: list[list[float]] = Field(description="Per row, one probability per class.")
+    model_id: str | None
+
+
+class RegressionPrediction(BaseModel):
+    value: float = Field(description="The predicted target, in the dataset's units.")
+
+
+class RegressionResponse(BaseModel):
+    """A regression model's answer."""
+
+    predictions: list[RegressionPrediction] = Field(description="One value per row.")
     model_id: str | None
 
 
@@ -48,7 +61,8 @@ class ModelInfo(BaseModel):
     format: str
     dataset: str | None
     num_features: int
-    class_names: list[str]
+    task: str = Field(description="classification or regression")
+    class_names: list[str] = Field(description="Empty for a regression model.")
     architecture: dict[str, Any]
     parameter_count: int | None
     metrics: dict[str, Any]

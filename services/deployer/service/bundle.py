@@ -57,7 +57,6 @@ def bundle_values(
 ) -> dict[str, str]:
     """Template values from the registry, the deployment and what its smoke test saw."""
     example = checks["example"]
-    class_names: list[str] = checks["class_names"]
     predict = checks["predict"]
     name = docker_name(model.name)
     return {
@@ -68,8 +67,7 @@ def bundle_values(
         "workflow_id": str(model.workflow_id),
         "dataset": checks["dataset"],
         "num_features": str(len(example["request"]["rows"][0])),
-        "num_classes": str(len(class_names)),
-        "class_names": ", ".join(class_names),
+        **_task_values(checks),
         "served_url": str(deployment.url),
         "port": str(deployment.port),
         "container_port": str(CONTAINER_PORT),
@@ -79,12 +77,33 @@ def bundle_values(
         "nexus_source_literal": json.dumps(str(SOURCE_ROOT)),
         "python": sys.executable,
         "deployer_url": deployer_url.rstrip("/"),
-        "accuracy": f"{predict['accuracy']:.4f}",
-        "min_accuracy": f"{predict['min_accuracy']:.2f}",
         "smoke_rows": str(predict["rows"]),
         "example_request": json.dumps(example["request"], separators=(",", ":")),
         "example_response": _one_key_a_line(example["response"]),
-        "expected_labels": ", ".join(example["expected_labels"]),
+    }
+
+
+def _task_values(checks: dict[str, Any]) -> dict[str, str]:
+    """What DEPLOYMENT.md says the model answers and how well it did when deployed."""
+    predict, example = checks["predict"], checks["example"]
+    if checks.get("task") == "regression":
+        rmse = "" if predict["max_rmse"] is None else f", RMSE <= {predict['max_rmse']:g}"
+        return {
+            "model_kind": "regression model",
+            "answers": 'one value per row (`{"predictions": [{"value": ...}, ...]}`)',
+            "quality_label": "held-out R² when deployed",
+            "quality": f"{predict['r2']:.4f} (RMSE {predict['rmse']:.4g})",
+            "quality_gate": f"R² >= {predict['min_r2']:.2f}{rmse}",
+            "expected": "values are " + ", ".join(f"{v:g}" for v in example["expected_values"]),
+        }
+    class_names: list[str] = checks["class_names"]
+    return {
+        "model_kind": "classifier",
+        "answers": f"one of {len(class_names)} classes: {', '.join(class_names)}",
+        "quality_label": "held-out accuracy when deployed",
+        "quality": f"{predict['accuracy']:.4f}",
+        "quality_gate": f"{predict['min_accuracy']:.2f}",
+        "expected": "labels are " + ", ".join(example["expected_labels"]),
     }
 
 

@@ -113,7 +113,12 @@ class Phase5Announcer:
                 "model_id": str(model.id),
                 "model_version": model.version,
                 "deployment_id": str(deployment.id),
-                "served_accuracy": checks["predict"]["accuracy"],
+                # A classifier's served accuracy, or a regression model's served R².
+                **(
+                    {"served_r2": checks["predict"]["r2"]}
+                    if checks.get("task") == "regression"
+                    else {"served_accuracy": checks["predict"]["accuracy"]}
+                ),
                 "validation_metrics": self.event.metrics,
                 "docs": urls[DEPLOYMENT_DOC],
             },

@@ -1,5 +1,6 @@
 """The phase 5 gate: a new model server answers health, readiness, its docs and real
-predictions, refuses a malformed row, and is as accurate on held-out rows as the gate asks."""
+predictions, refuses a malformed row, and is as good on held-out rows as the gate asks
+(accuracy for a classifier; R², and RMSE when the spec bounds it, for a regression model)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 
 # The example in DEPLOYMENT.md and `neural/serve-api`: a couple of real rows stays readable.
 EXAMPLE_ROWS = 2
@@ -23,8 +25,19 @@ class HeldOutRows:
 
     dataset: str
     rows: list[list[float]]
-    labels: list[int]
+    labels: list[int]  # regression: the true values instead (`values`), and no labels
     class_names: list[str]
+    task: str = "classification"
+    values: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """What the served model must reach on the held-out rows (the spec's phase 4 gates)."""
+
+    min_accuracy: float
+    min_r2: float
+    max_rmse: float | None = None
 
 
 def held_out_rows(dataset: str, seed: int, limit: int) -> HeldOutRows:
@@ -33,6 +46,15 @@ def held_out_rows(dataset: str, seed: int, limit: int) -> HeldOutRows:
     from shared.ml.data import load_splits
 
     splits = load_splits(dataset, seed=seed)
+    if splits.task == "regression":
+        return HeldOutRows(
+            dataset=dataset,
+            rows=splits.x_test_raw[:limit].tolist(),
+            labels=[],
+            class_names=[],
+            task="regression",
+            values=splits.y_test[:limit].astype(float).tolist(),
+        )
     return HeldOutRows(
         dataset=dataset,
         rows=splits.x_test_raw[:limit].tolist(),
@@ -42,11 +64,15 @@ def held_out_rows(dataset: str, seed: int, limit: int) -> HeldOutRows:
 
 
 async def smoke_test(
-    client: httpx.AsyncClient, url: str, test_rows: HeldOutRows, min_accuracy: float
+    client: httpx.AsyncClient, url: str, test_rows: HeldOutRows, gate: QualityGate
 ) -> dict[str, Any]:
     """Run every check against the server at `url`; raise SmokeTestFailed naming the first
     that fails. Returns what was measured (stored with the deployment)."""
-    checks: dict[str, Any] = {"dataset": test_rows.dataset, "class_names": test_rows.class_names}
+    checks: dict[str, Any] = {
+        "dataset": test_rows.dataset,
+        "task": test_rows.task,
+        "class_names": test_rows.class_names,
+    }
     for path, name in (("/healthz", "health"), ("/readyz", "ready"), ("/docs", "docs")):
         response = await _get(client, f"{url}{path}")
         if response.status_code != 200:
@@ -67,31 +93,85 @@ async def smoke_test(
         raise SmokeTestFailed(
             f"POST /predict returned {len(predictions)} predictions for {len(test_rows.rows)} rows"
         )
-    if answer.get("labels") != [test_rows.class_names[p] for p in predictions]:
-        raise SmokeTestFailed("POST /predict labels do not match its predicted classes")
-    correct = sum(int(p == y) for p, y in zip(predictions, test_rows.labels, strict=True))
-    accuracy = correct / len(predictions)
-    checks["predict"] = {
-        "rows": len(predictions),
-        "correct": correct,
-        "accuracy": accuracy,
-        "min_accuracy": min_accuracy,
-        "milliseconds": round(predict_ms, 2),
-    }
-    if accuracy < min_accuracy:
-        raise SmokeTestFailed(
-            f"served model is {accuracy:.3f} accurate on {len(predictions)} held-out "
-            f"{test_rows.dataset} rows; the gate requires {min_accuracy:.3f}"
-        )
+    if test_rows.task == "regression":
+        checks["predict"] = _regression_quality(test_rows, predictions, gate)
+        checks["predict"]["milliseconds"] = round(predict_ms, 2)
+    else:
+        checks["predict"] = _accuracy(test_rows, answer, gate.min_accuracy)
+        checks["predict"]["milliseconds"] = round(predict_ms, 2)
 
     # A row of the wrong width must be refused as bad input, not crash the server.
     bad = await _post(client, f"{url}/predict", {"rows": [test_rows.rows[0][:-1]]})
     if bad.status_code != 422:
         raise SmokeTestFailed(f"a row of the wrong width answered {bad.status_code}, not 422")
     checks["refuses_bad_rows"] = "ok"
+    checks["example"] = _example(test_rows, answer)
+    return checks
 
+
+def _regression_quality(
+    test_rows: HeldOutRows, predictions: list[Any], gate: QualityGate
+) -> dict[str, Any]:
+    """R², RMSE and MAE of the served values against the rows' true values."""
+    from shared.ml.evaluate import regression_scores
+
+    assert test_rows.values is not None
+    served = [p.get("value") if isinstance(p, dict) else None for p in predictions]
+    if not all(isinstance(v, float) for v in served):
+        raise SmokeTestFailed("POST /predict answered a regression model without float values")
+    scores = regression_scores(np.asarray(served), np.asarray(test_rows.values))
+    measured = {"rows": len(served), **scores, "min_r2": gate.min_r2, "max_rmse": gate.max_rmse}
+    if scores["r2"] < gate.min_r2:
+        raise SmokeTestFailed(
+            f"served model's R² is {scores['r2']:.3f} on {len(served)} held-out "
+            f"{test_rows.dataset} rows; the gate requires {gate.min_r2:.3f}"
+        )
+    if gate.max_rmse is not None and scores["rmse"] > gate.max_rmse:
+        raise SmokeTestFailed(
+            f"served model's RMSE is {scores['rmse']:.4g} on {len(served)} held-out "
+            f"{test_rows.dataset} rows; the gate allows {gate.max_rmse:.4g}"
+        )
+    return measured
+
+
+def _accuracy(
+    test_rows: HeldOutRows, answer: dict[str, Any], min_accuracy: float
+) -> dict[str, Any]:
+    predictions = answer["predictions"]
+    if answer.get("labels") != [test_rows.class_names[p] for p in predictions]:
+        raise SmokeTestFailed("POST /predict labels do not match its predicted classes")
+    correct = sum(int(p == y) for p, y in zip(predictions, test_rows.labels, strict=True))
+    accuracy = correct / len(predictions)
+    if accuracy < min_accuracy:
+        raise SmokeTestFailed(
+            f"served model is {accuracy:.3f} accurate on {len(predictions)} held-out "
+            f"{test_rows.dataset} rows; the gate requires {min_accuracy:.3f}"
+        )
+    return {
+        "rows": len(predictions),
+        "correct": correct,
+        "accuracy": accuracy,
+        "min_accuracy": min_accuracy,
+    }
+
+
+def _example(test_rows: HeldOutRows, answer: dict[str, Any]) -> dict[str, Any]:
+    """A couple of held-out rows, what the server answered for them and the truth."""
     example_rows = test_rows.rows[:EXAMPLE_ROWS]
-    checks["example"] = {
+    predictions = answer["predictions"]
+    if test_rows.task == "regression":
+        assert test_rows.values is not None
+        return {
+            "request": {"rows": example_rows},
+            "response": {
+                "predictions": [
+                    {"value": round(p["value"], 4)} for p in predictions[:EXAMPLE_ROWS]
+                ],
+                "model_id": answer.get("model_id"),
+            },
+            "expected_values": test_rows.values[:EXAMPLE_ROWS],
+        }
+    return {
         "request": {"rows": example_rows},
         "response": {
             "predictions": predictions[:EXAMPLE_ROWS],
@@ -103,7 +183,6 @@ async def smoke_test(
         },
         "expected_labels": [test_rows.class_names[y] for y in test_rows.labels[:EXAMPLE_ROWS]],
     }
-    return checks
 
 
 async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response:

@@ -60,6 +60,39 @@ def digits_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def diabetes_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A regression MLP trained on diabetes, saved with its target normalization."""
+    import torch
+
+    from shared.ml.architecture import design_architecture
+    from shared.ml.checkpoint import save_model
+    from shared.ml.data import load_splits
+    from shared.ml.training import TrainConfig, train_classifier
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        splits = load_splits("diabetes", seed=SEED)
+        architecture = design_architecture(splits.num_features, splits.num_classes)
+        config = TrainConfig(epochs=60, batch_size=16, seed=SEED)
+        model, result = train_classifier(splits, architecture, config)
+    finally:
+        torch.set_num_threads(previous_threads)
+    destination = tmp_path_factory.mktemp("diabetes-model")
+    save_model(
+        destination,
+        model,
+        architecture,
+        splits.normalization,
+        class_names=[],
+        target_normalization=splits.target_normalization,
+        metrics=result.final.to_dict(),
+        extra_metadata={"dataset": "diabetes"},
+    )
+    return destination
+
+
+@pytest.fixture(scope="session")
 def corrupt_model_dir(digits_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same model with its weights overwritten: the checksum check refuses to load it."""
     destination = tmp_path_factory.mktemp("corrupt-model")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from services.deployer.process_manager import SOURCE_ROOT
@@ -52,9 +53,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def server(digits_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from serve(digits_model_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def regression_server(
+    diabetes_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    yield from serve(diabetes_model_dir, tmp_path_factory)
+
+
+def serve(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("model-server") / "server.log"
-    process = start_server(digits_model_dir, port, log)
+    process = start_server(model_dir, port, log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -155,3 +167,44 @@ def test_non_finite_values_are_refused(server: str, literal: str) -> None:
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "rows.0.63"
     assert "finite" in response.json()["detail"][0]["message"]
+
+
+def test_a_regression_model_answers_values_in_the_targets_units(regression_server: str) -> None:
+    from shared.ml.evaluate import regression_scores
+
+    rows = held_out_rows("diabetes", SEED, 1000)
+    assert rows.task == "regression" and rows.values is not None
+    response = predict(regression_server, {"rows": rows.rows})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"predictions", "model_id"}
+    values = [p["value"] for p in answer["predictions"]]
+    assert len(values) == len(rows.rows) == 67 and all(isinstance(v, float) for v in values)
+    # Diabetes's own scale (25..346), and the values track the truth.
+    assert 25 < sum(values) / len(values) < 346
+    assert regression_scores(np.asarray(values), np.asarray(rows.values))["r2"] > 0.3
+    info = httpx.get(f"{regression_server}/").json()
+    assert info["task"] == "regression" and info["class_names"] == []
+    assert info["num_features"] == 10
+    bad = predict(regression_server, {"rows": [rows.rows[0][:-1]]})
+    assert bad.status_code == 422 and "the model expects 10" in bad.text
+
+
+async def test_the_smoke_test_judges_a_regression_model_by_r2_and_rmse(
+    regression_server: str,
+) -> None:
+    from services.deployer.service.smoke import QualityGate, SmokeTestFailed, smoke_test
+
+    rows = held_out_rows("diabetes", SEED, 1000)
+    async with httpx.AsyncClient(timeout=10) as client:
+        checks = await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3))
+        assert checks["task"] == "regression"
+        assert checks["predict"]["r2"] > 0.3 and checks["predict"]["rows"] == 67
+        assert "accuracy" not in checks["predict"]
+        example = checks["example"]
+        assert example["expected_values"] == rows.values[:2]
+        assert all(isinstance(p["value"], float) for p in example["response"]["predictions"])
+        with pytest.raises(SmokeTestFailed, match="R² is .* the gate requires 0.990"):
+            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.99))
+        with pytest.raises(SmokeTestFailed, match="RMSE is .* the gate allows 1"):
+            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3, 1.0))
