@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +41,10 @@ def format_detail(detail: Any) -> str:
             else:
                 parts.append(str(item))
         return "; ".join(parts)
+    if isinstance(detail, dict) and "message" in detail:
+        # A refused dataset: what is wrong, then where (row, column, value, count).
+        where = ", ".join(f"{k} {v}" for k, v in (detail.get("location") or {}).items())
+        return f"{detail['message']}" + (f" [{where}]" if where else "")
     return "" if detail is None else str(detail)
 
 
@@ -159,6 +164,21 @@ class NexusClient:
     def workflow(self, workflow_id: str) -> dict:
         url = f"{self.base_url('cluster')}/workflows/{workflow_id}"
         return self.request("GET", url).json()
+
+    def upload_dataset(self, path: Path, options: dict[str, str]) -> dict:
+        url = f"{self.base_url('trainer')}/datasets"
+        with path.open("rb") as f:  # streamed from disk, not read into memory
+            files = {"file": (path.name, f)}
+            return self.request("POST", url, files=files, params=options, timeout=3600).json()
+
+    def datasets(self) -> dict:
+        return self.request("GET", f"{self.base_url('trainer')}/datasets").json()
+
+    def dataset(self, dataset_id: str) -> dict:
+        return self.request("GET", f"{self.base_url('trainer')}/datasets/{dataset_id}").json()
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"{self.base_url('trainer')}/datasets/{dataset_id}")
 
     def predict(self, served_url: str, rows: list) -> dict:
         # Served models sit behind the same auth; send the token when we have one.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.commands import account, demo, secrets, stack, workflows
+from cli.commands import account, datasets, demo, secrets, stack, workflows
 
 app = typer.Typer(
     name="nexus",
@@ -29,6 +29,7 @@ workflow_app.command("follow")(workflows.workflow_follow)
 workflow_app.command("retry")(workflows.workflow_retry)
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(datasets.app, name="dataset")
 
 if __name__ == "__main__":
     app()

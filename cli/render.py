@@ -119,3 +119,69 @@ def print_result(console: Console, workflow: dict) -> None:
         console.print(f"[bold]test accuracy[/] {result['test_accuracy']}")
     if result.get("test_r2") is not None:
         console.print(f"[bold]test R²[/] {result['test_r2']}  RMSE {result.get('test_rmse')}")
+
+
+def datasets_table(catalog: dict) -> Table:
+    table = Table(title="datasets")
+    for column in ("id / name", "kind", "task", "rows", "features", "classes", "size"):
+        table.add_column(column)
+    for builtin in catalog.get("datasets") or []:
+        table.add_row(
+            text(builtin.get("name")),
+            "built-in",
+            text(builtin.get("task", "classification")),
+            text(builtin.get("samples")),
+            text(builtin.get("features")),
+            text(builtin.get("classes") or "-"),
+            "",
+        )
+    for own in catalog.get("uploaded") or []:
+        table.add_row(
+            f"{text(own.get('id'))}\n{text(own.get('name'))}",
+            text(own.get("format")),
+            text(own.get("task")),
+            text(own.get("rows")),
+            text(own.get("features")),
+            text(own.get("classes") or "-"),
+            f"{(own.get('size_bytes') or 0) / 1e6:.1f} MB",
+        )
+    return table
+
+
+def dataset_view(dataset: dict) -> Group:
+    schema = dataset.get("schema") or {}
+    features = schema.get("features") or []
+    lines = [
+        f"dataset [bold]{text(dataset.get('id'))}[/]  {text(dataset.get('name'))}  "
+        f"({text(dataset.get('format'))}, {(dataset.get('size_bytes') or 0) / 1e6:.1f} MB, "
+        f"sha256 {text(str(dataset.get('sha256'))[:12])}…)",
+        f"{text(schema.get('rows'))} rows, {len(features)} features, target "
+        f"{text(schema.get('target'))!r}: {text(schema.get('task'))}",
+    ]
+    if schema.get("class_names"):
+        counts = zip(schema["class_names"], schema.get("class_counts") or [], strict=False)
+        lines.append("classes: " + ", ".join(f"{text(n)} ({c})" for n, c in counts))
+    for column, values in (schema.get("categories") or {}).items():
+        lines.append(
+            f"categorical {text(column)!r}: codes 0..{len(values) - 1} = "
+            + ", ".join(text(v) for v in values[:10])
+            + (" …" if len(values) > 10 else "")
+        )
+    if schema.get("input_shape"):
+        lines.append(f"images of {'x'.join(str(d) for d in schema['input_shape'])}")
+    statistics = Table(title="statistics")
+    for column in ("column", "mean", "std", "min", "max"):
+        statistics.add_column(column)
+    for stat in (schema.get("statistics") or [])[:20]:
+        statistics.add_row(
+            text(stat.get("name")),
+            *(f"{stat.get(k, 0):.4g}" for k in ("mean", "std", "min", "max")),
+        )
+    preview = Table(title="first rows")
+    rows = schema.get("preview") or []
+    shown = list(rows[0])[:10] if rows else []
+    for column in shown:
+        preview.add_column(text(column))
+    for row in rows:
+        preview.add_row(*(text(row.get(column)) for column in shown))
+    return Group(*lines, statistics, preview)

@@ -67,6 +67,43 @@ def free_ports() -> Callable[[int], list[int]]:
     return pick
 
 
+DATASET = {
+    "id": "5f0c1d2e-0000-4000-8000-000000000001",
+    "name": "plants",
+    "format": "csv",
+    "source": "upload",
+    "location": "file:///store/t1/datasets/5f0c1d2e-0000-4000-8000-000000000001",
+    "size_bytes": 2_500_000,
+    "sha256": "ab" * 32,
+    "created_at": "2026-12-03T07:00:00Z",
+    "schema": {
+        "format": "csv",
+        "rows": 60,
+        "features": ["width", "shade"],
+        "target": "kind",
+        "task": "classification",
+        "class_names": ["k0", "k1"],
+        "class_counts": [30, 30],
+        "categories": {"shade": ["blue", "red"]},
+        "input_shape": None,
+        "statistics": [{"name": "width", "mean": 0.5, "std": 0.25, "min": 0.0, "max": 1.0}],
+        "preview": [{"width": 0.25, "shade": "red", "kind": "k1"}],
+    },
+}
+DATASET_SUMMARY = {
+    "id": DATASET["id"],
+    "name": "plants",
+    "format": "csv",
+    "task": "classification",
+    "rows": 60,
+    "features": 2,
+    "classes": 2,
+    "size_bytes": 2_500_000,
+    "created_at": "2026-12-03T07:00:00Z",
+}
+BUILTIN = {"name": "iris", "task": "classification", "samples": 150, "features": 4, "classes": 3}
+
+
 class FakeApi:
     """A stand-in for the auth and cluster services (which are written elsewhere), served
     over real HTTP on a free port, so the client's wire format is what gets tested."""
@@ -105,6 +142,15 @@ class FakeApi:
             state = self.workflow_states[min(self.polls, len(self.workflow_states) - 1)]
             self.polls += 1
             return 200, state
+        if path.startswith("/datasets") and method == "POST":
+            if b"bad-target" in body:
+                detail = {"message": "no target column 'kind'", "location": {"column": "kind"}}
+                return 422, {"error": "invalid_dataset", "detail": detail}
+            return 201, DATASET
+        if path == "/datasets":
+            return 200, {"datasets": [BUILTIN], "uploaded": [DATASET_SUMMARY]}
+        if path == f"/datasets/{DATASET['id']}":
+            return (204, None) if method == "DELETE" else (200, DATASET)
         if path == "/predict":
             rows = json.loads(body)["rows"]
             return 200, {
@@ -125,14 +171,14 @@ def fake_api(monkeypatch) -> Iterator[tuple[FakeApi, str]]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload = api.handle(self.command, self.path, headers, body)
-            data = json.dumps(payload).encode()
+            data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = _serve
+        do_GET = do_POST = do_DELETE = _serve
 
         def log_message(self, *args) -> None:
             pass

@@ -188,6 +188,35 @@ def test_show_and_report_print_phases_and_the_local_report(home, fake_api, tmp_p
     assert "test accuracy [measured]: 0.97" in printed_report.output
 
 
+def test_dataset_commands_upload_list_show_and_delete(home, fake_api, tmp_path):
+    api, _url = fake_api
+    assert nexus("login", "ada@example.com", "--password", "right").exit_code == 0
+    data = tmp_path / "plants.csv"
+    data.write_text("width,shade,kind\n0.25,red,k1\n")
+
+    uploaded = nexus("dataset", "upload", str(data), "--categorical", "shade", "--target", "kind")
+    assert uploaded.exit_code == 0, uploaded.output
+    method, path, headers, body = api.requests[-1]
+    assert (method, path.split("?")[0]) == ("POST", "/datasets")
+    assert "categorical=shade" in path and "target=kind" in path
+    assert headers["content-type"].startswith("multipart/form-data")
+    assert b'filename="plants.csv"' in body and b"0.25,red,k1" in body
+    for shown in ("60 rows, 2 features", "k0 (30)", "codes 0..1 = blue, red", "dataset: 5f0c"):
+        assert shown in uploaded.output
+
+    listed = nexus("dataset", "list")
+    assert listed.exit_code == 0 and "iris" in listed.output and "plants" in listed.output
+    shown = nexus("dataset", "show", "5f0c1d2e-0000-4000-8000-000000000001")
+    assert shown.exit_code == 0 and "first rows" in shown.output
+    deleted = nexus("dataset", "delete", "5f0c1d2e-0000-4000-8000-000000000001")
+    assert deleted.exit_code == 0 and api.requests[-1][0] == "DELETE"
+
+    data.write_text("bad-target\n")
+    refused = nexus("dataset", "upload", str(data))
+    assert refused.exit_code == 1
+    assert "no target column 'kind' [column kind]" in refused.output
+
+
 def test_validation_details_read_as_field_and_message() -> None:
     from cli.client import format_detail
 
