@@ -190,3 +190,48 @@ def test_a_task_its_node_stops_at_its_deadline_reports_that_reason(tmp_path, one
 
     assert not context.finished.succeeded
     assert context.finished.error == "the task ran past its deadline of 5 s on the node"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"type": "mlp", "hidden_layers": [16]},
+        {"type": "layers", "layers": [{"type": "dense", "units": 16, "activation": "relu"}]},
+        {"type": "auto"},
+    ],
+    ids=["mlp", "layers", "auto"],
+)
+def test_a_single_worker_trains_a_regression_model_of_every_type(
+    tmp_path, one_thread, model
+) -> None:
+    """diabetes on one worker, its network designed by phase 2 for each model type: one
+    output, R² and RMSE per epoch, and a saved model that answers real values."""
+    from services.trainer.service.design import design_network
+    from shared.ml.data import load_splits
+    from shared.ml.evaluate import regression_scores
+    from shared.ml.predictor import Predictor
+    from shared.spec import WorkflowSpec
+
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "diabetes-test",
+            "dataset": "diabetes",
+            "model": model,
+            "training": {"strategy": "single", "epochs": 30, "batch_size": 16, "patience": 30},
+        }
+    )
+    design = design_network(spec)
+    assert design.architecture["task"] == "regression" and "num_classes" not in design.architecture
+    store = ArtifactStore(f"file://{tmp_path}")
+    payload = train_payload(store, spec) | {"architecture": design.architecture}
+    context = CollectingContext(store.root_url)
+    run_training(payload, context)
+
+    assert context.finished.succeeded, context.finished.error
+    last = context.progress[-1]
+    assert last.val_accuracy is None and last.val_r2 is not None and last.val_rmse is not None
+    predictor = Predictor.from_path(local_path(context.finished.result.model_uri))
+    assert predictor.loaded.architecture.num_outputs == 1
+    splits = load_splits("diabetes", seed=spec.training.seed)
+    values = predictor.predict_values(splits.x_test_raw).values
+    assert regression_scores(np.asarray(values), splits.y_test)["r2"] > 0.2
