@@ -14,7 +14,7 @@ def create_app(settings: ValidatorSettings | None = None) -> FastAPI:
         Base.metadata,
         [router],
         description=(
-            "Phase 4: validates trained models on the cluster's validator node (accuracy, "
+            "Phase 4: validates trained models on the cluster's validator node (accuracy or R², "
             "latency, overfitting, test suite, sharded inference), applies the quality "
             "gates and writes the performance report."
         ),
