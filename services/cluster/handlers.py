@@ -16,6 +16,7 @@ from services.cluster.models import Workflow, WorkflowPhase
 from services.cluster.repository import ClusterRepository, WorkflowRepository
 from services.cluster.service import adoption, nodes
 from services.cluster.service.admission import admit_or_queue, check_quotas
+from services.cluster.service.datasets import resolve_dataset
 from services.cluster.service.deadlines import DeadlinePolicy, extend_for_epoch, stamp_deadlines
 from services.cluster.service.setup import record_refused_workflow, set_up_workflow
 from services.cluster.service.status import (
@@ -94,6 +95,7 @@ def create_handlers(context: ClusterContext) -> NatsRouter:
                 )
                 return
             try:
+                spec = await resolve_dataset(spec, principal.tenant_id, context)
                 await check_quotas(
                     context.settings,
                     uow,

@@ -7,17 +7,20 @@ import asyncio
 import io
 import json
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_digits, load_iris, load_wine
 
+from shared.contracts import WorkflowRequested
 from tests.e2e.test_digits_workflow import (
     assert_the_generated_validation_passes,
     raw_test_rows,
@@ -184,3 +187,27 @@ async def test_a_categorical_column_is_embedded_and_trains_on_a_parameter_server
     workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
     assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
     assert await served_accuracy(workflow, dataset["location"]) >= 0.95
+
+
+async def test_an_event_naming_a_dataset_is_resolved_for_its_own_tenant(
+    stack: Any, cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
+) -> None:
+    """A workflow requested by event gets the same lookup: another tenant's dataset is
+    refused, and the refusal is recorded for the requester to read."""
+    dataset = await upload(trainer_client, "digit-images.npz", digit_images())
+    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
+        email, password = f"event-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
+        await auth.post("/auth/register", json={"email": email, "password": password})
+        token = await auth.post("/auth/token", data={"username": email, "password": password})
+    other_token = token.json()["access_token"]
+    spec = {"name": "foreign-by-event", "dataset": dataset["id"]}
+    event = WorkflowRequested(workflow_id=uuid.uuid4(), spec=spec, auth_token=other_token)
+    connection = await nats.connect(stack.nats_url)
+    try:
+        await connection.jetstream().publish(event.subject, event.model_dump_json().encode())
+    finally:
+        await connection.close()
+    headers = {"Authorization": f"Bearer {other_token}"}
+    async with httpx.AsyncClient(base_url=stack.url("cluster"), headers=headers) as other:
+        workflow = await wait_for_workflow(other, str(event.workflow_id), timeout=60)
+    assert workflow["status"] == "failed" and "no dataset" in workflow["error"], workflow
