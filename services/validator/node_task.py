@@ -178,7 +178,8 @@ def sharded_inference(predictor: Predictor, rows: np.ndarray, shards: int) -> di
             "passed": scaled <= _PROBABILITY_ATOL,
         }
     assert isinstance(whole, PredictionResult)
-    classes_equal = [c for p in parts for c in p.classes] == whole.classes  # type: ignore[union-attr]
+    sharded_classes = [c for p in parts if isinstance(p, PredictionResult) for c in p.classes]
+    classes_equal = sharded_classes == whole.classes
     return {
         **checks,
         "classes_equal": classes_equal,

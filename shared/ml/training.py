@@ -262,30 +262,32 @@ class Trainer:
         train_seconds = time.perf_counter() - started
         # Train metrics come from a clean eval-mode pass, not the running batch average, so
         # train and validation numbers are measured alike and their gap is real overfitting.
-        scores: dict[str, float | None]
+        train_accuracy: float | None = None
+        val_accuracy: float | None = None
+        train: dict[str, float | None] = dict.fromkeys(("r2",))
+        val: dict[str, float | None] = dict.fromkeys(("r2", "mae", "rmse"))
         if self._target is not None:
-            train_loss, train = regression_metrics(
+            train_loss, train_scores = regression_metrics(
                 self.model, self._x_train, self._y_train, self._target
             )
-            val_loss, val = regression_metrics(self.model, self._x_val, self._y_val, self._target)
-            scores = {
-                "train_accuracy": None,
-                "val_accuracy": None,
-                "train_r2": train["r2"],
-                "val_r2": val["r2"],
-                "val_mae": val["mae"],
-                "val_rmse": val["rmse"],
-            }
+            val_loss, val_scores = regression_metrics(
+                self.model, self._x_val, self._y_val, self._target
+            )
+            train, val = {**train_scores}, {**val_scores}
         else:
             train_loss, train_accuracy = loss_and_accuracy(self.model, self._x_train, self._y_train)
             val_loss, val_accuracy = loss_and_accuracy(self.model, self._x_val, self._y_val)
-            scores = {"train_accuracy": train_accuracy, "val_accuracy": val_accuracy}
         return EpochMetrics(
             epoch=epoch,
             epochs=self.config.epochs,
             train_loss=train_loss,
+            train_accuracy=train_accuracy,
             val_loss=val_loss,
-            **scores,  # type: ignore[arg-type]
+            val_accuracy=val_accuracy,
+            train_r2=train["r2"],
+            val_r2=val["r2"],
+            val_mae=val["mae"],
+            val_rmse=val["rmse"],
             seconds=time.perf_counter() - started,
             learning_rate=self.optimizer.param_groups[0]["lr"],
             grad_norm=grad_norm,
