@@ -49,8 +49,8 @@ def stack(
         stop_stack(home)
 
 
-@pytest.fixture(scope="module")
-async def user_token(stack: Any) -> str:
+async def register_user(stack: Any) -> str:
+    """A new account (so a new tenant) on the stack; its access token."""
     email = f"e2e-{secrets.token_hex(4)}@example.com"
     password = secrets.token_urlsafe(16)
     async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
@@ -62,10 +62,17 @@ async def user_token(stack: Any) -> str:
         return access
 
 
+@pytest.fixture(scope="module")
+async def user_token(stack: Any) -> str:
+    return await register_user(stack)
+
+
+def service_client(stack: Any, token: str, service: str, timeout: float = 30) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.AsyncClient(base_url=stack.url(service), headers=headers, timeout=timeout)
+
+
 @pytest.fixture
 async def cluster_client(stack: Any, user_token: str) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {user_token}"}
-    async with httpx.AsyncClient(
-        base_url=stack.url("cluster"), headers=headers, timeout=30
-    ) as client:
+    async with service_client(stack, user_token, "cluster") as client:
         yield client

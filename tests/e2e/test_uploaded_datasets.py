@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from sklearn.datasets import load_digits, load_iris, load_wine
 
 from shared.contracts import WorkflowRequested
+from tests.e2e.conftest import register_user, service_client
 from tests.e2e.test_digits_workflow import (
     assert_the_generated_validation_passes,
     raw_test_rows,
@@ -32,10 +32,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 async def trainer_client(stack: Any, user_token: str) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {user_token}"}
-    async with httpx.AsyncClient(
-        base_url=stack.url("trainer"), headers=headers, timeout=60
-    ) as client:
+    async with service_client(stack, user_token, "trainer", timeout=60) as client:
         yield client
 
 
@@ -141,11 +138,7 @@ async def test_a_spec_is_checked_against_the_uploaded_data_and_the_tenant(
     assert "layers[1] conv2d expects" in refused.text
 
     # Another tenant cannot train on it, by id or by its location.
-    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
-        email, password = f"other-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
-        await auth.post("/auth/register", json={"email": email, "password": password})
-        token = await auth.post("/auth/token", data={"username": email, "password": password})
-    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    headers = {"Authorization": f"Bearer {await register_user(stack)}"}
     for reference in (dataset["id"], dataset["location"]):
         foreign = {"name": "foreign", "dataset": reference}
         answer = await cluster_client.post("/workflows", json=foreign, headers=headers)
@@ -195,11 +188,7 @@ async def test_an_event_naming_a_dataset_is_resolved_for_its_own_tenant(
     """A workflow requested by event gets the same lookup: another tenant's dataset is
     refused, and the refusal is recorded for the requester to read."""
     dataset = await upload(trainer_client, "digit-images.npz", digit_images())
-    async with httpx.AsyncClient(base_url=stack.url("auth")) as auth:
-        email, password = f"event-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(16)
-        await auth.post("/auth/register", json={"email": email, "password": password})
-        token = await auth.post("/auth/token", data={"username": email, "password": password})
-    other_token = token.json()["access_token"]
+    other_token = await register_user(stack)
     spec = {"name": "foreign-by-event", "dataset": dataset["id"]}
     event = WorkflowRequested(workflow_id=uuid.uuid4(), spec=spec, auth_token=other_token)
     connection = await nats.connect(stack.nats_url)
@@ -207,7 +196,6 @@ async def test_an_event_naming_a_dataset_is_resolved_for_its_own_tenant(
         await connection.jetstream().publish(event.subject, event.model_dump_json().encode())
     finally:
         await connection.close()
-    headers = {"Authorization": f"Bearer {other_token}"}
-    async with httpx.AsyncClient(base_url=stack.url("cluster"), headers=headers) as other:
+    async with service_client(stack, other_token, "cluster") as other:
         workflow = await wait_for_workflow(other, str(event.workflow_id), timeout=60)
     assert workflow["status"] == "failed" and "no dataset" in workflow["error"], workflow
