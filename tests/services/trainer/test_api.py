@@ -139,13 +139,22 @@ async def test_datasets_lists_the_bundled_ones(
     response = await client.get("/datasets", headers=as_service(internal_token, tenant_id))
     assert response.status_code == 200
     datasets = {d["name"]: d for d in response.json()["datasets"]}
-    assert set(datasets) == {"breast_cancer", "digits", "iris", "wine"}
+    assert set(datasets) == {"breast_cancer", "digits", "iris", "wine", "diabetes"}
     assert datasets["digits"] == {
         "name": "digits",
+        "task": "classification",
         "samples": 1797,
         "features": 64,
         "classes": 10,
         "class_names": [str(d) for d in range(10)],
+    }
+    assert datasets["diabetes"] == {
+        "name": "diabetes",
+        "task": "regression",
+        "samples": 442,
+        "features": 10,
+        "classes": 0,
+        "class_names": [],
     }
 
 
