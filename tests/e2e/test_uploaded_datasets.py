@@ -17,11 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sklearn.datasets import load_digits, load_iris, load_wine
+import yaml
+from sklearn.datasets import load_diabetes, load_digits, load_wine
 
 from shared.contracts import WorkflowRequested
+from shared.ml.evaluate import regression_scores
 from tests.e2e.conftest import register_user, service_client
 from tests.e2e.test_digits_workflow import (
+    ROOT,
     assert_the_generated_validation_passes,
     raw_test_rows,
     wait_for_workflow,
@@ -93,7 +96,7 @@ async def test_an_uploaded_image_npz_trains_a_cnn_with_ddp_and_is_served(
     assert (await trainer_client.delete(f"/datasets/{dataset['id']}")).status_code == 204
 
 
-async def test_uploaded_csv_and_parquet_files_train_through_the_api(
+async def test_an_uploaded_csv_classifier_and_parquet_regressor_train_through_the_api(
     cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
 ) -> None:
     wine = load_wine()
@@ -106,24 +109,39 @@ async def test_uploaded_csv_and_parquet_files_train_through_the_api(
     csv = await upload(trainer_client, "wine.csv", content)
     assert csv["schema"]["target"] == "cultivar"  # the last column
     assert csv["schema"]["class_names"] == ["cultivar-0", "cultivar-1", "cultivar-2"]
-    iris = load_iris()
-    columns = {name: iris.data[:, i] for i, name in enumerate(iris.feature_names)}
+    diabetes = load_diabetes()
+    columns = {name: diabetes.data[:, i] for i, name in enumerate(diabetes.feature_names)}
     buffer = io.BytesIO()
-    pq.write_table(pa.table({**columns, "species": iris.target}), buffer)
-    parquet = await upload(trainer_client, "iris.parquet", buffer.getvalue())
-    assert parquet["schema"]["target"] == "species"
+    pq.write_table(pa.table({**columns, "progression": diabetes.target}), buffer)
+    response = await trainer_client.post(
+        "/datasets",
+        files={"file": ("diabetes.parquet", buffer.getvalue())},
+        params={"target": "progression"},
+    )
+    assert response.status_code == 201, response.text
+    parquet = response.json()
+    assert parquet["schema"]["task"] == "regression"  # 214 distinct values: a quantity
 
+    classifier = {"name": "uploaded-csv", "dataset": csv["id"]}
+    classifier["training"] = {"strategy": "ddp", "epochs": 60, "learning_rate": 0.01}
+    regressor = yaml.safe_load((ROOT / "examples" / "diabetes-regression.yaml").read_text())
+    regressor |= {"name": "uploaded-parquet", "dataset": parquet["id"]}
     posted = []
-    for dataset in (csv, parquet):
-        spec = {"name": f"uploaded-{dataset['format']}", "dataset": dataset["id"]}
-        spec["training"] = {"strategy": "ddp", "epochs": 60, "learning_rate": 0.01}
+    for spec in (classifier, regressor):
         response = await cluster_client.post("/workflows", json=spec)
         assert response.status_code == 202, response.text
         posted.append(response.json()["id"])
-    workflows = await asyncio.gather(*(wait_for_workflow(cluster_client, w) for w in posted))
-    for workflow, dataset in zip(workflows, (csv, parquet), strict=True):
+    first, second = await asyncio.gather(*(wait_for_workflow(cluster_client, w) for w in posted))
+    for workflow in (first, second):
         assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
-        assert await served_accuracy(workflow, dataset["location"]) >= 0.85
+    assert await served_accuracy(first, csv["location"]) >= 0.85
+
+    rows, values = raw_test_rows(parquet["location"], regressor["training"]["seed"])
+    async with httpx.AsyncClient(base_url=second["result"]["served_url"]) as served:
+        answer = await served.post("/predict", json={"rows": rows.tolist()})
+    assert answer.status_code == 200, answer.text
+    predicted = np.array([p["value"] for p in answer.json()["predictions"]])
+    assert regression_scores(predicted, values)["r2"] >= regressor["gates"]["min_r2"]
 
 
 async def test_a_spec_is_checked_against_the_uploaded_data_and_the_tenant(
