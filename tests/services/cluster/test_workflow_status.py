@@ -104,6 +104,7 @@ async def test_training_progress_is_shown_and_never_goes_back(
         "epochs": 10,
         "train_loss": 0.5,
         "val_accuracy": 0.5,
+        "val_r2": None,  # a regression run's score; a classifier reports accuracy
         "samples_per_second": 2000.0,
         "workers": 2,
     }
@@ -159,6 +160,8 @@ async def test_phase4_passed_records_test_accuracy_and_the_report(
         "model_id": None,
         "report_uri": report_uri,
         "test_accuracy": 0.9712,
+        "test_r2": None,  # a regression model's scores; this one is a classifier
+        "test_rmse": None,
     }
 
 
