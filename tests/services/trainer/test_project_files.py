@@ -101,3 +101,41 @@ def test_rendered_scripts_name_their_workflow(trained_run: TrainedRun, project: 
     url = store.workflow_url(payload["tenant_id"], payload["workflow_id"], "neural/scripts")
     assert payload["workflow_id"] in store.read_text(f"{url}/train.py")
     assert payload["job_id"] in store.read_text(f"{url}/backup-checkpoints.sh")
+
+
+def test_train_script_retrains_a_regression_model_to_the_bit(tmp_path: Path, one_thread) -> None:
+    """diabetes's generated train.py: the same one-output network and target standardization
+    as the node trained, printed with R² and RMSE, not accuracy."""
+    from services.trainer.node_task import run_training
+    from tests.services.trainer.conftest import CollectingContext, train_payload
+
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "diabetes-test",
+            "dataset": "diabetes",
+            "training": {"strategy": "single", "epochs": 3, "batch_size": 16},
+        }
+    )
+    store = ArtifactStore(f"file://{tmp_path / 'artifacts'}")
+    payload = train_payload(store, spec)
+    run_training(payload, CollectingContext(store.root_url))
+    tenant, workflow = payload["tenant_id"], payload["workflow_id"]
+    write_design_files(store, tenant, uuid.UUID(workflow), spec, design_network(spec))
+    project = Path(local_path(store.workflow_url(tenant, workflow))) / "neural"
+    original = json.loads((project / "models/model-metadata.json").read_text())
+    assert original["target_normalization"]["std"] > 1
+    (project / "models").rename(project / "models-from-node")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    run = subprocess.run(
+        [sys.executable, str(project / "scripts/train.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "R²" in run.stdout and "RMSE" in run.stdout and "acc" not in run.stdout
+    retrained = json.loads((project / "models/model-metadata.json").read_text())
+    assert retrained["weights_sha256"] == original["weights_sha256"]
+    assert retrained["target_normalization"] == original["target_normalization"]
