@@ -16,6 +16,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 from shared.ml.data import TargetNormalization
+from shared.ml.scores import regression_scores
 
 # Rows per forward pass when scoring a whole split: bounds memory, not a tuning knob.
 _EVAL_CHUNK = 8192
@@ -75,26 +76,6 @@ def regression_metrics(
         target.invert(predicted[:, 0].cpu().numpy()), target.invert(truth.cpu().numpy())
     )
     return loss, scores
-
-
-def _r2(predicted: torch.Tensor, truth: torch.Tensor) -> float:
-    # A constant truth has no variance to explain: R² is undefined, reported as 0.
-    total = float(((truth - truth.mean()) ** 2).sum())
-    residual = float(((truth - predicted) ** 2).sum())
-    return 1.0 - residual / total if total > 0 else 0.0
-
-
-def regression_scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE and R² of predicted against true values, in the target's own units."""
-    p = torch.as_tensor(np.asarray(predicted, dtype=np.float64))
-    t = torch.as_tensor(np.asarray(truth, dtype=np.float64))
-    if p.shape != t.shape or p.ndim != 1 or len(p) == 0:
-        raise ValueError("predicted and true values must be equal-length non-empty 1-D arrays")
-    return {
-        "mae": float((p - t).abs().mean()),
-        "rmse": float(((p - t) ** 2).mean().sqrt()),
-        "r2": _r2(p, t),
-    }
 
 
 def evaluate_regression(

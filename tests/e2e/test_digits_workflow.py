@@ -265,7 +265,7 @@ async def test_a_regression_workflow_on_diabetes_passes_its_r2_gate_and_serves_v
 ) -> None:
     """examples/diabetes-regression.yaml through all five phases: judged by R² and RMSE, not
     accuracy, and served as values in the target's own units (not class labels)."""
-    from shared.ml.evaluate import regression_scores
+    from shared.ml.scores import regression_scores
 
     spec: dict[str, Any] = yaml.safe_load(
         (ROOT / "examples" / "diabetes-regression.yaml").read_text()

@@ -94,11 +94,10 @@ async def smoke_test(
             f"POST /predict returned {len(predictions)} predictions for {len(test_rows.rows)} rows"
         )
     if test_rows.task == "regression":
-        checks["predict"] = _regression_quality(test_rows, predictions, gate)
-        checks["predict"]["milliseconds"] = round(predict_ms, 2)
+        quality = _regression_quality(test_rows, predictions, gate)
     else:
-        checks["predict"] = _accuracy(test_rows, answer, gate.min_accuracy)
-        checks["predict"]["milliseconds"] = round(predict_ms, 2)
+        quality = _accuracy(test_rows, answer, gate.min_accuracy)
+    checks["predict"] = {**quality, "milliseconds": round(predict_ms, 2)}
 
     # A row of the wrong width must be refused as bad input, not crash the server.
     bad = await _post(client, f"{url}/predict", {"rows": [test_rows.rows[0][:-1]]})
@@ -113,7 +112,7 @@ def _regression_quality(
     test_rows: HeldOutRows, predictions: list[Any], gate: QualityGate
 ) -> dict[str, Any]:
     """R², RMSE and MAE of the served values against the rows' true values."""
-    from shared.ml.evaluate import regression_scores
+    from shared.ml.scores import regression_scores
 
     assert test_rows.values is not None
     served = [p.get("value") if isinstance(p, dict) else None for p in predictions]

@@ -170,7 +170,7 @@ def test_non_finite_values_are_refused(server: str, literal: str) -> None:
 
 
 def test_a_regression_model_answers_values_in_the_targets_units(regression_server: str) -> None:
-    from shared.ml.evaluate import regression_scores
+    from shared.ml.scores import regression_scores
 
     rows = held_out_rows("diabetes", SEED, 1000)
     assert rows.task == "regression" and rows.values is not None
@@ -208,3 +208,20 @@ async def test_the_smoke_test_judges_a_regression_model_by_r2_and_rmse(
             await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.99))
         with pytest.raises(SmokeTestFailed, match="RMSE is .* the gate allows 1"):
             await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3, 1.0))
+
+
+def test_judging_held_out_rows_does_not_load_torch_into_the_deployer() -> None:
+    """The smoke test runs in the deployer's web process: reading held-out rows and scoring
+    a regression model's served values must not import torch there."""
+    code = (
+        "import sys, numpy as np\n"
+        "from services.deployer.service.smoke import held_out_rows\n"
+        "from shared.ml.scores import regression_scores\n"
+        "rows = held_out_rows('diabetes', 42, 10)\n"
+        "regression_scores(np.asarray(rows.values), np.asarray(rows.values))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr

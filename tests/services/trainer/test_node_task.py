@@ -208,8 +208,8 @@ def test_a_single_worker_trains_a_regression_model_of_every_type(
     output, R² and RMSE per epoch, and a saved model that answers real values."""
     from services.trainer.service.design import design_network
     from shared.ml.data import load_splits
-    from shared.ml.evaluate import regression_scores
     from shared.ml.predictor import Predictor
+    from shared.ml.scores import regression_scores
     from shared.spec import WorkflowSpec
 
     spec = WorkflowSpec.model_validate(

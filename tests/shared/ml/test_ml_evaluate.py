@@ -58,7 +58,7 @@ def test_overfitting_gap() -> None:
 
 
 def test_regression_scores_on_known_values() -> None:
-    from shared.ml.evaluate import regression_scores
+    from shared.ml.scores import regression_scores
 
     truth = np.array([1.0, 2.0, 3.0, 4.0])
     assert regression_scores(truth, truth) == {"mae": 0.0, "rmse": 0.0, "r2": 1.0}

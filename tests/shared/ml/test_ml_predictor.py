@@ -75,7 +75,7 @@ def regressor(saved_diabetes_model: Path) -> Predictor:
 def test_a_regression_predictor_answers_values_in_the_targets_units(
     regressor: Predictor, trained_diabetes: Any
 ) -> None:
-    from shared.ml.evaluate import regression_scores
+    from shared.ml.scores import regression_scores
 
     splits = trained_diabetes.splits
     result = regressor.answer(splits.x_test_raw.tolist())
