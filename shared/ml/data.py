@@ -133,10 +133,6 @@ class DatasetSplits:
     task: Task = "classification"
     target_normalization: TargetNormalization | None = None
 
-    @property
-    def num_outputs(self) -> int:
-        return 1 if self.task == "regression" else self.num_classes
-
 
 def _load_raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if is_stored_dataset(name):

@@ -28,9 +28,6 @@ class PredictionResult:
 class RegressionResult:
     values: list[float]  # one per input row, in the target's units
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class Predictor:
     """Thread-safe for concurrent predict() calls: inference never mutates the model."""

@@ -114,7 +114,7 @@ def test_diabetes_is_a_regression_set_split_by_a_seeded_shuffle() -> None:
     from sklearn.datasets import load_diabetes
 
     splits = load_splits("diabetes", seed=7)
-    assert splits.task == "regression" and splits.num_outputs == 1
+    assert splits.task == "regression"
     assert splits.num_classes == 0 and splits.class_names == []
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (308, 67, 67)
     # The targets stay in their real units (25..346), as floats; the split is a plain seeded
