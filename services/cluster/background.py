@@ -25,7 +25,10 @@ LOSS_CHECKS_PER_INTERVAL = 4
 
 async def start(context: ClusterContext) -> None:
     """At start-up: start the loops, and give up the clusters of a dead predecessor whose
-    nodes did not come to this process (by their heartbeats) within the adoption window."""
+    nodes did not come to this process (by their heartbeats) within the adoption window;
+    warm up the node fork server meanwhile."""
+    if context.state.manager.launcher is not None:
+        context.state.manager.launcher.start_in_background()
     context.state.spawn(recover_orphans_later(context), name="cluster-orphans")
     context.state.spawn(flush_heartbeats_forever(context), name="cluster-heartbeats")
     context.state.spawn(watch_forever(context), name="cluster-watchdog")
@@ -42,6 +45,8 @@ async def stop(context: ClusterContext) -> None:
             await supervision.abandon_owned(context, uow)
     finally:
         await asyncio.to_thread(state.manager.stop_all, context.settings.node_stop_grace_s)
+        if state.manager.launcher is not None:
+            await asyncio.to_thread(state.manager.launcher.stop)
 
 
 async def recover_orphans_later(context: ClusterContext) -> None:

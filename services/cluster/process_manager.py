@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 from opentelemetry import propagate
 
+from services.cluster.node_launcher import NodeLauncher
 from shared.processes import logging_to, terminate
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 # The repository root, so `-m services.cluster.node` resolves however the service was started.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NODE_ROLES = ("parameter_server", "worker", "validator")
+# The pid of the service a node follows (its parent is the fork server when it was forked).
+OWNER_PID_VARIABLE = "NEXUS_NODE_OWNER_PID"
 
 
 def trace_context_env() -> dict[str, str]:
@@ -101,8 +104,9 @@ def node_command(
 
 
 class AdoptedProcess:
-    """A node process a predecessor started, behind the part of `Popen`'s interface the
-    manager uses. Not our child: its exit is seen, but its exit code is not."""
+    """A node process that is not this service's child — one a predecessor started, or one
+    the fork server forked — behind the part of `Popen`'s interface the manager uses: its
+    exit is seen, but its exit code is not."""
 
     def __init__(self, process: psutil.Process) -> None:
         self._process = process
@@ -137,19 +141,32 @@ def local_node_process(node_id: str, pid: int) -> psutil.Process | None:
     another host, gone, or reused by something else)."""
     try:
         process = psutil.Process(pid)
-        command = process.cmdline()
+        return process if runs_node(process, node_id) else None
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    if "services.cluster.node" not in command or node_id not in command:
-        return None
-    return process
+
+
+def runs_node(process: psutil.Process, node_id: str) -> bool:
+    """Whether `process` is node `node_id`: started cold, its command line names it; forked,
+    it has the fork server's command line and its output open in the node's log file."""
+    command = process.cmdline()
+    if "services.cluster.node" in command:
+        return node_id in command
+    if "services.cluster.node.forkserver" in command:
+        log_name = f"{node_id}.log"
+        return any(Path(f.path).name == log_name for f in process.open_files())
+    return False
 
 
 class NodeProcessManager:
-    def __init__(self, log_dir: Path, env: dict[str, str], host: str) -> None:
+    def __init__(
+        self, log_dir: Path, env: dict[str, str], host: str, launcher: NodeLauncher | None = None
+    ) -> None:
         self._log_dir = log_dir
-        self.env = env  # the nodes' environment
+        # The nodes' environment; they follow this service by its pid, whoever forks them.
+        self.env = {**env, OWNER_PID_VARIABLE: str(os.getpid())}
         self._host = host
+        self.launcher = launcher
         self._lock = threading.Lock()
         self._processes: dict[str, subprocess.Popen[bytes] | AdoptedProcess] = {}
         # Node processes told to stop and not yet gone: they still take room on the host.
@@ -179,25 +196,45 @@ class NodeProcessManager:
                 host=self._host,
             )
             log_path = self._log_dir / f"{plan.node_id}.log"
-            with open(log_path, "ab") as log:
-                process = subprocess.Popen(
-                    command,
-                    cwd=PROJECT_ROOT,
-                    # The node rotates the file it logs to (shared.telemetry).
-                    env={**self.env, **trace_context_env(), **logging_to(log_path)},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    # Own session: a Ctrl-C meant for the service does not hit the nodes; they
-                    # follow the service through their parent-death check instead.
-                    start_new_session=True,
-                )
+            # The node rotates the file it logs to (shared.telemetry).
+            env = {**self.env, **trace_context_env(), **logging_to(log_path)}
+            process = self._fork(command, env, log_path) or self._start_cold(command, env, log_path)
             with self._lock:
                 self._processes[plan.node_id] = process
                 self._cluster_of[plan.node_id] = cluster_id
             started.append(StartedNode(plan.node_id, plan.role, plan.rank, process.pid))
             logger.info("started node %s (pid %d)", plan.node_id, process.pid)
         return started
+
+    def _fork(
+        self, command: list[str], env: dict[str, str], log_path: Path
+    ) -> AdoptedProcess | None:
+        if self.launcher is None:
+            return None
+        # The fork server runs the node's `main` with the arguments after `-m <module>`.
+        pid = self.launcher.fork(command[3:], env, log_path)
+        if pid is None:
+            return None
+        try:
+            return AdoptedProcess(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            return None  # it died at once; a cold start says why in its log
+
+    def _start_cold(
+        self, command: list[str], env: dict[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own session: a Ctrl-C meant for the service does not hit the nodes; they
+                # follow the service by its pid instead.
+                start_new_session=True,
+            )
 
     def adopt(self, cluster_id: uuid.UUID, node_id: str, process: psutil.Process) -> None:
         """Take on a running node a predecessor started (see `local_node_process`)."""
@@ -279,13 +316,9 @@ class NodeProcessManager:
 
 
 def _stop_foreign(node_id: str, pid: int, grace_s: float) -> None:
-    try:
-        process = psutil.Process(pid)
-        if node_id not in process.cmdline():
-            return  # the pid now belongs to something else
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return
-    terminate([process], grace_s)
+    process = local_node_process(node_id, pid)
+    if process is not None:  # else the pid now belongs to something else, or to nobody
+        terminate([process], grace_s)
 
 
 def node_environment(overrides: dict[str, str]) -> dict[str, str]:

@@ -41,3 +41,6 @@ class ClusterSettings(ServiceSettings):
     node_replacements: int = Field(default=4, ge=0, le=100)
     # Address the nodes report and rendezvous on; nodes run on this host.
     node_host: str = "127.0.0.1"
+    # fork: nodes are forked from a process that has torch imported (milliseconds each, and
+    # torch's pages shared); exec: each node is a new interpreter (seconds each).
+    node_start: Literal["fork", "exec"] = "fork"

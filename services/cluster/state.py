@@ -17,7 +17,8 @@ from typing import Annotated, Any
 from fastapi import Depends
 from prometheus_client import CollectorRegistry, Counter
 
-from services.cluster.process_manager import NodeProcessManager, node_environment
+from services.cluster.node_launcher import NodeLauncher
+from services.cluster.process_manager import PROJECT_ROOT, NodeProcessManager, node_environment
 from services.cluster.settings import ClusterSettings
 from shared.service_app import ServiceContext, get_context
 
@@ -122,7 +123,11 @@ def create_state(context: ServiceContext[ClusterSettings, ClusterState]) -> Clus
             **({"NEXUS_OTLP_ENDPOINT": settings.otlp_endpoint} if settings.otlp_endpoint else {}),
         }
     )
-    manager = NodeProcessManager(settings.home / "logs" / "nodes", env, settings.node_host)
+    logs = settings.home / "logs" / "nodes"
+    launcher = None
+    if settings.node_start == "fork":
+        launcher = NodeLauncher(env, PROJECT_ROOT, logs / "fork-server.log")
+    manager = NodeProcessManager(logs, env, settings.node_host, launcher)
     return ClusterState(manager=manager, metrics=NodeMetrics.on(context.metrics_registry))
 
 

@@ -79,7 +79,9 @@ class NodeRuntime:
         self._heartbeat_interval_s = heartbeat_interval_s
         self._nats_url = nats_url
         self._artifacts_url = artifacts_url
-        self._owner = Owner(os.getppid(), orphan_grace_s)
+        # The service that asked for this node; its parent may be the fork server instead.
+        owner = os.environ.get("NEXUS_NODE_OWNER_PID", "")
+        self._owner = Owner(int(owner) if owner.isdigit() else os.getppid(), orphan_grace_s)
         self._stopping = asyncio.Event()
         self._nc: Client
         self._js: JetStreamContext

@@ -38,9 +38,15 @@ async def small_host(memory_url: str) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
 
 
 def _node_processes(app: FastAPI) -> int:
-    """Node processes of this service alive now (its children), whatever the database says."""
-    me = psutil.Process()
-    return sum(1 for child in me.children() if child.is_running() and "cluster.node" in _cmd(child))
+    """Node processes of this service alive now, whatever the database says: its children,
+    and those the node fork server forked (which carry the server's command line)."""
+    server = app.state.context.state.manager.launcher.pid
+    processes = psutil.Process().children(recursive=True)
+    return sum(
+        1
+        for process in processes
+        if process.pid != server and process.is_running() and "cluster.node" in _cmd(process)
+    )
 
 
 def _cmd(process: psutil.Process) -> str:
