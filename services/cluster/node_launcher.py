@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import subprocess
 import sys
 import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import IO
 
 logger = logging.getLogger(__name__)
 
 # How long a fork request may take to be answered before the cold start is used instead.
 FORK_TIMEOUT_S = 10.0
+# The fork server imports torch first; past this, nodes keep starting cold.
+READY_TIMEOUT_S = 120.0
+# Exit codes kept until the manager reads them; a bound, should it never.
+_MAX_EXITS = 10_000
 
 
 class NodeLauncher:
@@ -25,6 +30,8 @@ class NodeLauncher:
         self._lock = threading.Lock()  # one request on the pipe at a time
         self._process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
+        self._answers: queue.Queue[dict[str, object]] = queue.Queue()
+        self._exits: OrderedDict[int, int] = OrderedDict()
 
     def start(self) -> None:
         """Start the fork server and wait (in this thread) until it has imported torch."""
@@ -32,9 +39,10 @@ class NodeLauncher:
             if self._process is not None and self._process.poll() is None:
                 return
             self._ready.clear()
+            self._answers = queue.Queue()
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self._log_path, "ab") as log:
-                self._process = subprocess.Popen(
+                process = subprocess.Popen(
                     [sys.executable, "-m", "services.cluster.node.forkserver"],
                     cwd=self._cwd,
                     env=self._env,
@@ -44,16 +52,41 @@ class NodeLauncher:
                     text=True,
                     start_new_session=True,
                 )
-            process = self._process
-        answer = _read_line(process.stdout, timeout=120)
-        if answer == {"ready": True}:
-            self._ready.set()
+            self._process = process
+            answers = self._answers
+        threading.Thread(
+            target=self._read, args=(process, answers), name="node-fork-server", daemon=True
+        ).start()
+        if self._ready.wait(READY_TIMEOUT_S) and process.poll() is None:
             logger.info("node fork server ready (pid %d)", process.pid)
         else:
-            logger.warning("node fork server did not start (%s); nodes start cold", answer)
+            logger.warning("node fork server did not start; nodes start cold")
 
     def start_in_background(self) -> None:
-        threading.Thread(target=self.start, name="node-fork-server", daemon=True).start()
+        threading.Thread(target=self.start, name="node-fork-server-start", daemon=True).start()
+
+    def _read(
+        self, process: subprocess.Popen[str], answers: queue.Queue[dict[str, object]]
+    ) -> None:
+        """Every line the server writes: readiness, fork answers, and its nodes' exits."""
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(message, dict):
+                continue
+            if message.get("ready"):
+                self._ready.set()
+            elif "exited" in message:
+                with self._lock:
+                    self._exits[int(message["exited"])] = int(message["code"])
+                    while len(self._exits) > _MAX_EXITS:
+                        self._exits.popitem(last=False)
+            else:
+                answers.put(message)
+        answers.put({"error": "the fork server ended"})
 
     @property
     def pid(self) -> int | None:
@@ -65,6 +98,11 @@ class NodeLauncher:
         process = self._process
         return self._ready.is_set() and process is not None and process.poll() is None
 
+    def exit_code(self, pid: int) -> int | None:
+        """How a forked node ended (a negative code: killed by that signal), once it has."""
+        with self._lock:
+            return self._exits.pop(pid, None)
+
     def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
         """The pid of a node forked with `argv` and `env`, its output appended to `log_path`;
         None when the fork server cannot serve it now (the caller starts the node cold)."""
@@ -72,17 +110,16 @@ class NodeLauncher:
             return None
         request = json.dumps({"argv": argv, "env": env, "log": str(log_path)}) + "\n"
         with self._lock:
-            process = self._process
-            if process is None or process.stdin is None:
-                return None
-            try:
-                process.stdin.write(request)
-                process.stdin.flush()
-            except OSError:
-                answer = None
-            else:
-                answer = _read_line(process.stdout, timeout=FORK_TIMEOUT_S)
-        pid = answer.get("pid") if isinstance(answer, dict) else None
+            process, answers = self._process, self._answers
+            answer: dict[str, object] | None = None
+            if process is not None and process.stdin is not None:
+                try:
+                    process.stdin.write(request)
+                    process.stdin.flush()
+                    answer = answers.get(timeout=FORK_TIMEOUT_S)
+                except (OSError, queue.Empty):
+                    answer = None
+        pid = answer.get("pid") if answer is not None else None
         if not isinstance(pid, int):
             logger.warning("node fork server failed (%s); restarting it", answer)
             self.stop()
@@ -104,20 +141,3 @@ class NodeLauncher:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _read_line(stream: IO[str] | None, timeout: float) -> dict[str, object] | None:
-    """One JSON line from `stream`, or None after `timeout` or at its end."""
-    if stream is None:
-        return None
-    result: list[str] = []
-    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not result or not result[0]:
-        return None
-    try:
-        answer = json.loads(result[0])
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None

@@ -136,6 +136,24 @@ class AdoptedProcess:
             pass
 
 
+class ForkedProcess(AdoptedProcess):
+    """A node the fork server forked: not our child, but the server reports its exit code."""
+
+    def __init__(self, process: psutil.Process, launcher: NodeLauncher) -> None:
+        super().__init__(process)
+        self._launcher = launcher
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is None:
+            self._code = self._launcher.exit_code(self.pid)
+        if self._code is not None:
+            return self._code
+        gone = super().poll()
+        # Gone and not yet reported: the report is on its way, unless the server is gone too.
+        return None if gone is None or self._launcher.ready else gone
+
+
 def local_node_process(node_id: str, pid: int) -> psutil.Process | None:
     """The process `pid` on this host when it is node `node_id`'s, else None (the pid is of
     another host, gone, or reused by something else)."""
@@ -208,7 +226,7 @@ class NodeProcessManager:
 
     def _fork(
         self, command: list[str], env: dict[str, str], log_path: Path
-    ) -> AdoptedProcess | None:
+    ) -> ForkedProcess | None:
         if self.launcher is None:
             return None
         # The fork server runs the node's `main` with the arguments after `-m <module>`.
@@ -216,7 +234,7 @@ class NodeProcessManager:
         if pid is None:
             return None
         try:
-            return AdoptedProcess(psutil.Process(pid))
+            return ForkedProcess(psutil.Process(pid), self.launcher)
         except psutil.NoSuchProcess:
             return None  # it died at once; a cold start says why in its log
 
@@ -259,7 +277,8 @@ class NodeProcessManager:
             for node_id, process in list(self._processes.items()):
                 code = process.poll()
                 if code is not None:
-                    ended[node_id] = None if isinstance(process, AdoptedProcess) else code
+                    unknown = type(process) is AdoptedProcess  # a predecessor's child
+                    ended[node_id] = None if unknown else code
                     del self._processes[node_id]
                     del self._cluster_of[node_id]
         return ended

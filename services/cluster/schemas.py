@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 
 class PhaseOut(BaseModel):
@@ -16,6 +16,12 @@ class PhaseOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     detail: dict[str, Any] | None
+
+    @computed_field(description="seconds from the phase's start to its end (None until both)")
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
 class ProgressOut(BaseModel):

@@ -137,8 +137,9 @@ async def test_a_node_killed_mid_training_is_survived_and_the_workflow_completes
 
     workflow = await wait_for_workflow(cluster_client, workflow_id, timeout=180)
     assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
-    # Undisturbed, this run reaches 0.98 on the test split; within a point of it.
-    assert workflow["result"]["test_accuracy"] >= 0.97
+    # Undisturbed, this run reaches about 0.98 on the test split; where the kill lands (the
+    # epoch resumed from, the workers left) moves it by a few of the 270 test rows.
+    assert workflow["result"]["test_accuracy"] >= 0.96
     headers = {"Authorization": f"Bearer {user_token}"}
     async with httpx.AsyncClient(base_url=stack.url("trainer"), headers=headers) as trainer:
         (job,) = (await trainer.get("/jobs", params={"workflow_id": workflow_id})).json()["jobs"]

@@ -7,15 +7,21 @@ between all of them (copy-on-write), so ten nodes cost far less memory than ten 
 
 Protocol, one JSON object per line: the service writes `{"argv": [...], "env": {...},
 "log": path}` on stdin (the node's `python -m services.cluster.node` arguments, its whole
-environment, the file its output goes to); this process forks, answers `{"pid": n}` on stdout
-and takes the next request. It exits when stdin closes — the service is gone — and the nodes
-it forked go on, each in its own session, following the service by the pid it was given.
+environment, the file its output goes to); this process forks and answers `{"pid": n}` on
+stdout. When a node ends, this process (its parent) reaps it and reports
+`{"exited": pid, "code": c}` (c < 0: killed by signal -c), so the service still learns how its
+nodes ended. It exits when stdin closes — the service is gone — and the nodes it forked go
+on, each in its own session, following the service by the pid it was given.
+
+Single-threaded on purpose: forking a process whose other threads may hold a lock leaves
+that lock held forever in the child.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sys
 import traceback
@@ -31,26 +37,68 @@ def main() -> int:
     prewarm_training_stack()
     import services.cluster.node.__main__  # noqa: F401
 
-    # The kernel reaps the nodes that end: this process never waits on them.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    _answer(READY)
-    for line in sys.stdin:
+    requests_fd, answers_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    # A node's exit wakes the loop through this pipe (signal.set_wakeup_fd).
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _answer(answers_fd, READY)
+    pending = b""
+    while True:
+        readable, _, _ = select.select([requests_fd, wake_read], [], [])
+        if wake_read in readable:
+            while _drained(wake_read):
+                pass
+            _reap(answers_fd)
+        if requests_fd in readable:
+            chunk = os.read(requests_fd, 1 << 16)
+            if not chunk:
+                return 0  # the service closed our stdin: it is gone
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                _serve(line, answers_fd, (wake_read, wake_write))
+
+
+def _serve(line: bytes, answers_fd: int, wake: tuple[int, int]) -> None:
+    try:
+        request = json.loads(line)
+        argv, env, log = list(request["argv"]), dict(request["env"]), str(request["log"])
+    except (ValueError, KeyError, TypeError) as exc:
+        _answer(answers_fd, {"error": f"bad request: {exc!r}"})
+        return
+    pid = os.fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        for fd in (*wake, answers_fd):
+            os.close(fd)
+        _run_node(argv, env, log)  # never returns
+    _answer(answers_fd, {"pid": pid})
+
+
+def _reap(answers_fd: int) -> None:
+    while True:
         try:
-            request = json.loads(line)
-            argv, env, log = list(request["argv"]), dict(request["env"]), str(request["log"])
-        except (ValueError, KeyError, TypeError) as exc:
-            _answer({"error": f"bad request: {exc!r}"})
-            continue
-        pid = os.fork()
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
         if pid == 0:
-            _run_node(argv, env, log)  # never returns
-        _answer({"pid": pid})
-    return 0
+            return
+        _answer(answers_fd, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
-def _answer(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+def _drained(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 4096))
+    except BlockingIOError:
+        return False
+
+
+def _answer(fd: int, message: dict[str, Any]) -> None:
+    # os.write, not sys.stdout: no Python-level lock is ever held when this process forks.
+    os.write(fd, (json.dumps(message) + "\n").encode())
 
 
 def _run_node(argv: list[str], env: dict[str, str], log: str) -> None:

@@ -138,3 +138,21 @@ def test_a_forked_node_that_refuses_its_arguments_says_so_and_the_server_goes_on
     assert launcher.ready
     server = launcher._process
     assert server is not None and AdoptedProcess(psutil.Process(server.pid)).poll() is None
+
+
+def test_a_forked_nodes_exit_code_reaches_the_manager(
+    launcher: NodeLauncher, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Killed by a signal, the node's code says which, as a child's would (-9 for SIGKILL)."""
+    manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", launcher)
+    cluster_id = uuid.uuid4()
+    plan = plan_nodes(cluster_id, {"parameter_servers": 0, "workers": 1, "validators": 0})
+    [node] = manager.start(cluster_id, plan, workflow_id=None, tenant_id="t-exit")
+    wait_for_line(tmp_path / "nodes" / f"{node.node_id}.log", "registered")
+    psutil.Process(node.pid).kill()
+    deadline = time.monotonic() + 10
+    ended: dict[str, int | None] = {}
+    while not ended and time.monotonic() < deadline:
+        ended = manager.exited()
+        time.sleep(0.05)
+    assert ended == {node.node_id: -9}
