@@ -31,7 +31,7 @@ def text(value: object) -> str:
 def phases_table(workflow: dict) -> Table:
     title = f"workflow {text(workflow.get('id'))}  {text(workflow.get('name'))}".strip()
     table = Table(title=title)
-    for column in ("phase", "name", "status", "started", "finished", "detail"):
+    for column in ("phase", "name", "status", "started", "took", "detail"):
         table.add_column(column)
     for phase in workflow.get("phases") or []:
         table.add_row(
@@ -39,7 +39,7 @@ def phases_table(workflow: dict) -> Table:
             text(phase.get("name")),
             styled(phase.get("status")),
             text(phase.get("started_at")),
-            text(phase.get("finished_at")),
+            f"{phase['duration_s']:.2f} s" if phase.get("duration_s") is not None else "",
             text(phase.get("detail")),
         )
     return table

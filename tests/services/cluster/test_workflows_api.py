@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -151,8 +152,15 @@ async def test_get_list_and_tenant_isolation(
         "status",
         "started_at",
         "finished_at",
+        "duration_s",
         "detail",
     }
+    setup = body["phases"][0]
+    took = datetime.fromisoformat(setup["finished_at"]) - datetime.fromisoformat(
+        setup["started_at"]
+    )
+    assert setup["duration_s"] == round(took.total_seconds(), 3)
+    assert body["phases"][1]["duration_s"] is None  # still running
     assert body["progress"] is None and body["result"] is None and body["error"] is None
 
     listed = await client.get("/workflows", params={"limit": 1}, headers=headers)
