@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 from opentelemetry import propagate
 
-from services.cluster.node_launcher import NodeLauncher
+from shared.fork_launcher import SERVER_MODULE, ForkLauncher
 from shared.processes import logging_to, terminate
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NODE_ROLES = ("parameter_server", "worker", "validator")
 # The pid of the service a node follows (its parent is the fork server when it was forked).
 OWNER_PID_VARIABLE = "NEXUS_NODE_OWNER_PID"
+# What a forked node runs, and what the fork server imports for it beforehand.
+NODE_MAIN = "services.cluster.node.__main__:main"
+NODE_WARM_UP = "services.cluster.node.rendezvous:prewarm_training_stack"
+
+
+def node_fork_launcher(env: dict[str, str], log_dir: Path) -> ForkLauncher:
+    """The fork server of a host's nodes (shared/fork_server.py)."""
+    server_args = ["--warm", NODE_WARM_UP, "--main", NODE_MAIN]
+    return ForkLauncher(server_args, env, PROJECT_ROOT, log_dir / "node-fork-server.log")
 
 
 def trace_context_env() -> dict[str, str]:
@@ -139,7 +148,7 @@ class AdoptedProcess:
 class ForkedProcess(AdoptedProcess):
     """A node the fork server forked: not our child, but the server reports its exit code."""
 
-    def __init__(self, process: psutil.Process, launcher: NodeLauncher) -> None:
+    def __init__(self, process: psutil.Process, launcher: ForkLauncher) -> None:
         super().__init__(process)
         self._launcher = launcher
         self._code: int | None = None
@@ -170,7 +179,7 @@ def runs_node(process: psutil.Process, node_id: str) -> bool:
     command = process.cmdline()
     if "services.cluster.node" in command:
         return node_id in command
-    if "services.cluster.node.forkserver" in command:
+    if SERVER_MODULE in command and NODE_MAIN in command:
         log_name = f"{node_id}.log"
         return any(Path(f.path).name == log_name for f in process.open_files())
     return False
@@ -178,7 +187,7 @@ def runs_node(process: psutil.Process, node_id: str) -> bool:
 
 class NodeProcessManager:
     def __init__(
-        self, log_dir: Path, env: dict[str, str], host: str, launcher: NodeLauncher | None = None
+        self, log_dir: Path, env: dict[str, str], host: str, launcher: ForkLauncher | None = None
     ) -> None:
         self._log_dir = log_dir
         # The nodes' environment; they follow this service by its pid, whoever forks them.

@@ -17,8 +17,11 @@ from typing import Annotated, Any
 from fastapi import Depends
 from prometheus_client import CollectorRegistry, Counter
 
-from services.cluster.node_launcher import NodeLauncher
-from services.cluster.process_manager import PROJECT_ROOT, NodeProcessManager, node_environment
+from services.cluster.process_manager import (
+    NodeProcessManager,
+    node_environment,
+    node_fork_launcher,
+)
 from services.cluster.settings import ClusterSettings
 from shared.service_app import ServiceContext, get_context
 
@@ -126,7 +129,7 @@ def create_state(context: ServiceContext[ClusterSettings, ClusterState]) -> Clus
     logs = settings.home / "logs" / "nodes"
     launcher = None
     if settings.node_start == "fork":
-        launcher = NodeLauncher(env, PROJECT_ROOT, logs / "fork-server.log")
+        launcher = node_fork_launcher(env, logs)
     manager = NodeProcessManager(logs, env, settings.node_host, launcher)
     return ClusterState(manager=manager, metrics=NodeMetrics.on(context.metrics_registry))
 

@@ -17,11 +17,15 @@ import httpx
 import psutil
 
 from shared.artifacts import local_path
+from shared.fork_launcher import ForkLauncher
 from shared.processes import log_tail, logging_to, port_is_free, terminate
 
 logger = logging.getLogger(__name__)
 
 SERVER_MODULE = "services.deployer.model_server"
+# What a forked model server runs, and what the fork server imports for it beforehand.
+SERVER_MAIN = "services.deployer.model_server.server:main"
+SERVER_WARM_UP = ("torch", "uvicorn", "services.deployer.model_server.app")
 # The folder that holds `services/` and `shared/`: the child imports the same code.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 _LOG_TAIL_LINES = 20
@@ -41,12 +45,36 @@ class ModelProcess:
     port: int
     pid: int
     log_path: Path | None
-    popen: subprocess.Popen[bytes] | None  # None for a server adopted from an earlier deployer
+    popen: subprocess.Popen[bytes] | None  # None: forked, or adopted from an earlier deployer
+    launcher: ForkLauncher | None = None  # the fork server that forked it, which reaps it
+    exited_with: int | None = None  # a forked server's code, once its fork server reported it
 
     def exit_code(self) -> int | None:
         if self.popen is not None:
             return self.popen.poll()
+        if self.exited_with is None and self.launcher is not None:
+            self.exited_with = self.launcher.exit_code(self.pid)
+        if self.exited_with is not None:
+            return self.exited_with
         return None if psutil.pid_exists(self.pid) else -1
+
+
+def model_server_environment() -> dict[str, str]:
+    """A model server's environment: the deployer's, with this checkout importable and one
+    OpenMP thread (several servers share few cores)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def model_fork_launcher(env: dict[str, str], logs_dir: Path) -> ForkLauncher:
+    """The fork server of a host's model servers (shared/fork_server.py)."""
+    server_args = [arg for module in SERVER_WARM_UP for arg in ("--warm", module)]
+    server_args += ["--main", SERVER_MAIN]
+    return ForkLauncher(server_args, env, SOURCE_ROOT, logs_dir / "model-fork-server.log")
 
 
 def is_model_server(pid: int, port: int) -> bool:
@@ -57,11 +85,22 @@ def is_model_server(pid: int, port: int) -> bool:
         alive = process.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
-    return alive and SERVER_MODULE in cmdline and str(port) in cmdline
+    if not alive:
+        return False
+    if SERVER_MODULE in cmdline:
+        return str(port) in cmdline
+    # Forked: the fork server's command line; the port it listens on names it.
+    if SERVER_MAIN in cmdline:
+        listening = process.net_connections(kind="tcp")
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in listening)
+    return False
 
 
 class ModelProcessManager:
-    def __init__(self, host: str, port_range: range, logs_dir: Path) -> None:
+    def __init__(
+        self, host: str, port_range: range, logs_dir: Path, launcher: ForkLauncher | None = None
+    ) -> None:
+        self.launcher = launcher
         self.host = host
         self.port_range = port_range
         self.logs_dir = logs_dir
@@ -120,15 +159,35 @@ class ModelProcessManager:
             "--model-version",
             str(version),
         ]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH", "")) if p
-        )
-        env["OMP_NUM_THREADS"] = "1"
-        env.update(logging_to(log_path))  # the server rotates it (shared.telemetry)
+        # The server rotates its log (shared.telemetry).
+        env = {**model_server_environment(), **logging_to(log_path)}
         with log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
-            log.flush()
+        pid = self.launcher.fork(command[3:], env, log_path) if self.launcher else None
+        if pid is not None:
+            process = ModelProcess(deployment_id, port, pid, log_path, None, self.launcher)
+        else:
+            process = self._start_cold(deployment_id, port, command, env, log_path)
+        self._processes[deployment_id] = process
+        self._reserved.add(port)
+        logger.info(
+            "started model server %s (pid %d, %s) on port %d",
+            deployment_id,
+            process.pid,
+            "forked" if pid is not None else "cold",
+            port,
+        )
+        return process
+
+    def _start_cold(
+        self,
+        deployment_id: uuid.UUID,
+        port: int,
+        command: list[str],
+        env: dict[str, str],
+        log_path: Path,
+    ) -> ModelProcess:
+        with log_path.open("ab") as log:
             # Its own session: a Ctrl-C meant for the deployer's terminal does not reach the
             # servers, which the deployer stops itself on shutdown.
             popen = subprocess.Popen(
@@ -140,11 +199,7 @@ class ModelProcessManager:
                 env=env,
                 start_new_session=True,
             )
-        process = ModelProcess(deployment_id, port, popen.pid, log_path, popen)
-        self._processes[deployment_id] = process
-        self._reserved.add(port)
-        logger.info("started model server %s (pid %d) on port %d", deployment_id, popen.pid, port)
-        return process
+        return ModelProcess(deployment_id, port, popen.pid, log_path, popen)
 
     def adopt(self, deployment_id: uuid.UUID, pid: int, port: int) -> bool:
         """Take over a server an earlier deployer left running; False if it is gone."""

@@ -12,6 +12,7 @@ committed as `starting` first and updated with the outcome afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from services.deployer.process_manager import (
     ModelProcessManager,
     ModelServerFailed,
     PortUnavailable,
+    model_fork_launcher,
+    model_server_environment,
 )
 from services.deployer.repository import DeployerRepository, deployments_to_restore
 from services.deployer.service.capacity import check_room
@@ -91,10 +94,15 @@ class Deployer:
     def __init__(self, context: AnyContext, settings: DeployerSettings) -> None:
         self.context = context
         self.settings = settings
+        logs = settings.home / "logs" / "models"
+        launcher = None
+        if settings.model_server_start == "fork":
+            launcher = model_fork_launcher(model_server_environment(), logs)
         self.processes = ModelProcessManager(
             settings.model_host,
             range(settings.model_port_start, settings.model_port_end + 1),
-            settings.home / "logs" / "models",
+            logs,
+            launcher,
         )
         # Model servers are local: never route them through an environment proxy.
         self.http = httpx.AsyncClient(timeout=30.0, trust_env=False)
@@ -102,6 +110,8 @@ class Deployer:
 
     async def close(self) -> None:
         await self.processes.stop_all(self.settings.model_stop_timeout_s)
+        if self.processes.launcher is not None:
+            await asyncio.to_thread(self.processes.launcher.stop)
         await self.http.aclose()
 
     def _lock(self, tenant_id: str, name: str) -> asyncio.Lock:
@@ -150,13 +160,17 @@ class Deployer:
         metadata = f"{model.model_uri.rstrip('/')}/model-metadata.json"
         if not await asyncio.to_thread(self.context.artifacts.exists, metadata):
             raise ModelServerFailed(f"no model files at {model.model_uri}")
-        process = self.processes.start(
-            deployment_id,
-            model.model_uri,
-            port,
-            model_id=model.id,
-            name=model.name,
-            version=model.version,
+        # In a thread: a fork server that stopped answering may take seconds to give up on.
+        process = await asyncio.to_thread(
+            functools.partial(
+                self.processes.start,
+                deployment_id,
+                model.model_uri,
+                port,
+                model_id=model.id,
+                name=model.name,
+                version=model.version,
+            )
         )
         try:
             await self.processes.wait_ready(process, self.http, self.settings.model_ready_timeout_s)

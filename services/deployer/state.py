@@ -30,6 +30,9 @@ def create_state(context: DeployerContext) -> DeployerState:
 
 
 async def start(context: DeployerContext) -> None:
+    launcher = context.state.deployer.processes.launcher
+    if launcher is not None:
+        launcher.start_in_background()  # warm by the time the first model is deployed
     if context.settings.restore_on_startup:
         # In the background: restarting servers takes seconds each and must not hold up
         # readiness or the event consumers.

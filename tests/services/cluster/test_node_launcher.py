@@ -14,16 +14,16 @@ import psutil
 import pytest
 from nats.js.errors import NotFoundError
 
-from services.cluster.node_launcher import NodeLauncher
 from services.cluster.process_manager import (
-    PROJECT_ROOT,
     AdoptedProcess,
     NodeProcessManager,
     local_node_process,
     node_environment,
+    node_fork_launcher,
     plan_nodes,
 )
 from shared.bus import STREAM_CONFIG, STREAM_NAME
+from shared.fork_launcher import ForkLauncher
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def env(nats_url: str, tmp_path: Path, stream: None) -> dict[str, str]:
 
 
 @pytest.fixture
-def launcher(env: dict[str, str], tmp_path: Path) -> Iterator[NodeLauncher]:
-    launcher = NodeLauncher(env, PROJECT_ROOT, tmp_path / "fork-server.log")
+def launcher(env: dict[str, str], tmp_path: Path) -> Iterator[ForkLauncher]:
+    launcher = node_fork_launcher(env, tmp_path)
     launcher.start()
     yield launcher
     launcher.stop()
@@ -71,7 +71,7 @@ def wait_for_line(path: Path, needle: str, timeout: float = 30) -> str:
 
 
 def test_a_forked_node_runs_the_node_and_is_known_by_its_log_file(
-    launcher: NodeLauncher, env: dict[str, str], tmp_path: Path
+    launcher: ForkLauncher, env: dict[str, str], tmp_path: Path
 ) -> None:
     assert launcher.ready
     manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", launcher)
@@ -81,7 +81,7 @@ def test_a_forked_node_runs_the_node_and_is_known_by_its_log_file(
         [node] = manager.start(cluster_id, plan, workflow_id=None, tenant_id="t-fork")
         process = psutil.Process(node.pid)
         server = process.parent()
-        assert server is not None and "services.cluster.node.forkserver" in server.cmdline()
+        assert server is not None and "shared.fork_server" in server.cmdline()
         # It is the node: registered on NATS under its own pid, logging to its own file.
         log = wait_for_line(tmp_path / "nodes" / f"{node.node_id}.log", "registered")
         assert str(node.pid) in log
@@ -99,7 +99,7 @@ def test_a_forked_node_runs_the_node_and_is_known_by_its_log_file(
 def test_nodes_start_cold_while_the_fork_server_is_not_ready(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    unstarted = NodeLauncher(env, PROJECT_ROOT, tmp_path / "fork-server.log")
+    unstarted = node_fork_launcher(env, tmp_path)
     manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", unstarted)
     cluster_id = uuid.uuid4()
     plan = plan_nodes(cluster_id, {"parameter_servers": 0, "workers": 1, "validators": 0})
@@ -114,7 +114,7 @@ def test_nodes_start_cold_while_the_fork_server_is_not_ready(
 
 
 def test_a_fork_server_that_died_is_not_used_and_comes_back(
-    launcher: NodeLauncher, env: dict[str, str], tmp_path: Path
+    launcher: ForkLauncher, env: dict[str, str], tmp_path: Path
 ) -> None:
     process = launcher._process
     assert process is not None
@@ -127,7 +127,7 @@ def test_a_fork_server_that_died_is_not_used_and_comes_back(
 
 
 def test_a_forked_node_that_refuses_its_arguments_says_so_and_the_server_goes_on(
-    launcher: NodeLauncher, env: dict[str, str], tmp_path: Path
+    launcher: ForkLauncher, env: dict[str, str], tmp_path: Path
 ) -> None:
     """Bad arguments: the node's argument parser refuses them in the child, as it would in a
     new interpreter, and the server goes on serving."""
@@ -141,7 +141,7 @@ def test_a_forked_node_that_refuses_its_arguments_says_so_and_the_server_goes_on
 
 
 def test_a_forked_nodes_exit_code_reaches_the_manager(
-    launcher: NodeLauncher, env: dict[str, str], tmp_path: Path
+    launcher: ForkLauncher, env: dict[str, str], tmp_path: Path
 ) -> None:
     """Killed by a signal, the node's code says which, as a child's would (-9 for SIGKILL)."""
     manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", launcher)

@@ -1,7 +1,7 @@
-"""The service's end of the node fork server (services/cluster/node/forkserver.py): started
-in the background when the service starts, so the first cluster's nodes are forked from an
-interpreter that has torch imported already. While it is not ready, or if it died, nodes are
-started the cold way (a new interpreter each), so a node start never waits on it."""
+"""The service's end of a fork server (shared/fork_server.py): started in the background when
+the service starts, so the first processes it needs are forked from an interpreter that has
+torch imported already. While the server is not ready, or if it died, `fork` answers None and
+the caller starts the process the cold way (a new interpreter), so a start never waits on it."""
 
 from __future__ import annotations
 
@@ -16,17 +16,23 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+SERVER_MODULE = "shared.fork_server"
 # How long a fork request may take to be answered before the cold start is used instead.
 FORK_TIMEOUT_S = 10.0
-# The fork server imports torch first; past this, nodes keep starting cold.
+# The fork server imports torch first; past this, processes keep starting cold.
 READY_TIMEOUT_S = 120.0
-# Exit codes kept until the manager reads them; a bound, should it never.
+# Exit codes kept until the caller reads them; a bound, should it never.
 _MAX_EXITS = 10_000
 
 
-class NodeLauncher:
-    def __init__(self, env: dict[str, str], cwd: Path, log_path: Path) -> None:
+class ForkLauncher:
+    def __init__(
+        self, server_args: list[str], env: dict[str, str], cwd: Path, log_path: Path
+    ) -> None:
+        """`server_args`: the fork server's `--warm ... --main ...`."""
+        self._server_args = server_args
         self._env, self._cwd, self._log_path = env, cwd, log_path
+        self.name = log_path.stem
         self._lock = threading.Lock()  # one request on the pipe at a time
         self._process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -43,7 +49,7 @@ class NodeLauncher:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self._log_path, "ab") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "services.cluster.node.forkserver"],
+                    [sys.executable, "-m", SERVER_MODULE, *self._server_args],
                     cwd=self._cwd,
                     env=self._env,
                     stdin=subprocess.PIPE,
@@ -55,20 +61,20 @@ class NodeLauncher:
             self._process = process
             answers = self._answers
         threading.Thread(
-            target=self._read, args=(process, answers), name="node-fork-server", daemon=True
+            target=self._read, args=(process, answers), name=self.name, daemon=True
         ).start()
         if self._ready.wait(READY_TIMEOUT_S) and process.poll() is None:
-            logger.info("node fork server ready (pid %d)", process.pid)
+            logger.info("%s ready (pid %d)", self.name, process.pid)
         else:
-            logger.warning("node fork server did not start; nodes start cold")
+            logger.warning("%s did not start; processes start cold", self.name)
 
     def start_in_background(self) -> None:
-        threading.Thread(target=self.start, name="node-fork-server-start", daemon=True).start()
+        threading.Thread(target=self.start, name=f"{self.name}-start", daemon=True).start()
 
     def _read(
         self, process: subprocess.Popen[str], answers: queue.Queue[dict[str, object]]
     ) -> None:
-        """Every line the server writes: readiness, fork answers, and its nodes' exits."""
+        """Every line the server writes: readiness, fork answers, and its children's exits."""
         assert process.stdout is not None
         for line in process.stdout:
             try:
@@ -99,13 +105,13 @@ class NodeLauncher:
         return self._ready.is_set() and process is not None and process.poll() is None
 
     def exit_code(self, pid: int) -> int | None:
-        """How a forked node ended (a negative code: killed by that signal), once it has."""
+        """How a forked process ended (a negative code: killed by that signal), once it has."""
         with self._lock:
             return self._exits.pop(pid, None)
 
     def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
-        """The pid of a node forked with `argv` and `env`, its output appended to `log_path`;
-        None when the fork server cannot serve it now (the caller starts the node cold)."""
+        """The pid of a process forked with `argv` and `env`, its output appended to
+        `log_path`; None when the fork server cannot serve it now (the caller starts it cold)."""
         if not self.ready:
             return None
         request = json.dumps({"argv": argv, "env": env, "log": str(log_path)}) + "\n"
@@ -121,14 +127,14 @@ class NodeLauncher:
                     answer = None
         pid = answer.get("pid") if answer is not None else None
         if not isinstance(pid, int):
-            logger.warning("node fork server failed (%s); restarting it", answer)
+            logger.warning("%s failed (%s); restarting it", self.name, answer)
             self.stop()
             self.start_in_background()
             return None
         return pid
 
     def stop(self) -> None:
-        """Close its stdin, which ends it; the nodes it forked go on."""
+        """Close its stdin, which ends it; the processes it forked go on."""
         with self._lock:
             process, self._process = self._process, None
             self._ready.clear()

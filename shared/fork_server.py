@@ -1,17 +1,19 @@
-"""`python -m services.cluster.node.forkserver`: the warm start of node processes.
+"""`python -m shared.fork_server --warm MODULE[:FUNCTION]... --main MODULE:FUNCTION`: the warm
+start of the processes the platform runs many of — cluster nodes and model servers.
 
-A fresh interpreter spends seconds importing torch before a node can register. This process
-imports torch and the node's code once, then forks every node the cluster service asks for
-from itself: a node is up in milliseconds, and the pages of torch it never writes stay shared
-between all of them (copy-on-write), so ten nodes cost far less memory than ten imports.
+A fresh interpreter spends seconds importing torch before it can do anything. This process
+imports what its children need once (each `--warm` module, calling FUNCTION when given), then
+forks every child the service asks for from itself: a child is up in milliseconds, and the
+pages of torch it never writes stay shared between all of them (copy-on-write), so ten
+processes cost far less memory than ten imports. A child runs `--main`'s function with its
+arguments, as `python -m` of that module would.
 
 Protocol, one JSON object per line: the service writes `{"argv": [...], "env": {...},
-"log": path}` on stdin (the node's `python -m services.cluster.node` arguments, its whole
-environment, the file its output goes to); this process forks and answers `{"pid": n}` on
-stdout. When a node ends, this process (its parent) reaps it and reports
-`{"exited": pid, "code": c}` (c < 0: killed by signal -c), so the service still learns how its
-nodes ended. It exits when stdin closes — the service is gone — and the nodes it forked go
-on, each in its own session, following the service by the pid it was given.
+"log": path}` on stdin (the child's arguments, its whole environment, the file its output
+goes to); this process forks and answers `{"pid": n}` on stdout. When a child ends, this
+process (its parent) reaps it and reports `{"exited": pid, "code": c}` (c < 0: killed by
+signal -c), so the service still learns how it ended. It exits when stdin closes — the
+service is gone — and its children go on, each in its own session.
 
 Single-threaded on purpose: forking a process whose other threads may hold a lock leaves
 that lock held forever in the child.
@@ -19,23 +21,39 @@ that lock held forever in the child.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import select
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 READY = {"ready": True}
+ChildMain = Callable[[list[str]], int | None]
 
 
-def main() -> int:
-    # What every node imports; imported before the first fork, not after each.
-    from services.cluster.node.rendezvous import prewarm_training_stack
+def _resolve(target: str) -> Any:
+    """`module` (imported) or `module:function` (imported, the function returned)."""
+    module_name, _, function = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, function) if function else module
 
-    prewarm_training_stack()
-    import services.cluster.node.__main__  # noqa: F401
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.fork_server")
+    parser.add_argument("--warm", action="append", default=[], help="module[:function]")
+    parser.add_argument("--main", required=True, help="module:function each child runs")
+    args = parser.parse_args(argv)
+    # What every child needs, imported (and warmed) before the first fork, not after each.
+    for target in args.warm:
+        warmed = _resolve(target)
+        if callable(warmed):
+            warmed()
+    child_main: ChildMain = _resolve(args.main)
 
     requests_fd, answers_fd = sys.stdin.fileno(), sys.stdout.fileno()
     # A node's exit wakes the loop through this pipe (signal.set_wakeup_fd).
@@ -59,10 +77,10 @@ def main() -> int:
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
-                _serve(line, answers_fd, (wake_read, wake_write))
+                _serve(line, answers_fd, (wake_read, wake_write), child_main)
 
 
-def _serve(line: bytes, answers_fd: int, wake: tuple[int, int]) -> None:
+def _serve(line: bytes, answers_fd: int, wake: tuple[int, int], child_main: ChildMain) -> None:
     try:
         request = json.loads(line)
         argv, env, log = list(request["argv"]), dict(request["env"]), str(request["log"])
@@ -74,7 +92,7 @@ def _serve(line: bytes, answers_fd: int, wake: tuple[int, int]) -> None:
         signal.set_wakeup_fd(-1)
         for fd in (*wake, answers_fd):
             os.close(fd)
-        _run_node(argv, env, log)  # never returns
+        _run_child(child_main, argv, env, log)  # never returns
     _answer(answers_fd, {"pid": pid})
 
 
@@ -101,12 +119,12 @@ def _answer(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, (json.dumps(message) + "\n").encode())
 
 
-def _run_node(argv: list[str], env: dict[str, str], log: str) -> None:
-    """In the forked child: become the node as `python -m services.cluster.node` would."""
+def _run_child(child_main: ChildMain, argv: list[str], env: dict[str, str], log: str) -> None:
+    """In the forked child: run as `python -m` of the main module would, then leave."""
     code = 1
     try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the node waits on its own children
-        os.setsid()  # a Ctrl-C meant for the service does not reach the node
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the child waits on its own children
+        os.setsid()  # a Ctrl-C meant for the service does not reach the child
         output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         nothing = os.open(os.devnull, os.O_RDONLY)
         os.dup2(nothing, 0)
@@ -116,9 +134,7 @@ def _run_node(argv: list[str], env: dict[str, str], log: str) -> None:
         os.close(nothing)
         os.environ.clear()
         os.environ.update(env)
-        from services.cluster.node.__main__ import main as node_main
-
-        code = node_main(argv)
+        code = child_main(argv) or 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
