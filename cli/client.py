@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,31 @@ class NexusClient:
     def workflow(self, workflow_id: str) -> dict:
         url = f"{self.base_url('cluster')}/workflows/{workflow_id}"
         return self.request("GET", url).json()
+
+    def workflow_events(self, workflow_id: str) -> Iterator[dict]:
+        """The workflow's state each time it changes (the cluster's Server-Sent Events), until
+        it finishes or the stream ends."""
+        url = f"{self.base_url('cluster')}/workflows/{workflow_id}/events"
+        creds = self.credentials()
+        headers = {"Authorization": creds.authorization} if creds else {}
+        # Reads wait as long as a quiet phase may last: the server sends a keep-alive.
+        timeout = httpx.Timeout(30.0, read=120.0)
+        try:
+            with self.http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    raise api_error(response)
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"the event stream of {url} broke off ({type(exc).__name__})"
+            ) from exc
 
     def upload_dataset(self, path: Path, options: dict[str, str]) -> dict:
         url = f"{self.base_url('trainer')}/datasets"

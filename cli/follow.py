@@ -1,28 +1,51 @@
-"""`--follow`: poll a workflow and draw its phases and training epochs as progress bars."""
+"""`--follow`: a workflow's changes as they happen (the cluster's Server-Sent Events), drawn
+as progress bars for its phases and training epochs, and one readable line per phase."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.client import ApiError, NexusClient, Unreachable
-from cli.render import styled
+from cli.render import detail_text, styled
 
 TERMINAL = ("completed", "failed")
 PHASES = 5
-# The poll tolerates a service restart or a slow answer for this long before giving up.
+# Following tolerates a service restart or a slow answer this many times in a row.
 MAX_CONSECUTIVE_ERRORS = 20
 
 
 def _phase_line(phase: dict) -> str:
     name = escape(str(phase.get("name")))
     line = f"phase {phase.get('phase')} {name}: {styled(phase.get('status'))}"
+    if phase.get("duration_s") is not None:
+        line += f" in {phase['duration_s']:.2f} s"
     if phase.get("detail"):
-        line += f"  [dim]{escape(str(phase['detail']))}[/]"
+        line += f"  [dim]{escape(detail_text(phase['detail']))}[/]"
     return line
+
+
+def workflow_states(client: NexusClient, workflow_id: str, interval: float) -> Iterator[dict]:
+    """The workflow now, then each change the event stream reports; the stream is opened
+    again after a break (a restarting service), and a 4xx ends it."""
+    errors = 0
+    while True:
+        try:
+            yield client.workflow(workflow_id)
+            for workflow in client.workflow_events(workflow_id):
+                errors = 0
+                yield workflow
+        except (ApiError, Unreachable) as exc:
+            # A 4xx (unknown id, no access) will not fix itself; a restarting service may.
+            transient = isinstance(exc, Unreachable) or exc.status >= 500
+            if not transient or errors >= MAX_CONSECUTIVE_ERRORS:
+                raise
+            errors += 1
+        time.sleep(interval)  # only between attempts to reach the stream again
 
 
 def _training_text(progress: dict) -> str:
@@ -43,9 +66,8 @@ def _training_text(progress: dict) -> str:
 def follow_workflow(
     client: NexusClient, workflow_id: str, console: Console, interval: float = 0.5
 ) -> dict:
-    """Poll until the workflow completes or fails; return its last state."""
+    """Follow until the workflow completes or fails; return its last state."""
     announced: set[tuple[int, str]] = set()
-    errors = 0
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -55,18 +77,7 @@ def follow_workflow(
     with Progress(*columns, console=console, transient=False) as bars:
         phases_bar = bars.add_task("phases", total=PHASES)
         epochs_bar = bars.add_task("training  waiting", total=None, visible=False)
-        while True:
-            try:
-                workflow = client.workflow(workflow_id)
-                errors = 0
-            except (ApiError, Unreachable) as exc:
-                # A 4xx (unknown id, no access) will not fix itself; a restarting service may.
-                transient = isinstance(exc, Unreachable) or exc.status >= 500
-                if not transient or errors >= MAX_CONSECUTIVE_ERRORS:
-                    raise
-                errors += 1
-                time.sleep(interval)
-                continue
+        for workflow in workflow_states(client, workflow_id, interval):
             phases = workflow.get("phases") or []
             for phase in phases:
                 key = (phase.get("phase"), phase.get("status"))
@@ -88,4 +99,4 @@ def follow_workflow(
                 )
             if workflow.get("status") in TERMINAL:
                 return workflow
-            time.sleep(interval)
+    raise AssertionError("unreachable: workflow_states never ends by itself")

@@ -28,6 +28,32 @@ def text(value: object) -> str:
     return "" if value is None else escape(str(value))
 
 
+def number(value: float) -> str:
+    """A measured figure as people read it: 0.9815, 1,234, 3.2e-05 — not 0.9814814814814815."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def detail_text(detail: object, depth: int = 0) -> str:
+    """A phase's detail on one line: `key value` pairs, figures rounded, long lists counted."""
+    if isinstance(detail, dict):
+        if depth >= 2:
+            return "{…}"
+        parts = [f"{key} {detail_text(value, depth + 1)}" for key, value in detail.items()]
+        return (
+            ("  " if depth == 0 else ", ").join(parts)
+            if depth == 0
+            else "{" + ", ".join(parts) + "}"
+        )
+    if isinstance(detail, list):
+        shown = ", ".join(detail_text(item, depth + 1) for item in detail[:4])
+        return f"[{shown}{f', … {len(detail)} in all' if len(detail) > 4 else ''}]"
+    if isinstance(detail, float):
+        return number(detail)
+    return str(detail)
+
+
 def phases_table(workflow: dict) -> Table:
     title = f"workflow {text(workflow.get('id'))}  {text(workflow.get('name'))}".strip()
     table = Table(title=title)
@@ -40,7 +66,7 @@ def phases_table(workflow: dict) -> Table:
             styled(phase.get("status")),
             text(phase.get("started_at")),
             f"{phase['duration_s']:.2f} s" if phase.get("duration_s") is not None else "",
-            text(phase.get("detail")),
+            text(detail_text(phase["detail"])) if phase.get("detail") else "",
         )
     return table
 
@@ -116,9 +142,11 @@ def print_result(console: Console, workflow: dict) -> None:
     console.print(f"[bold green]served at[/] {text(result.get('served_url'))}")
     console.print(f"[bold]report[/]    {text(result.get('report_uri'))}")
     if result.get("test_accuracy") is not None:
-        console.print(f"[bold]test accuracy[/] {result['test_accuracy']}")
+        console.print(f"[bold]test accuracy[/] {number(result['test_accuracy'])}")
     if result.get("test_r2") is not None:
-        console.print(f"[bold]test R²[/] {result['test_r2']}  RMSE {result.get('test_rmse')}")
+        rmse = result.get("test_rmse")
+        rmse_text = number(rmse) if rmse is not None else "-"
+        console.print(f"[bold]test R²[/] {number(result['test_r2'])}  RMSE {rmse_text}")
 
 
 def datasets_table(catalog: dict) -> Table:

@@ -104,6 +104,10 @@ DATASET_SUMMARY = {
 BUILTIN = {"name": "iris", "task": "classification", "samples": 150, "features": 4, "classes": 3}
 
 
+class EventStream(list):
+    """A text/event-stream answer: each item a `workflow` event."""
+
+
 class FakeApi:
     """A stand-in for the auth and cluster services (which are written elsewhere), served
     over real HTTP on a free port, so the client's wire format is what gets tested."""
@@ -138,6 +142,11 @@ class FakeApi:
             if "model" not in spec:
                 return 422, {"error": "validation_error", "detail": "model: field required"}
             return 202, {"id": "wf-1", "status": "pending"}
+        if path == "/workflows/wf-1/events":
+            # The states not yet seen, as the cluster streams them: one event per change.
+            events = self.workflow_states[min(self.polls, len(self.workflow_states) - 1) :]
+            self.polls = len(self.workflow_states)
+            return 200, EventStream(events)
         if path == "/workflows/wf-1":
             state = self.workflow_states[min(self.polls, len(self.workflow_states) - 1)]
             self.polls += 1
@@ -172,8 +181,12 @@ def fake_api(monkeypatch) -> Iterator[tuple[FakeApi, str]]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload = api.handle(self.command, self.path, headers, body)
             data = b"" if payload is None else json.dumps(payload).encode()
+            content_type = "application/json"
+            if isinstance(payload, EventStream):
+                events = [f"event: workflow\ndata: {json.dumps(item)}\n\n" for item in payload]
+                data, content_type = "".join(events).encode(), "text/event-stream"
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -138,6 +138,21 @@ def test_follow_ends_with_the_result(home, fake_api):
     assert final["result"]["served_url"] == RESULT["served_url"]
     printed = console.export_text()
     assert all(f"phase {i} {name}: completed" in printed for i, name in enumerate(NAMES, 1))
+    # One request for the state, then the event stream: no polling.
+    paths = [path for _method, path, _headers, _body in api.requests]
+    assert paths.count("/workflows/wf-1") == 1 and paths.count("/workflows/wf-1/events") == 1
+
+
+def test_phase_details_and_figures_read_as_people_write_them() -> None:
+    from cli.render import detail_text, number
+
+    detail = {"test_accuracy": 0.9814814814814815, "nodes": ["a", "b", "c", "d", "e", "f"]}
+    detail["checks"] = {"passed": True, "p99_ms": 0.000123456}
+    assert detail_text(detail) == (
+        "test_accuracy 0.9815  nodes [a, b, c, d, … 6 in all]  "
+        "checks {passed True, p99_ms 0.0001235}"
+    )
+    assert (number(12345.678), number(3), number(0.5)) == ("12,346", "3", "0.5")
 
 
 def test_follow_of_a_failed_workflow_exits_1(home, fake_api):

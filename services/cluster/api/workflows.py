@@ -29,7 +29,8 @@ from shared.spec import RetryRequest, WorkflowSpec
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 WorkflowId = Annotated[uuid.UUID, Path(description="The workflow's id.")]
-SSE_POLL_INTERVAL_S = 0.5
+# How soon a follower sees a change: one small read per follower this often.
+SSE_POLL_INTERVAL_S = 0.2
 SSE_KEEPALIVE_S = 15.0
 
 
