@@ -1,5 +1,4 @@
-"""trainer: datasets uploaded or imported by tenants; an architecture's dataset may be the
-location of one (a URL longer than a built-in's name)
+"""trainer: datasets uploaded or imported by tenants
 
 Revision ID: 0002
 Revises: 0001
@@ -17,9 +16,6 @@ SCHEMA = "trainer"
 
 
 def upgrade() -> None:
-    op.alter_column(
-        "architectures", "dataset", type_=sa.Text, existing_type=sa.String(64), schema=SCHEMA
-    )
     op.create_table(
         "datasets",
         sa.Column("id", sa.Uuid, primary_key=True),
@@ -38,6 +34,3 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("datasets", schema=SCHEMA)
-    op.alter_column(
-        "architectures", "dataset", type_=sa.String(64), existing_type=sa.Text, schema=SCHEMA
-    )
