@@ -93,6 +93,21 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE) or isinstance(cause, _UNAVAILABLE)
 
 
+# Statements Postgres refused only because of another transaction at the same moment: it
+# asks the client to run the transaction again (deadlock_detected, serialization_failure).
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def database_conflict(exc: BaseException) -> bool:
+    """True for a transaction Postgres aborted to break a deadlock or a serialization
+    conflict: it succeeds when run again, so it is no reason to fail a workflow."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None), exc.__cause__):
+        if getattr(candidate, "sqlstate", None) in _CONFLICT_SQLSTATES:
+            return True
+    return False
+
+
 def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 

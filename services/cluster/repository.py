@@ -166,6 +166,7 @@ class ClusterRepository:
         result = await self._session.scalars(
             select(Cluster)
             .where(Cluster.workflow_id == workflow_id, in_scope(Cluster.tenant_id, self._scope))
+            .order_by(Cluster.id)
             .with_for_update()
         )
         return list(result)
@@ -282,7 +283,10 @@ class ClusterRepository:
     async def live_nodes(self, node_ids: list[str]) -> list[Node]:
         """Those of `node_ids` still starting or registered, locked."""
         result = await self._session.scalars(
-            select(Node).where(Node.id.in_(node_ids), Node.status.in_(LIVE_NODE)).with_for_update()
+            select(Node)
+            .where(Node.id.in_(node_ids), Node.status.in_(LIVE_NODE))
+            .order_by(Node.id)  # several rows are locked in one order, never two at once
+            .with_for_update()
         )
         return list(result)
 

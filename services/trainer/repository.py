@@ -26,7 +26,11 @@ def _now() -> datetime:
 
 class TrainerRepository:
     """Rows of one tenant, or of every tenant for SYSTEM (event handlers, which trust the
-    tenant recorded on the row rather than the message)."""
+    tenant recorded on the row rather than the message).
+
+    A transaction that changes a job or its epochs locks the job's row first (FOR NO KEY
+    UPDATE: its key never changes, so the epochs' foreign-key checks are not blocked), and
+    several jobs in id order, so concurrent handlers queue on it and never deadlock."""
 
     def __init__(self, session: AsyncSession, scope: Scope) -> None:
         self._session = session
@@ -88,7 +92,7 @@ class TrainerRepository:
             TrainingJob.id == job_id, in_scope(TrainingJob.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         job: TrainingJob | None = await self._session.scalar(stmt)
         return job
 
@@ -108,7 +112,8 @@ class TrainerRepository:
                 in_scope(TrainingJob.tenant_id, self._scope),
                 TrainingJob.status.not_in(FINISHED_STATUSES),
             )
-            .with_for_update()
+            .order_by(TrainingJob.id)  # one order for every locker of several jobs
+            .with_for_update(key_share=True)
         )
         return list(await self._session.scalars(stmt))
 

@@ -46,7 +46,9 @@ async def _own_job(
 
 
 async def record_progress(uow: UnitOfWork, event: TrainingProgress) -> None:
-    job = await _own_job(uow, event)
+    # Locked before its epoch is inserted, as the finished event's handler does (see
+    # TrainerRepository): the two may run at once after a restart's backlog.
+    job = await _own_job(uow, event, for_update=True)
     if job is None:
         return
     repository = TrainerRepository(uow.session, job.tenant_id)
