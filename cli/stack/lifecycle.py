@@ -24,7 +24,7 @@ from cli.stack.secrets import ensure_secrets
 from cli.stack.services import SERVICES, Service, stack_env
 from cli.stack.state import StackInfo, clear_state, load_state, save_state
 from cli.stack.supervisor import ProcessRecord
-from shared.processes import log_tail
+from shared.processes import log_tail, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA = ("nats", "postgres")
@@ -237,7 +237,18 @@ def _stop(home: NexusHome, timeout: float = 10.0) -> list[str]:
     # Services first (they hold connections), then the infrastructure under them.
     services = [rec for rec in info.processes if rec.name not in INFRA]
     infra = [rec for rec in reversed(info.processes) if rec.name in INFRA]
-    stopped = supervisor.stop_all(services, timeout) + supervisor.stop_all(infra, timeout)
+    stopped = supervisor.stop_all(services, timeout)
+    # What the services started and no longer hold as children (adopted after a restart).
+    infra_pids = {rec.pid for rec in infra}
+    strays = [
+        proc
+        for proc in supervisor.started_for(home.root, info.started_at)
+        if proc.pid not in infra_pids
+    ]
+    if strays:
+        terminate(strays, timeout)
+        stopped.append(f"{len(strays)} more of its processes")
+    stopped += supervisor.stop_all(infra, timeout)
     clear_state(home)
     return stopped
 

@@ -129,6 +129,26 @@ def _targets(record: ProcessRecord, leader: psutil.Process | None) -> list[psuti
     return list(targets.values())
 
 
+def started_for(home: Path, since: float) -> list[psutil.Process]:
+    """The processes still running that were started for the stack at `home` since `since`.
+
+    Whatever a service starts (nodes, model servers, their fork servers) inherits the
+    stack's NEXUS_HOME, wherever it ends up in the process tree: a node or model server
+    outlives a service killed and started again, and the new one adopts it without being
+    its parent, so only this finds it. This process (the CLI) is never one of them."""
+    wanted = str(home)
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.create_time() < since:
+                continue
+            if proc.environ().get("NEXUS_HOME") == wanted:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def stop_all(records: Sequence[ProcessRecord], timeout: float = 10.0) -> list[str]:
     """Stop the recorded processes, their groups and descendants; return the names stopped.
 

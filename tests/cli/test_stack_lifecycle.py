@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -143,12 +145,29 @@ async def test_full_cycle_with_stand_in_services(stack_home, stub_project, port_
 
     children = child_pids(stack_home)
     assert len(children) == len(SERVICES)
-    stopped = stop_stack(stack_home.root)
+    # A model server or node a restarted service adopted: started for this stack (so it has
+    # its NEXUS_HOME) but no longer any service's child. Another stack's must be left alone.
+    adopted = _detached_sleeper({**os.environ, "NEXUS_HOME": str(stack_home.root)})
+    strangers = _detached_sleeper({**os.environ, "NEXUS_HOME": str(stack_home.root / "other")})
+    try:
+        stopped = stop_stack(stack_home.root)
 
-    assert set(stopped) == {"nats", "postgres", *info.services}
-    assert all(gone(rec.pid) for rec in info.processes)
-    assert all(gone(pid) for pid in children), "a service's child outlived `down`"
-    assert load_state(stack_home) is None
+        assert set(stopped) == {"nats", "postgres", *info.services, "1 more of its processes"}
+        assert all(gone(rec.pid) for rec in info.processes)
+        assert all(gone(pid) for pid in children), "a service's child outlived `down`"
+        assert adopted.poll() is not None, "an adopted process outlived `down`"
+        assert strangers.poll() is None, "`down` stopped another stack's process"
+        assert load_state(stack_home) is None
+    finally:
+        for sleeper in (adopted, strangers):
+            sleeper.kill()
+            sleeper.wait()
+
+
+def _detached_sleeper(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True
+    )
 
 
 def test_service_that_dies_fails_fast_with_its_log(stack_home, stub_project, port_env):
