@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import sys
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,6 +129,17 @@ def create_tracer_provider(service: str, otlp_endpoint: str | None) -> TracerPro
     # Global, so httpx/SQLAlchemy instrumentation and the NATS middleware share one provider.
     trace.set_tracer_provider(provider)
     return provider
+
+
+_STEPS = trace.get_tracer("nexus.steps")
+StepAttribute = str | int | float | bool
+
+
+def step(name: str, **attributes: StepAttribute) -> AbstractContextManager[trace.Span]:
+    """A span for one step of a phase (load the dataset, join the process group, start the
+    model server…), a child of the current one: the workflow's trace then shows where each
+    phase spends its time, not only which service it was in."""
+    return _STEPS.start_as_current_span(name, attributes=attributes)
 
 
 def instrument_app(app: Any, provider: TracerProvider) -> None:

@@ -43,6 +43,7 @@ from shared.db import SYSTEM, Scope
 from shared.errors import Conflict, NexusError, NotFound
 from shared.service_app import AnyContext
 from shared.spec import WorkflowSpec
+from shared.telemetry import step
 
 logger = logging.getLogger(__name__)
 
@@ -161,19 +162,23 @@ class Deployer:
         if not await asyncio.to_thread(self.context.artifacts.exists, metadata):
             raise ModelServerFailed(f"no model files at {model.model_uri}")
         # In a thread: a fork server that stopped answering may take seconds to give up on.
-        process = await asyncio.to_thread(
-            functools.partial(
-                self.processes.start,
-                deployment_id,
-                model.model_uri,
-                port,
-                model_id=model.id,
-                name=model.name,
-                version=model.version,
+        start = self.settings.model_server_start
+        with step("start model server", port=port, start=start):
+            process = await asyncio.to_thread(
+                functools.partial(
+                    self.processes.start,
+                    deployment_id,
+                    model.model_uri,
+                    port,
+                    model_id=model.id,
+                    name=model.name,
+                    version=model.version,
+                )
             )
-        )
         try:
-            await self.processes.wait_ready(process, self.http, self.settings.model_ready_timeout_s)
+            with step("wait for model server ready", port=port):
+                timeout_s = self.settings.model_ready_timeout_s
+                await self.processes.wait_ready(process, self.http, timeout_s)
         except BaseException:
             await self.processes.stop(deployment_id, self.settings.model_stop_timeout_s)
             raise
@@ -186,7 +191,8 @@ class Deployer:
         )
         gates = spec.gates
         gate = QualityGate(gates.min_accuracy, gates.min_r2, gates.max_rmse)
-        return await smoke_test(self.http, url, rows, gate)
+        with step("smoke test", rows=len(rows.rows)):
+            return await smoke_test(self.http, url, rows, gate)
 
     # --- rollout ------------------------------------------------------------------------------
     async def deploy(

@@ -40,6 +40,7 @@ from shared.contracts import (
 )
 from shared.node_tasks import TaskContext
 from shared.spec import TEST_FRACTION, VAL_FRACTION, TrainingSpec
+from shared.telemetry import step
 
 if TYPE_CHECKING:
     from shared.ml.architecture import Architecture
@@ -138,12 +139,13 @@ def _train(job: TrainTask, context: TaskContext, record: RunRecord) -> TrainResu
     if context.cancelled.is_set():
         raise TrainingCancelled("cancelled before training started")
     architecture = Architecture.model_validate(job.architecture)
-    splits = load_splits(
-        spec.dataset,
-        seed=spec.training.seed,
-        val_fraction=VAL_FRACTION,
-        test_fraction=TEST_FRACTION,
-    )
+    with step("load dataset", dataset=spec.dataset):
+        splits = load_splits(
+            spec.dataset,
+            seed=spec.training.seed,
+            val_fraction=VAL_FRACTION,
+            test_fraction=TEST_FRACTION,
+        )
     with _job_group(job, context):
         return _run(job, context, record, architecture, splits)
 
@@ -161,18 +163,22 @@ def _job_group(job: TrainTask, context: TaskContext) -> Iterator[None]:
     meet = placement.rendezvous
     # Each attempt meets under its own keys: a rank of a broken earlier one counts for none.
     prefix = f"job-{job.job_id}" + (f"-{job.attempt}" if job.attempt else "")
-    store = group_store(meet.host, meet.port, prefix, placement.timeout_s)
-    _wait_for_every_rank(store, placement, context)
     # NCCL moves CUDA tensors: DDP's gradients on GPUs. The parameter server's point-to-point
     # traffic is CPU tensors, on gloo.
     backend = meet.backend if job.spec.training.strategy == "ddp" else "gloo"
-    with joined_group(
-        store,
-        placement.rank,
-        placement.world_size,
-        timeout_s=placement.timeout_s,
-        backend=backend,
-    ):
+    with contextlib.ExitStack() as group:
+        with step("join process group", rank=placement.rank, backend=backend):
+            store = group_store(meet.host, meet.port, prefix, placement.timeout_s)
+            _wait_for_every_rank(store, placement, context)
+            group.enter_context(
+                joined_group(
+                    store,
+                    placement.rank,
+                    placement.world_size,
+                    timeout_s=placement.timeout_s,
+                    backend=backend,
+                )
+            )
         yield
 
 
@@ -249,21 +255,22 @@ def _run(
         checkpoints.append(url)
 
     resume_from = _resume_point(job, placement) if job.attempt or job.resume_from else None
-    run = run_rank(
-        placement,
-        splits,
-        architecture,
-        config,
-        on_epoch=on_epoch,
-        on_checkpoint=on_checkpoint,
-        labels=labels,
-        # A cancel is agreed at the end of an epoch, so every rank stops there together.
-        stop_requested=context.cancelled.is_set,
-        resume_from=resume_from,
-        on_snapshot=lambda snapshot: SNAPSHOTS.keep(job.job_id, snapshot),
-        server_state=SERVER_STATES.get(job.job_id) if resume_from is not None else None,
-        on_server_state=lambda state: SERVER_STATES.keep(job.job_id, state),
-    )
+    with step("train", strategy=t.strategy, rank=placement.rank):
+        run = run_rank(
+            placement,
+            splits,
+            architecture,
+            config,
+            on_epoch=on_epoch,
+            on_checkpoint=on_checkpoint,
+            labels=labels,
+            # A cancel is agreed at the end of an epoch, so every rank stops there together.
+            stop_requested=context.cancelled.is_set,
+            resume_from=resume_from,
+            on_snapshot=lambda snapshot: SNAPSHOTS.keep(job.job_id, snapshot),
+            server_state=SERVER_STATES.get(job.job_id) if resume_from is not None else None,
+            on_server_state=lambda state: SERVER_STATES.keep(job.job_id, state),
+        )
     if not placement.is_lead:
         return None
     assert run.trainer is not None and run.result is not None
@@ -289,26 +296,27 @@ def _run(
         "setup_seconds": run.fit_started - record.started,
     }
     nodes = node_totals(history)
-    save_model(
-        job.artifacts.models,
-        run.model,
-        architecture,
-        splits.normalization,
-        class_names=splits.class_names,
-        target_normalization=splits.target_normalization,
-        metrics={**{k: v for k, v in best.to_dict().items() if k != "nodes"}, **summary},
-        extra_metadata={
-            "dataset": spec.dataset,
-            "split_seed": t.seed,
-            "val_fraction": VAL_FRACTION,
-            "test_fraction": TEST_FRACTION,
-            "job_id": str(job.job_id),
-            "workflow_id": str(job.workflow_id),
-            "train_config": config.model_dump(mode="json"),
-            "strategy": _strategy_of(placement),
-            "nodes": nodes,
-        },
-    )
+    with step("save model"):
+        save_model(
+            job.artifacts.models,
+            run.model,
+            architecture,
+            splits.normalization,
+            class_names=splits.class_names,
+            target_normalization=splits.target_normalization,
+            metrics={**{k: v for k, v in best.to_dict().items() if k != "nodes"}, **summary},
+            extra_metadata={
+                "dataset": spec.dataset,
+                "split_seed": t.seed,
+                "val_fraction": VAL_FRACTION,
+                "test_fraction": TEST_FRACTION,
+                "job_id": str(job.job_id),
+                "workflow_id": str(job.workflow_id),
+                "train_config": config.model_dump(mode="json"),
+                "strategy": _strategy_of(placement),
+                "nodes": nodes,
+            },
+        )
     return TrainResult(
         model_uri=job.artifacts.models,
         checkpoints=checkpoints,

@@ -29,6 +29,7 @@ from shared.ml.evaluate import (
 )
 from shared.ml.predictor import PredictionResult, Predictor, RegressionResult
 from shared.node_tasks import TaskContext
+from shared.telemetry import step
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +65,15 @@ def run_validation(payload: dict[str, Any], context: TaskContext) -> None:
 
 
 def measure_model(task: ValidateTask) -> dict[str, Any]:
-    loaded = load_model(task.model_uri)
-    splits = load_splits(
-        task.dataset,
-        seed=task.seed,
-        val_fraction=task.val_fraction,
-        test_fraction=task.test_fraction,
-    )
+    with step("load model"):
+        loaded = load_model(task.model_uri)
+    with step("load dataset", dataset=task.dataset):
+        splits = load_splits(
+            task.dataset,
+            seed=task.seed,
+            val_fraction=task.val_fraction,
+            test_fraction=task.test_fraction,
+        )
     if loaded.architecture.input_dim != splits.num_features:
         raise ValueError(
             f"the model expects {loaded.architecture.input_dim} features; "
@@ -81,10 +84,15 @@ def measure_model(task: ValidateTask) -> dict[str, Any]:
             f"a {loaded.architecture.task} model for {task.dataset!r}, a {splits.task} dataset"
         )
     model = loaded.model
-    latency = measure_latency(model, splits.x_test, repeats=task.latency_repeats)
+    with step("measure latency", repeats=task.latency_repeats):
+        latency = measure_latency(model, splits.x_test, repeats=task.latency_repeats)
     predictor = Predictor(loaded)
     raw_test = splits.x_test_raw
-    sharded = sharded_inference(predictor, raw_test, task.shards)
+    with step("sharded inference", shards=task.shards):
+        sharded = sharded_inference(predictor, raw_test, task.shards)
+    with step("evaluate"):
+        quality = _quality(loaded, splits)
+        test_suite = run_test_suite(loaded, splits, predictor, raw_test, sharded)
     return {
         "dataset": {
             "name": task.dataset,
@@ -99,7 +107,7 @@ def measure_model(task: ValidateTask) -> dict[str, Any]:
         },
         "model": _model_summary(loaded, task.model_uri),
         "task": splits.task,
-        **_quality(loaded, splits),
+        **quality,
         "latency": {
             "p50_ms": latency.p50_ms,
             "p95_ms": latency.p95_ms,
@@ -112,7 +120,7 @@ def measure_model(task: ValidateTask) -> dict[str, Any]:
             "rows_per_second": latency.batch_rows_per_second,
         },
         "distributed_inference": sharded,
-        "test_suite": run_test_suite(loaded, splits, predictor, raw_test, sharded),
+        "test_suite": test_suite,
         "torch_version": torch.__version__,
     }
 

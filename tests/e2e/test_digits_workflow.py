@@ -306,21 +306,39 @@ async def test_a_regression_workflow_on_diabetes_passes_its_r2_gate_and_serves_v
     await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
 
 
+# The steps inside the phases, each a span of the service or node that took it.
+WORKFLOW_STEPS = {
+    "nexus-cluster": {"start node processes", "check topology"},
+    "nexus-trainer": {"design network", "write design files"},
+    "nexus-node": {"load dataset", "join process group", "train", "save model"}
+    | {"load model", "measure latency", "sharded inference", "evaluate"},
+    "nexus-deployer": {"start model server", "wait for model server ready", "smoke test"},
+}
+
+
 async def assert_one_trace_spans_the_workflow(otlp: OtlpReceiver) -> None:
-    """The request's trace continues through every phase: HTTP, NATS, the node processes."""
+    """The request's trace continues through every phase (HTTP, NATS, the node processes)
+    and shows each step inside them."""
     wanted = {"nexus-cluster", "nexus-memory", "nexus-node", "nexus-trainer"}
     wanted |= {"nexus-validator", "nexus-deployer"}
+    wanted_steps = {(service, name) for service, names in WORKFLOW_STEPS.items() for name in names}
     deadline = time.monotonic() + 30  # spans are exported in batches every few seconds
     services: set[str] = set()
+    steps: set[tuple[str, str]] = set()
     while time.monotonic() < deadline:
         for spans in otlp.traces().values():
             names = {span.name for span in spans}
             if "POST /workflows" in names and "nexus.phase5.completed process" in names:
                 services = {span.service for span in spans}
-        if wanted <= services:
+                steps = {(span.service, span.name) for span in spans}
+        if wanted <= services and wanted_steps <= steps:
             return
         await asyncio.sleep(1)
-    raise AssertionError(f"no single trace from POST /workflows to phase 5; saw {services}")
+    missing = sorted(wanted_steps - steps)
+    raise AssertionError(
+        f"no single trace from POST /workflows to phase 5 with every step; saw {services}, "
+        f"missing steps {missing}"
+    )
 
 
 async def test_workflow_requested_event_runs_the_whole_workflow(

@@ -19,6 +19,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, stop_after_delay, wait_exponential
@@ -404,8 +405,13 @@ def _prewarm() -> None:
 
 
 def _run_handler_sync(kind: str, payload: dict[str, Any], context: NodeTaskContext) -> None:
-    ensure_torch()  # every task handler trains or measures a model; load torch once, 1 thread
-    load_handler(kind)(payload, context)
+    # The task's span is current in its thread, so the handler's steps are its children.
+    token = otel_context.attach(context.trace_context)
+    try:
+        ensure_torch()  # every task handler trains or measures a model; load torch once
+        load_handler(kind)(payload, context)
+    finally:
+        otel_context.detach(token)
 
 
 async def _reply(msg: Msg, body: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from shared.contracts import ClusterStarted, MemoryWritten, NodeInfo, NodeJoined
 from shared.db import SYSTEM, UnitOfWork
 from shared.project_layout import MemoryKey
 from shared.spec import ClusterSpec, WorkflowSpec
+from shared.telemetry import step
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,14 @@ async def start_processes(
     state = context.state
     state.nodes_started(cluster.id)
     try:
-        return await asyncio.to_thread(
-            state.manager.start,
-            cluster.id,
-            plans,
-            workflow_id=cluster.workflow_id,
-            tenant_id=cluster.tenant_id,
-        )
+        with step("start node processes", nodes=len(plans), start=context.settings.node_start):
+            return await asyncio.to_thread(
+                state.manager.start,
+                cluster.id,
+                plans,
+                workflow_id=cluster.workflow_id,
+                tenant_id=cluster.tenant_id,
+            )
     except OSError as exc:
         return f"could not start node processes: {exc}"
 

@@ -15,6 +15,7 @@ from shared.contracts import ClusterStarted, MemoryWritten, Phase2Completed
 from shared.db import UnitOfWork
 from shared.phases import PhaseError
 from shared.project_layout import MemoryKey, ProjectFile
+from shared.telemetry import step
 
 
 async def configure_workflow(
@@ -25,7 +26,8 @@ async def configure_workflow(
     if failures:
         raise PhaseError("; ".join(failures), {"failed_gates": failures, "gates": gates})
     try:
-        design = await asyncio.to_thread(design_network, spec)
+        with step("design network", model=spec.model.type):
+            design = await asyncio.to_thread(design_network, spec)
     except ValueError as exc:  # DesignRejected, or a dataset this process cannot load
         raise PhaseError(str(exc), {"gates": {**gates, "architecture_valid": False}}) from exc
 
@@ -33,7 +35,10 @@ async def configure_workflow(
     await TrainerRepository(uow.session, tenant).save_architecture(
         workflow, spec.dataset, design.architecture, design.parameter_count, design.source
     )
-    urls = await asyncio.to_thread(write_design_files, artifacts, tenant, workflow, spec, design)
+    with step("write design files"):
+        urls = await asyncio.to_thread(
+            write_design_files, artifacts, tenant, workflow, spec, design
+        )
     await uow.emit(
         MemoryWritten(
             workflow_id=workflow,
