@@ -30,13 +30,16 @@ def as_service(internal_token: str, tenant_id: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
+async def serving(app: Any, *, lifespan: str = "auto") -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on a free local port in this event loop (for code
-    under test that calls another service over real HTTP); yields its base URL."""
+    under test that calls another service over real HTTP, or a response streamed, which the
+    in-process transport would buffer); yields its base URL. `lifespan="off"` for an app
+    whose lifespan already runs (`running`)."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan
     )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -12,6 +12,7 @@ from services.cluster.process_manager import NodePlan
 from services.cluster.service import admission, nodes, supervision
 from services.cluster.service.topology import verify_topology
 from services.cluster.state import ClusterContext
+from shared.telemetry import step
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ async def start(context: ClusterContext) -> None:
     context.state.spawn(watch_forever(context), name="cluster-watchdog")
     context.state.spawn(detect_losses_forever(context), name="cluster-loss-detector")
     context.state.spawn(admit_forever(context), name="cluster-admission")
+    changes = context.state.changes.listen_forever(context.engine)
+    context.state.spawn(changes, name="cluster-workflow-changes")
 
 
 async def stop(context: ClusterContext) -> None:
@@ -132,9 +135,10 @@ async def verify_cluster(context: ClusterContext, cluster_id: uuid.UUID) -> None
             members = await nodes.topology_members(context, uow, cluster_id)
         if members is None:
             return
-        topology = await verify_topology(
-            context.broker.connection, members, context.settings.topology_timeout_s
-        )
+        with step("check topology", nodes=len(members)):
+            topology = await verify_topology(
+                context.broker.connection, members, context.settings.topology_timeout_s
+            )
         async with context.unit_of_work() as uow:
             await nodes.conclude_start(context, uow, cluster_id, topology)
     finally:

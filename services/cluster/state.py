@@ -23,6 +23,7 @@ from services.cluster.process_manager import (
     node_fork_launcher,
 )
 from services.cluster.settings import ClusterSettings
+from services.cluster.workflow_changes import WorkflowChanges
 from shared.service_app import ServiceContext, get_context
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class ClusterState:
     started_at: float = field(default_factory=time.monotonic)
     # Set when nodes stop: queued clusters may fit now.
     capacity_freed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Wakes the event streams of a workflow that changed (Postgres NOTIFY).
+    changes: WorkflowChanges = field(default_factory=WorkflowChanges)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

@@ -4,6 +4,7 @@ stream its changes, and download its generated project."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +31,6 @@ router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 WorkflowId = Annotated[uuid.UUID, Path(description="The workflow's id.")]
 # How soon a follower sees a change: one small read per follower this often.
-SSE_POLL_INTERVAL_S = 0.2
 SSE_KEEPALIVE_S = 15.0
 
 
@@ -136,21 +136,29 @@ async def workflow_events(
     if first is None:
         raise NotFound(f"no workflow {workflow_id}")
 
+    changes = context.state.changes
+
     async def stream() -> AsyncIterator[str]:
-        current: WorkflowOut | None = first
-        sent, quiet_since = "", time.monotonic()
-        while current is not None:
-            text = current.model_dump_json()
-            if text != sent:
-                yield f"event: workflow\ndata: {text}\n\n"
-                sent, quiet_since = text, time.monotonic()
-            elif time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
-                yield ": keep-alive\n\n"  # proxies drop silent connections
-                quiet_since = time.monotonic()
-            if current.status in TERMINAL or await request.is_disconnected():
-                return
-            await asyncio.sleep(SSE_POLL_INTERVAL_S)
-            current = await _snapshot(context, principal.tenant_id, workflow_id)
+        with changes.follow(workflow_id) as changed:
+            changed.set()  # it may have changed since `first` was read, before we followed
+            current: WorkflowOut | None = first
+            sent, quiet_since = "", time.monotonic()
+            while current is not None:
+                text = current.model_dump_json()
+                if text != sent:
+                    yield f"event: workflow\ndata: {text}\n\n"
+                    sent, quiet_since = text, time.monotonic()
+                elif time.monotonic() - quiet_since > SSE_KEEPALIVE_S:
+                    yield ": keep-alive\n\n"  # proxies drop silent connections
+                    quiet_since = time.monotonic()
+                if current.status in TERMINAL or await request.is_disconnected():
+                    return
+                # Woken by the workflow's NOTIFY; read anyway now and then (a disconnect is
+                # noticed then, and nothing is missed while the listener reconnects).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), changes.wait_s(SSE_KEEPALIVE_S))
+                changed.clear()  # before the read: a change during it wakes the next wait
+                current = await _snapshot(context, principal.tenant_id, workflow_id)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
