@@ -1,7 +1,9 @@
 """The service's end of a fork server (shared/fork_server.py): started in the background when
 the service starts, so the first processes it needs are forked from an interpreter that has
-torch imported already. While the server is not ready, or if it died, `fork` answers None and
-the caller starts the process the cold way (a new interpreter), so a start never waits on it."""
+torch imported already. A start asked for while the server is still importing waits for it
+(at most `STARTING_WAIT_S`): a new interpreter would import torch too, slower, competing with
+it for the same cores. If the server died or never gets ready, `fork` answers None and the
+caller starts the process the cold way (a new interpreter)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ SERVER_MODULE = "shared.fork_server"
 FORK_TIMEOUT_S = 10.0
 # The fork server imports torch first; past this, processes keep starting cold.
 READY_TIMEOUT_S = 120.0
+# How long a start waits for a fork server that is still importing; about what a cold start
+# takes on a loaded host, so waiting is never much slower than not.
+STARTING_WAIT_S = 20.0
 # Exit codes kept until the caller reads them; a bound, should it never.
 _MAX_EXITS = 10_000
 
@@ -104,6 +109,12 @@ class ForkLauncher:
         process = self._process
         return self._ready.is_set() and process is not None and process.poll() is None
 
+    @property
+    def starting(self) -> bool:
+        """Running, still importing what its children need."""
+        process = self._process
+        return not self._ready.is_set() and process is not None and process.poll() is None
+
     def exit_code(self, pid: int) -> int | None:
         """How a forked process ended (a negative code: killed by that signal), once it has."""
         with self._lock:
@@ -112,6 +123,8 @@ class ForkLauncher:
     def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
         """The pid of a process forked with `argv` and `env`, its output appended to
         `log_path`; None when the fork server cannot serve it now (the caller starts it cold)."""
+        if self.starting:
+            self._ready.wait(STARTING_WAIT_S)
         if not self.ready:
             return None
         request = json.dumps({"argv": argv, "env": env, "log": str(log_path)}) + "\n"

@@ -113,6 +113,29 @@ def test_nodes_start_cold_while_the_fork_server_is_not_ready(
         manager.stop_all(grace_s=5)
 
 
+def test_a_node_asked_for_while_the_fork_server_imports_is_forked_once_it_is_ready(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    # A cold start now would import torch beside the fork server, on the same cores.
+    launcher = node_fork_launcher(env, tmp_path)
+    manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", launcher)
+    cluster_id = uuid.uuid4()
+    plan = plan_nodes(cluster_id, {"parameter_servers": 0, "workers": 1, "validators": 0})
+    launcher.start_in_background()
+    try:
+        deadline = time.monotonic() + 10
+        while not launcher.starting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert launcher.starting and not launcher.ready
+        [node] = manager.start(cluster_id, plan, workflow_id=None, tenant_id="t-wait")
+        server = psutil.Process(node.pid).parent()
+        assert server is not None and "shared.fork_server" in server.cmdline()
+        wait_for_line(tmp_path / "nodes" / f"{node.node_id}.log", "registered")
+    finally:
+        manager.stop_all(grace_s=5)
+        launcher.stop()
+
+
 def test_a_fork_server_that_died_is_not_used_and_comes_back(
     launcher: ForkLauncher, env: dict[str, str], tmp_path: Path
 ) -> None:
