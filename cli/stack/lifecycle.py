@@ -24,7 +24,7 @@ from cli.stack.secrets import ensure_secrets
 from cli.stack.services import SERVICES, Service, stack_env
 from cli.stack.state import StackInfo, clear_state, load_state, save_state
 from cli.stack.supervisor import ProcessRecord
-from shared.processes import log_tail, terminate
+from shared.processes import START_GATE_VARIABLE, log_tail, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA = ("nats", "postgres")
@@ -120,8 +120,12 @@ def _with_checkout_on_path(env: dict[str, str]) -> dict[str, str]:
 
 
 def _spawn_service(
-    home: NexusHome, svc: Service, env: Mapping[str, str], url: str
+    home: NexusHome, svc: Service, env: Mapping[str, str], url: str, gate: int | None = None
 ) -> ProcessRecord:
+    """Start a service; with `gate` (a pipe's read end) it imports and builds its app, then
+    waits for the pipe to close before it touches the database."""
+    if gate is not None:
+        env = {**env, START_GATE_VARIABLE: str(gate)}
     return supervisor.spawn(
         svc.name,
         [sys.executable, "-m", svc.module],
@@ -129,6 +133,7 @@ def _spawn_service(
         log_path=home.log_file(svc.name),
         cwd=REPO_ROOT,
         url=url,
+        pass_fds=() if gate is None else (gate,),
     )
 
 
@@ -171,19 +176,28 @@ def _start(
     env = _service_env(home, info, secrets_env, overrides)
     info.env = {key: value for key, value in env.items() if key.startswith("NEXUS_")}
 
+    # The services import (seconds) while the migrations run; each waits at the gate (a
+    # pipe) before its lifespan touches the database, until the migrations are done.
     t0 = time.monotonic()
-    _migrate(home, env, deadline)
+    gate, open_gate = os.pipe()
+    records = {}
+    try:
+        try:
+            for svc in SERVICES:
+                url = env[svc.url_var]
+                info.services[svc.name] = url
+                records[svc.name] = _spawn_service(home, svc, env, url, gate)
+                info.processes.append(records[svc.name])
+                save_state(home, info)
+        finally:
+            os.close(gate)  # the services hold their copies
+        _migrate(home, env, deadline)
+    finally:
+        # Opened after a failure too: what was started is then stopped (start_stack).
+        os.close(open_gate)
     _timed(info, "migrate", t0)
     report(f"migrate   done  ({info.timings['migrate']:.2f}s)")
 
-    t0 = time.monotonic()
-    records = {}
-    for svc in SERVICES:
-        url = env[svc.url_var]
-        info.services[svc.name] = url
-        records[svc.name] = _spawn_service(home, svc, env, url)
-        info.processes.append(records[svc.name])
-        save_state(home, info)
     failures = wait_ready(records, info.services, deadline)
     if failures:
         raise StackError(

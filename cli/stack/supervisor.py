@@ -57,8 +57,10 @@ def spawn(
     log_path: Path,
     cwd: Path | None = None,
     url: str | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessRecord:
-    """Start `argv` detached (own session) with stdout+stderr appended to `log_path`."""
+    """Start `argv` detached (own session) with stdout+stderr appended to `log_path`;
+    `pass_fds` are the only descriptors of ours it inherits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -74,6 +76,7 @@ def spawn(
             # and `down` can signal it together with every child it spawns.
             start_new_session=True,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
         )
     return record_for_pid(name, proc.pid, owns_group=True, url=url, log=str(log_path))
 

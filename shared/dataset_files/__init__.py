@@ -8,10 +8,8 @@ rows the way that schema says.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from shared.dataset_files.arrays import inspect_npz, read_npz
 from shared.dataset_files.schema import (
     FORMATS,
     DatasetFileError,
@@ -19,7 +17,13 @@ from shared.dataset_files.schema import (
     Format,
     Task,
 )
-from shared.dataset_files.tables import Opener, inspect_table, read_table
+
+# The readers (pyarrow, numpy) are imported on first use: a service that only stores schemas
+# starts without them, a second sooner.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from shared.dataset_files.tables import Opener
 
 __all__ = ["FORMATS", "DatasetFileError", "DatasetSchema", "Format", "inspect_file", "read_file"]
 
@@ -34,6 +38,9 @@ def inspect_file(
     categorical: Sequence[str] | None = None,
     delimiter: str = ",",
 ) -> DatasetSchema:
+    from shared.dataset_files.arrays import inspect_npz
+    from shared.dataset_files.tables import inspect_table
+
     if fmt == "npz":
         if target is not None or features is not None or categorical:
             raise DatasetFileError(
@@ -53,6 +60,9 @@ def inspect_file(
 
 def read_file(open_file: Opener, schema: DatasetSchema) -> tuple[np.ndarray, np.ndarray]:
     """(features as float64, rows × features; targets: class indices or float64 values)."""
+    from shared.dataset_files.arrays import read_npz
+    from shared.dataset_files.tables import read_table
+
     if schema.format == "npz":
         return read_npz(open_file, schema)
     return read_table(open_file, schema)

@@ -33,7 +33,7 @@ from cli.stack import (
 )
 from cli.stack.embedded_postgres import plain_url
 from cli.stack.state import StackInfo, load_state, save_state
-from cli.stack.supervisor import ProcessRecord, record_for_pid
+from cli.stack.supervisor import ProcessRecord, record_for_pid, started_for
 
 STUB_PROJECT = Path(__file__).parent / "stub_project"
 
@@ -186,6 +186,23 @@ def test_service_that_dies_fails_fast_with_its_log(stack_home, stub_project, por
     assert all(gone(pid) for pid in child_pids(stack_home))
 
 
+def test_services_start_while_migrating_but_touch_nothing_until_it_is_done(
+    stack_home, stub_project, port_env
+):
+    env = {
+        **port_env,
+        "NEXUS_DATABASE_URL": "postgresql+asyncpg://unused@/x",
+        "NEXUS_STUB_SKIP_DB": "1",
+        "NEXUS_STUB_MIGRATE_S": "1.5",
+    }
+    info = start_stack(stack_home.root, env, timeout=30)
+    with httpx.Client() as client:
+        for name, url in info.services.items():
+            started = client.get(f"{url}/started").json()
+            assert started["migrated_before_start"], f"{name} went on before the migrations"
+            assert "NEXUS_START_GATE_FD" not in client.get(f"{url}/env").json()
+
+
 def test_failed_migration_stops_what_was_started(stack_home, stub_project, port_env):
     env = {
         **port_env,
@@ -198,7 +215,8 @@ def test_failed_migration_stops_what_was_started(stack_home, stub_project, port_
 
     assert "told to by NEXUS_STUB_MIGRATE_FAIL" in str(failure.value)
     assert load_state(stack_home) is None
-    assert not stack_home.log_file("auth").exists(), "services started despite the failure"
+    # The services were started beside the migrations; none of them outlives the failure.
+    assert not started_for(stack_home.root, since=0), "a service outlived the failed up"
 
 
 def test_taken_port_is_named(stack_home, port_env):

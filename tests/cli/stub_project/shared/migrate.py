@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sys
+import time
 
 import asyncpg
 
@@ -20,5 +21,9 @@ async def main() -> None:
 if os.environ.get("NEXUS_STUB_MIGRATE_FAIL"):
     print("migration failed: told to by NEXUS_STUB_MIGRATE_FAIL", flush=True)
     sys.exit(2)
+# A migration slower than the services' start: they must still wait for it.
+time.sleep(float(os.environ.get("NEXUS_STUB_MIGRATE_S", "0")))
 if not os.environ.get("NEXUS_STUB_SKIP_DB"):
     asyncio.run(main())
+with open(os.path.join(os.environ["NEXUS_HOME"], "run", "stub-migrated"), "w") as marker:
+    marker.write("done")
