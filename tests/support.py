@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import multiprocessing.context
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -69,3 +71,12 @@ async def memory_keys(
             if expected <= set(values) or asyncio.get_running_loop().time() > deadline:
                 return values
             await asyncio.sleep(0.1)
+
+
+def warm_processes() -> multiprocessing.context.ForkServerContext:
+    """Where tests start the ranks of a job: processes forked from one server that imported
+    torch and the training stack once (as the platform's own nodes are), not a new
+    interpreter each, which takes seconds apiece."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "shared.ml.strategies", "services.trainer.node_task"])
+    return context

@@ -6,7 +6,6 @@ plainly (it starts the ranks itself) and under torchrun."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from shared.artifacts import ArtifactStore, local_path
 from shared.contracts import Rendezvous, TrainingFinished, TrainTask
 from shared.spec import WorkflowSpec
 from tests.services.trainer.conftest import REPO_ROOT, CollectingContext, node, train_payload
+from tests.support import warm_processes
 
 WORKERS = 2
 JOB_TIMEOUT_S = 180
@@ -74,7 +74,7 @@ def _run_job(spec: WorkflowSpec, store: ArtifactStore, servers: int, tmp: Path) 
     meet = Rendezvous(node_id="coordinator", host="127.0.0.1", port=store_server.port)
     placement = {"members": members, "servers": servers, "timeout_s": 60}
     base = train_payload(store, spec, placement={"rank": 0, **placement, "rendezvous": meet})
-    spawn = multiprocessing.get_context("spawn")
+    spawn = warm_processes()
     processes, outputs = [], []
     for rank in range(len(members)):
         payload = {**base, "placement": {**base["placement"], "rank": rank}}
@@ -185,7 +185,7 @@ def test_a_rank_that_fails_fails_the_job_within_the_collective_timeout(tmp_path:
     base = train_payload(store, spec, placement={"rank": 0, **placement})
     broken = {**base, "placement": {**base["placement"], "rank": 1}}
     broken["spec"] = {**base["spec"], "dataset": "imagenet"}
-    spawn = multiprocessing.get_context("spawn")
+    spawn = warm_processes()
     outputs = [tmp_path / "rank-0.json", tmp_path / "rank-1.json"]
     processes = [
         spawn.Process(target=_rank_process, args=(payload, store.root_url, str(out)))

@@ -25,6 +25,7 @@ from shared.ml.parameter_server import ServerState, steps_per_epoch
 from shared.ml.strategies import Placement, run_rank
 from shared.ml.training import TrainConfig, Trainer, seed_everything
 from shared.processes import free_port
+from tests.support import warm_processes
 
 WORLD_SIZE = 2
 PER_RANK_BATCH = 16
@@ -112,7 +113,9 @@ def _run(
     out.mkdir(exist_ok=True)
     port = free_port("127.0.0.1")
     attempt = attempt or Attempt()
-    mp.spawn(_rank, args=(port, job, splits, arch, out, attempt), nprocs=job["world_size"])
+    args = (port, job, splits, arch, out, attempt)
+    warm_processes()  # the ranks are forked from its server
+    mp.start_processes(_rank, args=args, nprocs=job["world_size"], start_method="forkserver")
     lead: dict = torch.load(out / "lead.pt", weights_only=True)
     return lead
 
