@@ -158,6 +158,10 @@ async def test_datasets_lists_the_bundled_ones(
     }
 
 
+# Fixed, so every test worker collects the same test ids; no job has it.
+UNKNOWN_JOB = uuid.UUID("00000000-0000-4000-8000-00000000dead")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "field"),
     [
@@ -167,9 +171,9 @@ async def test_datasets_lists_the_bundled_ones(
         ("get", "/jobs?limit=0", 422, "query.limit"),
         ("get", "/jobs?status=exploded", 422, "query.status"),
         ("get", "/jobs?workflow_id=7", 422, "query.workflow_id"),
-        ("get", f"/jobs/{uuid.uuid4()}", 404, None),
-        ("get", f"/jobs/{uuid.uuid4()}/metrics", 404, None),
-        ("post", f"/jobs/{uuid.uuid4()}/cancel", 404, None),
+        ("get", f"/jobs/{UNKNOWN_JOB}", 404, None),
+        ("get", f"/jobs/{UNKNOWN_JOB}/metrics", 404, None),
+        ("post", f"/jobs/{UNKNOWN_JOB}/cancel", 404, None),
     ],
 )
 async def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
