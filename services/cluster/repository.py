@@ -22,6 +22,12 @@ HELD_CLUSTER = (QUEUED, *ACTIVE_CLUSTER)
 LIVE_NODE = ("starting", "registered")
 
 
+# Rows are locked FOR NO KEY UPDATE (`key_share=True`): no statement here changes a key, and
+# FOR UPDATE would also block the foreign-key checks of another transaction inserting a
+# phase or a node under the row, which then deadlock with it (a node registering while its
+# cluster is stopped). Several rows are locked in id order.
+
+
 class WorkflowRepository:
     def __init__(self, session: AsyncSession, scope: Scope) -> None:
         self._session = session
@@ -58,7 +64,7 @@ class WorkflowRepository:
             Workflow.id == workflow_id, in_scope(Workflow.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         result: Workflow | None = await self._session.scalar(stmt)
         return result
 
@@ -149,7 +155,7 @@ class ClusterRepository:
             Cluster.id == cluster_id, in_scope(Cluster.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         found: Cluster | None = await self._session.scalar(stmt)
         return found
 
@@ -167,7 +173,7 @@ class ClusterRepository:
             select(Cluster)
             .where(Cluster.workflow_id == workflow_id, in_scope(Cluster.tenant_id, self._scope))
             .order_by(Cluster.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         return list(result)
 
@@ -207,7 +213,7 @@ class ClusterRepository:
             .order_by(Cluster.created_at, Cluster.id)
         )
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         return list(await self._session.scalars(stmt))
 
     def set_status(self, cluster: Cluster, status: str, error: str | None = None) -> None:
@@ -286,7 +292,7 @@ class ClusterRepository:
             select(Node)
             .where(Node.id.in_(node_ids), Node.status.in_(LIVE_NODE))
             .order_by(Node.id)  # several rows are locked in one order, never two at once
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         return list(result)
 

@@ -54,7 +54,7 @@ class ValidationRepository:
             Validation.id == validation_id, in_scope(Validation.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(key_share=True)
         validation: Validation | None = await self._session.scalar(stmt)
         return validation
 
@@ -115,7 +115,7 @@ class ValidationRepository:
                 Validation.status.in_(OPEN_STATUSES),
                 *where,
             )
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         return result.all()
 

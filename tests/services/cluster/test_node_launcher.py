@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from services.cluster.process_manager import (
     AdoptedProcess,
+    NodePlan,
     NodeProcessManager,
     local_node_process,
     node_environment,
@@ -96,13 +97,21 @@ def test_a_forked_node_runs_the_node_and_is_known_by_its_log_file(
     assert not psutil.pid_exists(node.pid) or process.status() == psutil.STATUS_ZOMBIE
 
 
+def _one_worker(
+    env: dict[str, str], tmp_path: Path, launcher: ForkLauncher
+) -> tuple[NodeProcessManager, uuid.UUID, list[NodePlan]]:
+    """A manager starting nodes through `launcher`, and a cluster of one worker to start."""
+    manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", launcher)
+    cluster_id = uuid.uuid4()
+    plan = plan_nodes(cluster_id, {"parameter_servers": 0, "workers": 1, "validators": 0})
+    return manager, cluster_id, plan
+
+
 def test_nodes_start_cold_while_the_fork_server_is_not_ready(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     unstarted = node_fork_launcher(env, tmp_path)
-    manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", unstarted)
-    cluster_id = uuid.uuid4()
-    plan = plan_nodes(cluster_id, {"parameter_servers": 0, "workers": 1, "validators": 0})
+    manager, cluster_id, plan = _one_worker(env, tmp_path, unstarted)
     try:
         [node] = manager.start(cluster_id, plan, workflow_id=None, tenant_id="t-cold")
         process = psutil.Process(node.pid)
@@ -118,9 +127,7 @@ def test_a_node_asked_for_while_the_fork_server_imports_is_forked_once_it_is_rea
 ) -> None:
     # A cold start now would import torch beside the fork server, on the same cores.
     launcher = node_fork_launcher(env, tmp_path)
-    manager = NodeProcessManager(tmp_path / "nodes", env, "127.0.0.1", launcher)
-    cluster_id = uuid.uuid4()
-    plan = plan_nodes(cluster_id, {"parameter_servers": 0, "workers": 1, "validators": 0})
+    manager, cluster_id, plan = _one_worker(env, tmp_path, launcher)
     launcher.start_in_background()
     try:
         deadline = time.monotonic() + 10
