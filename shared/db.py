@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
@@ -24,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     MetaData,
+    Select,
     String,
     Table,
     delete,
@@ -45,6 +46,7 @@ from shared.contracts import Event, subject_of
 
 logger = logging.getLogger(__name__)
 
+SelectT = TypeVar("SelectT", bound=Select[Any])
 PublishFn = Callable[[str, dict[str, Any], dict[str, str]], Awaitable[None]]
 
 
@@ -106,6 +108,25 @@ def database_conflict(exc: BaseException) -> bool:
         if getattr(candidate, "sqlstate", None) in _CONFLICT_SQLSTATES:
             return True
     return False
+
+
+def transient_failure(exc: BaseException) -> str | None:
+    """Why a transaction that raised `exc` will succeed when simply run again (the event
+    redelivered), or None when it failed for a reason of its own."""
+    if database_unavailable(exc):
+        return "the database is unavailable"
+    if database_conflict(exc):
+        return "a concurrent transaction conflicted"
+    return None
+
+
+def locked(stmt: SelectT) -> SelectT:
+    """`stmt` locking the rows it reads until the transaction ends, FOR NO KEY UPDATE: no
+    service changes a row's key, and FOR UPDATE would also block another transaction's
+    foreign-key check on the row (inserting an epoch under a job, a node under a cluster),
+    which then deadlocks with the holder. A statement that locks several rows orders them
+    (by id), so two transactions never take them in opposite orders."""
+    return stmt.with_for_update(key_share=True)
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from shared.contracts import PHASE_NAMES, Event, PhaseFailed
-from shared.db import UnitOfWork, database_conflict, database_unavailable
+from shared.db import UnitOfWork, transient_failure
 from shared.service_app import AnyContext
 
 logger = logging.getLogger(__name__)
@@ -86,13 +86,9 @@ async def run_phase_step(
     except PhaseError as exc:
         reason, details = exc.reason, exc.details
     except Exception as exc:
-        if database_unavailable(exc):
-            logger.warning("%s: the database is unavailable (%s); to be redelivered", consumer, exc)
-            raise
-        if database_conflict(exc):
-            logger.warning(
-                "%s: a concurrent transaction conflicted (%s); to be redelivered", consumer, exc
-            )
+        transient = transient_failure(exc)
+        if transient is not None:
+            logger.warning("%s: %s (%s); to be redelivered", consumer, transient, exc)
             raise
         logger.exception(
             "%s: %s failed for workflow %s", consumer, type(event).__name__, event.workflow_id

@@ -13,19 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cluster.models import Cluster, Node, Workflow, WorkflowPhase
 from shared.contracts import PHASE_NAMES, NodeInfo
-from shared.db import Scope, check_scope, in_scope
+from shared.db import Scope, check_scope, in_scope, locked
 
 ACTIVE_CLUSTER = ("starting", "ready")
 # Waiting for room on the host: no nodes yet, but it counts against its tenant's quotas.
 QUEUED = "queued"
 HELD_CLUSTER = (QUEUED, *ACTIVE_CLUSTER)
 LIVE_NODE = ("starting", "registered")
-
-
-# Rows are locked FOR NO KEY UPDATE (`key_share=True`): no statement here changes a key, and
-# FOR UPDATE would also block the foreign-key checks of another transaction inserting a
-# phase or a node under the row, which then deadlock with it (a node registering while its
-# cluster is stopped). Several rows are locked in id order.
 
 
 class WorkflowRepository:
@@ -64,7 +58,7 @@ class WorkflowRepository:
             Workflow.id == workflow_id, in_scope(Workflow.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update(key_share=True)
+            stmt = locked(stmt)
         result: Workflow | None = await self._session.scalar(stmt)
         return result
 
@@ -155,7 +149,7 @@ class ClusterRepository:
             Cluster.id == cluster_id, in_scope(Cluster.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update(key_share=True)
+            stmt = locked(stmt)
         found: Cluster | None = await self._session.scalar(stmt)
         return found
 
@@ -170,10 +164,11 @@ class ClusterRepository:
 
     async def of_workflow(self, workflow_id: uuid.UUID) -> list[Cluster]:
         result = await self._session.scalars(
-            select(Cluster)
-            .where(Cluster.workflow_id == workflow_id, in_scope(Cluster.tenant_id, self._scope))
-            .order_by(Cluster.id)
-            .with_for_update(key_share=True)
+            locked(
+                select(Cluster)
+                .where(Cluster.workflow_id == workflow_id, in_scope(Cluster.tenant_id, self._scope))
+                .order_by(Cluster.id)
+            )
         )
         return list(result)
 
@@ -213,7 +208,7 @@ class ClusterRepository:
             .order_by(Cluster.created_at, Cluster.id)
         )
         if for_update:
-            stmt = stmt.with_for_update(key_share=True)
+            stmt = locked(stmt)
         return list(await self._session.scalars(stmt))
 
     def set_status(self, cluster: Cluster, status: str, error: str | None = None) -> None:
@@ -289,10 +284,11 @@ class ClusterRepository:
     async def live_nodes(self, node_ids: list[str]) -> list[Node]:
         """Those of `node_ids` still starting or registered, locked."""
         result = await self._session.scalars(
-            select(Node)
-            .where(Node.id.in_(node_ids), Node.status.in_(LIVE_NODE))
-            .order_by(Node.id)  # several rows are locked in one order, never two at once
-            .with_for_update(key_share=True)
+            locked(
+                select(Node)
+                .where(Node.id.in_(node_ids), Node.status.in_(LIVE_NODE))
+                .order_by(Node.id)
+            )
         )
         return list(result)
 

@@ -17,7 +17,7 @@ from services.trainer.models import (
     TrainingEpoch,
     TrainingJob,
 )
-from shared.db import Scope, check_scope, in_scope
+from shared.db import Scope, check_scope, in_scope, locked
 
 
 def _now() -> datetime:
@@ -28,9 +28,8 @@ class TrainerRepository:
     """Rows of one tenant, or of every tenant for SYSTEM (event handlers, which trust the
     tenant recorded on the row rather than the message).
 
-    A transaction that changes a job or its epochs locks the job's row first (FOR NO KEY
-    UPDATE: its key never changes, so the epochs' foreign-key checks are not blocked), and
-    several jobs in id order, so concurrent handlers queue on it and never deadlock."""
+    A transaction that changes a job or its epochs locks the job's row first (`locked`), so
+    concurrent handlers of one job queue on it and never deadlock."""
 
     def __init__(self, session: AsyncSession, scope: Scope) -> None:
         self._session = session
@@ -92,7 +91,7 @@ class TrainerRepository:
             TrainingJob.id == job_id, in_scope(TrainingJob.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update(key_share=True)
+            stmt = locked(stmt)
         job: TrainingJob | None = await self._session.scalar(stmt)
         return job
 
@@ -105,15 +104,14 @@ class TrainerRepository:
         return await self._unfinished(TrainingJob.workflow_id == workflow_id)
 
     async def _unfinished(self, where: ColumnElement[bool]) -> list[TrainingJob]:
-        stmt = (
+        stmt = locked(
             select(TrainingJob)
             .where(
                 where,
                 in_scope(TrainingJob.tenant_id, self._scope),
                 TrainingJob.status.not_in(FINISHED_STATUSES),
             )
-            .order_by(TrainingJob.id)  # one order for every locker of several jobs
-            .with_for_update(key_share=True)
+            .order_by(TrainingJob.id)
         )
         return list(await self._session.scalars(stmt))
 

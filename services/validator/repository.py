@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.validator.models import OPEN_STATUSES, Validation
-from shared.db import Scope, check_scope, in_scope
+from shared.db import Scope, check_scope, in_scope, locked
 
 
 class ValidationRepository:
@@ -54,7 +54,7 @@ class ValidationRepository:
             Validation.id == validation_id, in_scope(Validation.tenant_id, self._scope)
         )
         if for_update:
-            stmt = stmt.with_for_update(key_share=True)
+            stmt = locked(stmt)
         validation: Validation | None = await self._session.scalar(stmt)
         return validation
 
@@ -109,13 +109,13 @@ class ValidationRepository:
 
     async def _open(self, *where: ColumnElement[bool]) -> Sequence[Validation]:
         result = await self._session.scalars(
-            select(Validation)
-            .where(
-                in_scope(Validation.tenant_id, self._scope),
-                Validation.status.in_(OPEN_STATUSES),
-                *where,
+            locked(
+                select(Validation).where(
+                    in_scope(Validation.tenant_id, self._scope),
+                    Validation.status.in_(OPEN_STATUSES),
+                    *where,
+                )
             )
-            .with_for_update(key_share=True)
         )
         return result.all()
 

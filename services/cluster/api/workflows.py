@@ -30,7 +30,8 @@ from shared.spec import RetryRequest, WorkflowSpec
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 WorkflowId = Annotated[uuid.UUID, Path(description="The workflow's id.")]
-# How soon a follower sees a change: one small read per follower this often.
+# A follower is woken by the workflow's NOTIFY; with none, it reads and (when nothing
+# changed) sends a keep-alive this often.
 SSE_KEEPALIVE_S = 15.0
 
 
