@@ -150,9 +150,12 @@ class ForkLauncher:
         """Close its stdin, which ends it; the processes it forked go on."""
         with self._lock:
             process, self._process = self._process, None
+            importing = not self._ready.is_set()
             self._ready.clear()
         if process is None:
             return
+        if importing:
+            process.kill()  # it reads its stdin only once it has imported: seconds from now
         if process.stdin is not None:
             process.stdin.close()
         try:

@@ -1,5 +1,6 @@
 """`python -m shared.fork_server --warm MODULE[:FUNCTION]... --main MODULE:FUNCTION`: the warm
-start of the processes the platform runs many of — cluster nodes and model servers.
+start of the processes the platform runs many of — cluster nodes and model servers — and of
+the local stack's six services.
 
 A fresh interpreter spends seconds importing torch before it can do anything. This process
 imports what its children need once (each `--warm` module, calling FUNCTION when given), then
@@ -25,6 +26,7 @@ import argparse
 import importlib
 import json
 import os
+import runpy
 import select
 import signal
 import sys
@@ -119,6 +121,14 @@ def _answer(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, (json.dumps(message) + "\n").encode())
 
 
+def run_module(argv: list[str]) -> None:
+    """A child main for `--main shared.fork_server:run_module`: run `argv[0]` as
+    `python -m argv[0] argv[1:]...` would (the local stack's services are forked this way)."""
+    module, *arguments = argv
+    sys.argv = [module, *arguments]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
 def _run_child(child_main: ChildMain, argv: list[str], env: dict[str, str], log: str) -> None:
     """In the forked child: run as `python -m` of the main module would, then leave."""
     code = 1
@@ -130,8 +140,10 @@ def _run_child(child_main: ChildMain, argv: list[str], env: dict[str, str], log:
         os.dup2(nothing, 0)
         os.dup2(output, 1)
         os.dup2(output, 2)
-        os.close(output)
-        os.close(nothing)
+        # With this process's stdout (the answers) closed above, either may have been
+        # given fd 1 or 2, which must stay open.
+        for fd in {output, nothing} - {0, 1, 2}:
+            os.close(fd)
         os.environ.clear()
         os.environ.update(env)
         code = child_main(argv) or 0

@@ -22,24 +22,6 @@ def logging_to(path: Path) -> dict[str, str]:
     return {LOG_FILE_VARIABLE: str(path)}
 
 
-# A pipe's read end the process that started us holds the other end of: `nexus up` starts
-# the services while the migrations still run, and closes it once they are done.
-START_GATE_VARIABLE = "NEXUS_START_GATE_FD"
-
-
-def wait_at_start_gate() -> None:
-    """Block until the starting process opens the gate (closes its end of the pipe: done,
-    or it died, so this never waits longer than the process that started us lives)."""
-    fd = os.environ.pop(START_GATE_VARIABLE, None)
-    if fd is None:
-        return
-    try:
-        os.read(int(fd), 1)
-        os.close(int(fd))
-    except (OSError, ValueError):
-        pass  # not a pipe of ours (the variable outlived its pipe): nothing to wait for
-
-
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # Servers (uvicorn, nats-server) bind with SO_REUSEADDR, so a port whose old

@@ -27,7 +27,6 @@ from shared.bus import BrokerLink, create_broker, ensure_stream, publisher_for, 
 from shared.db import UnitOfWork, create_engine, make_sessionmaker, ping, relay_outbox
 from shared.errors import install_error_handlers
 from shared.health import health_router, install_http_metrics
-from shared.processes import wait_at_start_gate
 from shared.security import TokenVerifier, remote_verifier
 from shared.settings import ServiceSettings
 from shared.telemetry import (
@@ -202,13 +201,10 @@ async def _relay_forever(context: AnyContext) -> None:
 
 
 def run_service(app_factory: Callable[[], FastAPI], settings: ServiceSettings) -> None:
-    """`python -m services.<name>`: serve with uvicorn (uvloop + httptools when present).
-    The app is built, its modules imported, before the start gate: that is the slow part,
-    done while `nexus up` migrates the database the lifespan then uses."""
+    """`python -m services.<name>`: serve with uvicorn (uvloop + httptools when present)."""
     import uvicorn
 
     app = app_factory()
-    wait_at_start_gate()
     uvicorn.run(
         app,
         host=settings.host,

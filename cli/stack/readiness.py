@@ -13,7 +13,7 @@ from cli.stack import supervisor
 from cli.stack.ports import listens_on
 from cli.stack.supervisor import ProcessRecord
 
-POLL_INTERVAL_S = 0.2
+POLL_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ class Service:
     def module(self) -> str:
         return f"services.{self.name}"
 
+    @property
+    def app_module(self) -> str:
+        """What the service imports before it serves: its app and everything under it."""
+        return f"services.{self.name}.app"
+
     def port(self, env: Mapping[str, str]) -> int:
         raw = env.get(self.port_var, "")
         if not raw:

@@ -186,9 +186,7 @@ def test_service_that_dies_fails_fast_with_its_log(stack_home, stub_project, por
     assert all(gone(pid) for pid in child_pids(stack_home))
 
 
-def test_services_start_while_migrating_but_touch_nothing_until_it_is_done(
-    stack_home, stub_project, port_env
-):
+def test_services_are_forked_warm_once_the_migrations_are_done(stack_home, stub_project, port_env):
     env = {
         **port_env,
         "NEXUS_DATABASE_URL": "postgresql+asyncpg://unused@/x",
@@ -199,8 +197,26 @@ def test_services_start_while_migrating_but_touch_nothing_until_it_is_done(
     with httpx.Client() as client:
         for name, url in info.services.items():
             started = client.get(f"{url}/started").json()
-            assert started["migrated_before_start"], f"{name} went on before the migrations"
-            assert "NEXUS_START_GATE_FD" not in client.get(f"{url}/env").json()
+            assert started["migrated_before_start"], f"{name} started before the migrations"
+            assert started["forked_warm"], f"{name} was not forked from the warm server"
+    # The fork server ends once the services are forked; they go on without it.
+    ours = {rec.pid for rec in info.processes} | set(child_pids(stack_home))
+    assert {proc.pid for proc in started_for(stack_home.root, since=0)} <= ours
+
+
+def test_services_start_as_new_interpreters_when_told(stack_home, stub_project, port_env):
+    env = {
+        **port_env,
+        "NEXUS_DATABASE_URL": "postgresql+asyncpg://unused@/x",
+        "NEXUS_STUB_SKIP_DB": "1",
+        "NEXUS_SERVICE_START": "exec",
+    }
+    info = start_stack(stack_home.root, env, timeout=30)
+    with httpx.Client() as client:
+        for name, url in info.services.items():
+            started = client.get(f"{url}/started").json()
+            assert started["migrated_before_start"] and not started["forked_warm"], name
+    assert not stack_home.log_file("service-fork-server").exists()
 
 
 def test_failed_migration_stops_what_was_started(stack_home, stub_project, port_env):
@@ -215,8 +231,8 @@ def test_failed_migration_stops_what_was_started(stack_home, stub_project, port_
 
     assert "told to by NEXUS_STUB_MIGRATE_FAIL" in str(failure.value)
     assert load_state(stack_home) is None
-    # The services were started beside the migrations; none of them outlives the failure.
-    assert not started_for(stack_home.root, since=0), "a service outlived the failed up"
+    # Nothing outlives the failure: not the fork server that was importing the services.
+    assert not started_for(stack_home.root, since=0), "a process outlived the failed up"
 
 
 def test_taken_port_is_named(stack_home, port_env):

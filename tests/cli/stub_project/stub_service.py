@@ -11,21 +11,21 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def _wait_at_start_gate() -> bool:
-    """As a real service does (shared.processes.wait_at_start_gate); whether the migration
-    had finished by the time the gate opened."""
-    fd = os.environ.pop("NEXUS_START_GATE_FD", None)
-    if fd is not None:
-        os.read(int(fd), 1)
-        os.close(int(fd))
-    return os.path.exists(os.path.join(os.environ["NEXUS_HOME"], "run", "stub-migrated"))
+def _how_it_started(name: str) -> dict[str, bool]:
+    """Whether the migration had finished when this service started, and whether it was
+    forked from the stack's warm server (which imported its app module first)."""
+    marker = os.path.join(os.environ["NEXUS_HOME"], "run", "stub-migrated")
+    return {
+        "migrated_before_start": os.path.exists(marker),
+        "forked_warm": f"services.{name}.app" in sys.modules,
+    }
 
 
 def serve(name: str) -> None:
     if os.environ.get("NEXUS_STUB_DIE") == name:
         print(f"{name}: told to die by NEXUS_STUB_DIE", flush=True)
         sys.exit(3)
-    migrated_before_start = _wait_at_start_gate()
+    started = _how_it_started(name)
     # Like a real service's node processes: a child in the service's process group.
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     run = os.path.join(os.environ["NEXUS_HOME"], "run")
@@ -39,7 +39,7 @@ def serve(name: str) -> None:
             elif self.path == "/env":
                 body = {k: v for k, v in os.environ.items() if k.startswith("NEXUS_")}
             elif self.path == "/started":
-                body = {"migrated_before_start": migrated_before_start}
+                body = started
             else:
                 self.send_error(404)
                 return
