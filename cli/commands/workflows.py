@@ -107,7 +107,7 @@ def report(workflow_id: str = typer.Argument(..., help="Workflow id.")) -> None:
     uri = (workflow.get("result") or {}).get("report_uri")
     if not uri:
         raise fail(f"workflow {workflow_id} has no report yet (status {workflow.get('status')})")
-    console.print(f"report: {uri}")
+    console.print(f"report: {uri}", soft_wrap=True)  # whole, to copy from any terminal
     path = local_path(uri)
     if path is not None and path.is_file():
         console.print(Markdown(path.read_text()))

@@ -48,7 +48,10 @@ def test_a_code_training_never_saw_takes_the_unknown_row_instead_of_failing() ->
     with torch.no_grad():
         out = model(rows)
     assert out.shape == (4, 2) and torch.isfinite(out).all()
-    assert torch.equal(out[1], out[2]) and torch.equal(out[2], out[3])
+    # The same answer for each; to rounding, since a row's place in the batch may take
+    # another kernel path through the matrix product.
+    torch.testing.assert_close(out[2], out[1])
+    torch.testing.assert_close(out[3], out[2])
     assert not torch.equal(out[0], out[1])
 
 
