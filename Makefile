@@ -16,8 +16,13 @@ install: $(BIN)/nexus
 demo: install  ## the whole five-phase digits workflow on an embedded NATS and Postgres
 	$(BIN)/nexus demo
 
+# Three workers (the tests wait on processes and events about half the time, so more than
+# the cores), a test module each at a time (a module's stack or cluster is set up once);
+# each worker gets its own database and NATS (tests/infrastructure.py).
+TEST_WORKERS ?= 3
+
 test: install  ## the test suite (real Postgres and NATS: configured, containers, or embedded)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 Order: NEXUS_DATABASE_URL / NEXUS_NATS_URL when set; otherwise testcontainers when a Docker
 engine answers; otherwise the embedded servers the local stack uses. Never a silent skip.
+With several pytest-xdist workers, each has its own (tests/infrastructure.py).
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.infrastructure import start_test_nats, start_test_postgres
+from tests.infrastructure import (
+    start_test_nats,
+    start_test_postgres,
+    worker_database,
+    worker_index,
+)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     url = os.environ.get("NEXUS_DATABASE_URL")
     if url:
-        yield url
+        yield worker_database(url)
         return
     with start_test_postgres() as started:
         yield started
@@ -28,7 +34,7 @@ def database_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     url = os.environ.get("NEXUS_NATS_URL")
-    if url:
+    if url and worker_index() == 0:
         yield url
         return
     with start_test_nats() as started:

@@ -1,15 +1,80 @@
 """Start a throwaway Postgres or NATS for the tests when none is configured: containers
-when a Docker engine answers, otherwise the embedded servers the local stack uses."""
+when a Docker engine answers, otherwise the embedded servers the local stack uses.
+
+The suite runs in several pytest-xdist workers at once. Each worker's services are a whole
+Nexus of their own, so no two may share a database (capacity, restores and the outbox read
+every tenant's rows) or a NATS stream (each would consume the other's phase events): the
+first worker uses what is configured, every other one a database beside the configured one
+and a NATS server of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+from sqlalchemy.engine import make_url
 
 from shared.processes import free_port
 
-__all__ = ["free_port", "start_test_nats", "start_test_postgres"]
+__all__ = [
+    "free_port",
+    "model_ports",
+    "start_test_nats",
+    "start_test_postgres",
+    "database_beside",
+    "worker_database",
+    "worker_index",
+]
+
+# Each worker's model servers get ports of their own, clear of 8100+ (a developer's stack)
+# and of the kernel's ephemeral range (32768+), where free_port() finds the others.
+_MODEL_PORTS_BASE = 20000
+_MODEL_PORTS_PER_WORKER = 1000
+
+
+def worker_index() -> int:
+    """Which pytest-xdist worker this process is: 0 when the tests run in one process."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def model_ports() -> range:
+    """The ports this worker's model servers may listen on."""
+    start = _MODEL_PORTS_BASE + worker_index() * _MODEL_PORTS_PER_WORKER
+    return range(start, start + _MODEL_PORTS_PER_WORKER)
+
+
+def worker_database(url: str) -> str:
+    """The configured database for the first worker; for each other, a database of its own
+    on the same server."""
+    index = worker_index()
+    return url if index == 0 else database_beside(url, f"worker{index}")
+
+
+def database_beside(url: str, suffix: str) -> str:
+    """The URL of database `<name>_<suffix>` on the server of `url`, created if it is not
+    there (and kept for the next run, as the configured one is)."""
+    configured = make_url(url)
+    own = configured.set(database=f"{configured.database}_{suffix}")
+
+    async def create() -> None:
+        plain = configured.set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(plain)
+        try:
+            await conn.execute(f'CREATE DATABASE "{own.database}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await conn.close()
+
+    # In a thread of its own: this thread's event loop belongs to pytest-asyncio.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, create()).result()
+    return own.render_as_string(hide_password=False)
 
 
 def docker_available() -> bool:

@@ -12,7 +12,13 @@ import pytest
 from cli.stack import start_stack, stop_stack
 from shared.settings import SERVICE_PORTS
 from tests.e2e.otlp_receiver import OtlpReceiver
-from tests.infrastructure import free_port
+from tests.infrastructure import database_beside, free_port, model_ports
+
+
+def e2e_model_ports() -> dict[str, str]:
+    """Where a stack's model servers listen: this test worker's ports, not 8100+."""
+    ports = model_ports()[200:500]
+    return {"NEXUS_MODEL_PORT_START": str(ports.start), "NEXUS_MODEL_PORT_END": str(ports[-1])}
 
 
 # Module scope: the stack stops when the end-to-end module finishes, not at session end.
@@ -26,7 +32,6 @@ def otlp() -> Iterator[OtlpReceiver]:
 @pytest.fixture(scope="module")
 def stack(
     database_url: str,
-    nats_url: str,
     otlp: OtlpReceiver,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
@@ -34,12 +39,16 @@ def stack(
     # Free ports, so the tests never collide with a stack a developer already runs.
     overrides = {f"NEXUS_{name.upper()}_PORT": str(free_port()) for name in SERVICE_PORTS}
     overrides |= {
-        "NEXUS_DATABASE_URL": database_url,
-        "NEXUS_NATS_URL": nats_url,
+        # A database and a NATS of the stack's own: the in-process services other test
+        # modules start in this worker consume the same subjects and read every tenant's
+        # rows (capacity, the outbox relay), and would act on this stack's workflows.
+        "NEXUS_DATABASE_URL": database_beside(database_url, "e2e"),
+        "NEXUS_NATS_URL": "",  # empty: the stack starts its own, in milliseconds
         "NEXUS_CONSUMER_PREFIX": f"e2e-{secrets.token_hex(4)}-",
         # Deployments left "running" in a shared test database by earlier runs are not
         # this run's to bring back.
         "NEXUS_RESTORE_ON_STARTUP": "false",
+        **e2e_model_ports(),
         "NEXUS_OTLP_ENDPOINT": otlp.endpoint,
     }
     info = start_stack(home, overrides, timeout=180)

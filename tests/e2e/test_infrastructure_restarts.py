@@ -18,6 +18,7 @@ import pytest
 
 from cli.stack import restart, start_stack, stop_stack
 from shared.settings import SERVICE_PORTS
+from tests.e2e.conftest import e2e_model_ports
 from tests.e2e.test_digits_workflow import digits_spec, wait_for_workflow
 from tests.e2e.test_faults import wait_for_epoch
 from tests.infrastructure import free_port
@@ -36,6 +37,7 @@ def stack() -> Iterator[Any]:
         "NEXUS_NATS_URL": "",
         "NEXUS_CONSUMER_PREFIX": f"e2e-{secrets.token_hex(4)}-",
         "NEXUS_RESTORE_ON_STARTUP": "false",
+        **e2e_model_ports(),
     }
     info = start_stack(base / "home", overrides, timeout=180)
     try:

@@ -20,11 +20,13 @@ from services.deployer.rollout import Deployer
 from services.deployer.settings import DeployerSettings
 from shared.service_app import ServiceContext
 from shared.spec import WorkflowSpec
+from tests.infrastructure import model_ports
 from tests.support import as_service, running
 
 SEED = 42  # the spec's default seed: the smoke test draws its rows from this split
-# Served models of the tests stay clear of 8100+, where a local stack serves its own.
-TEST_PORTS = (18100, 18299)
+# Served models of the tests stay clear of 8100+, where a local stack serves its own, and
+# of the other test workers' (tests/infrastructure.py).
+TEST_PORTS = model_ports()[:200]
 
 
 @pytest.fixture(scope="session")
@@ -145,8 +147,8 @@ def deployer_settings(memory_url: str, **overrides: object) -> DeployerSettings:
     values: dict[str, object] = {
         "memory_url": memory_url,
         "restore_on_startup": False,  # restore() is tested on one tenant, explicitly
-        "model_port_start": TEST_PORTS[0],
-        "model_port_end": TEST_PORTS[1],
+        "model_port_start": TEST_PORTS.start,
+        "model_port_end": TEST_PORTS.stop - 1,
         "model_ready_timeout_s": 60.0,
         **overrides,
     }

@@ -19,6 +19,7 @@ from services.deployer.process_manager import (
     model_server_environment,
 )
 from shared.fork_launcher import ForkLauncher
+from tests.infrastructure import model_ports
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ async def test_a_forked_model_server_serves_and_is_known_by_its_port(
     launcher: ForkLauncher, digits_model_dir: Path, tmp_path: Path
 ) -> None:
     assert launcher.ready
-    manager = ModelProcessManager("127.0.0.1", range(18500, 18600), tmp_path, launcher)
+    manager = ModelProcessManager("127.0.0.1", model_ports()[500:600], tmp_path, launcher)
     port = manager.reserve_port(None)
     deployment = uuid.uuid4()
     process = manager.start(
