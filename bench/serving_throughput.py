@@ -1,0 +1,153 @@
+"""A served model under load, against plain FastAPI + torch and the HTTP stack's ceiling:
+`wrk` (one thread) at concurrency 1, 8 and 64, single-row `POST /predict` of digits' 64
+features, the same MLP in every server.
+
+    .venv/bin/python -m bench.serving_throughput [--seconds 10] [--concurrency 1 8 64]
+
+Servers, each its own uvicorn process (uvloop, httptools, no access log, one torch thread),
+measured one at a time on this machine:
+- `ceiling`: FastAPI answering a constant (bench/baseline_servers.py);
+- `plain`: the simplest FastAPI + torch endpoint for the same saved model (same file);
+- `served`: the real model server as the deployer starts it, with its input validation,
+  Prometheus metrics and tracing on.
+Prints requests/s, p50 and p99 per server and concurrency, and each against `plain`. The
+percentiles are wrk's own: raw, not corrected for coordinated omission. Needs `wrk`
+(Debian's package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.serving_latency import train_and_save
+from shared.processes import free_port
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True)
+class Point:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def parse_wrk(output: str) -> Point:
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    count = int(failed.group(1)) if failed else 0
+    count += sum(int(n) for n in errors.groups()) if errors else 0
+    return Point(rate, p50, p99, count)
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> Point:
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return parse_wrk(result.stdout)
+
+
+@contextmanager
+def server(argv: list[str], port: int) -> Iterator[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{argv} exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = Path(scratch) / "model"
+        row = train_and_save(model_dir)[0]
+        script = Path(scratch) / "predict.lua"
+        body = json.dumps({"rows": [row]})
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(body)}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        py = sys.executable
+        servers = {
+            "ceiling": [py, "-m", "bench.baseline_servers", "ceiling"],
+            "plain": [py, "-m", "bench.baseline_servers", "plain", "--model-dir", str(model_dir)],
+            "served": [py, "-m", "services.deployer.model_server", "--model-dir", str(model_dir)],
+        }
+        points: dict[str, dict[int, Point]] = {}
+        for name, argv in servers.items():
+            port = free_port()
+            with server([*argv, "--port", str(port)], port) as url:
+                answer = httpx.post(f"{url}/predict", json={"rows": [row]}, timeout=10)
+                answer.raise_for_status()
+                wrk(f"{url}/predict", script, 8, 2)  # warm-up
+                points[name] = {}
+                for connections in args.concurrency:
+                    points[name][connections] = wrk(
+                        f"{url}/predict", script, connections, args.seconds
+                    )
+                    p = points[name][connections]
+                    print(
+                        f"{name:<8} c={connections:<3} {p.requests_per_s:9,.0f} req/s  "
+                        f"p50 {p.p50_ms:8.3f} ms  p99 {p.p99_ms:8.3f} ms  errors {p.errors}",
+                        flush=True,
+                    )
+    print(f"\nwrk -t1, {args.seconds} s per point; percentiles raw (not corrected)")
+    print(f"{'server':<8} {'c':>3} {'req/s':>9} {'x plain':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, by_concurrency in points.items():
+        for connections, p in by_concurrency.items():
+            ratio = p.requests_per_s / points["plain"][connections].requests_per_s
+            print(
+                f"{name:<8} {connections:>3} {p.requests_per_s:>9,.0f} {ratio:>7.2f}x "
+                f"{p.p50_ms:>8.3f} {p.p99_ms:>8.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
