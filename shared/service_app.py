@@ -30,6 +30,7 @@ from shared.health import health_router, install_http_metrics
 from shared.security import TokenVerifier, remote_verifier
 from shared.settings import ServiceSettings
 from shared.telemetry import (
+    FASTAPI_TELEMETRY_OFF,
     configure_logging,
     create_tracer_provider,
     instrument_app,
@@ -169,6 +170,7 @@ def create_service_app(
         description=description,
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     app.state.metrics_registry = metrics_registry
     instrument_app(app, provider)

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from shared.ml.checkpoint import LoadedModel, PathLike, load_model
+from shared.ml.runtimes import Forward, RuntimeChoice, torch_forward
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -37,6 +37,12 @@ class Predictor:
         self.num_features = loaded.architecture.input_dim
         self.class_names = loaded.class_names
         self.task = loaded.architecture.task
+        # The forward pass: torch's, until a server measures a faster runtime (`use`).
+        self.forward: Forward = torch_forward(loaded.model)
+        self.runtime = "torch"
+
+    def use(self, runtime: RuntimeChoice) -> None:
+        self.forward, self.runtime = runtime.forward, runtime.name
 
     @classmethod
     def from_path(cls, path: PathLike) -> Predictor:
@@ -46,10 +52,10 @@ class Predictor:
         """Classify raw (unnormalized) feature rows; row numbers in errors count from 0."""
         if self.task != "classification":
             raise TypeError("a regression model predicts values: call predict_values")
-        x = self.normalized(self._validated(rows))
-        with torch.inference_mode():
-            probabilities = torch.softmax(self.loaded.model(torch.from_numpy(x)), dim=1)
-        classes = probabilities.argmax(dim=1).tolist()
+        logits = self.forward(self.normalized(self._validated(rows)))
+        exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
+        classes = probabilities.argmax(axis=1).tolist()
         return PredictionResult(
             classes=classes,
             class_names=[self.class_names[c] for c in classes],
@@ -62,9 +68,7 @@ class Predictor:
         target = self.loaded.target_normalization
         if target is None:
             raise TypeError("a classifier predicts classes: call predict")
-        x = self.normalized(self._validated(rows))
-        with torch.inference_mode():
-            outputs = self.loaded.model(torch.from_numpy(x))[:, 0].numpy()
+        outputs = self.forward(self.normalized(self._validated(rows)))[:, 0]
         return RegressionResult(values=target.invert(outputs).tolist())
 
     def answer(self, rows: list[list[float]] | np.ndarray) -> PredictionResult | RegressionResult:
@@ -75,18 +79,39 @@ class Predictor:
         return self.loaded.normalization.apply(x)
 
     def _validated(self, rows: list[list[float]] | np.ndarray) -> np.ndarray:
-        if isinstance(rows, np.ndarray):
-            if rows.ndim != 2:
-                raise ValueError(f"expected a 2-D array of rows, got {rows.ndim} dimension(s)")
-            row_list: list[Any] = list(rows)
-        else:
-            row_list = list(rows)
+        try:  # the common case, whole: a rectangle of numbers of the model's width
+            x = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            x = None
+        if x is not None and x.ndim == 2 and x.shape[1] == self.num_features and len(x):
+            self._check_values(x)
+            return x
+        # Something is wrong with some row: find which, and say what.
+        if isinstance(rows, np.ndarray) and rows.ndim != 2:
+            raise ValueError(f"expected a 2-D array of rows, got {rows.ndim} dimension(s)")
+        row_list: list[Any] = list(rows)
         if not row_list:
             raise ValueError("no rows to predict")
-        x = np.empty((len(row_list), self.num_features), dtype=np.float64)
+        checked = np.empty((len(row_list), self.num_features), dtype=np.float64)
         for i, row in enumerate(row_list):
-            x[i] = self._validated_row(i, row)
-        return x
+            checked[i] = self._validated_row(i, row)
+        return checked
+
+    @staticmethod
+    def _check_values(x: np.ndarray, first_row: int = 0) -> None:
+        """Every value finite and within float32 (the model computes in float32; a larger
+        value would silently become infinity); else name the first bad row and feature."""
+        finite = np.isfinite(x)
+        if not finite.all():
+            i, j = np.argwhere(~finite)[0]
+            value = x[i, j]
+            raise ValueError(f"row {first_row + i} has a non-finite value ({value}) at feature {j}")
+        too_large = np.abs(x) > _FLOAT32_MAX
+        if too_large.any():
+            i, j = np.argwhere(too_large)[0]
+            raise ValueError(
+                f"row {first_row + i} has a value too large for float32 at feature {j}"
+            )
 
     def _validated_row(self, i: int, row: Any) -> np.ndarray:
         try:
@@ -99,13 +124,5 @@ class Predictor:
             raise ValueError(
                 f"row {i} has {values.shape[0]} features; the model expects {self.num_features}"
             )
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            raise ValueError(
-                f"row {i} has a non-finite value ({values[bad[0]]}) at feature {bad[0]}"
-            )
-        # The model computes in float32; a larger value would silently become infinity.
-        huge = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)
-        if huge.size:
-            raise ValueError(f"row {i} has a value too large for float32 at feature {huge[0]}")
+        self._check_values(values[np.newaxis, :], first_row=i)
         return values

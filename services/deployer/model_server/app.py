@@ -10,28 +10,29 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
+from services.deployer.model_server.metrics import ModelMetrics
+from services.deployer.model_server.predictions import Predictions, PredictRoute
+from services.deployer.model_server.protocol_routes import add_protocol_routes
 from services.deployer.model_server.schemas import (
     ENDPOINTS,
     MAX_ROWS,
     ModelInfo,
     PredictRequest,
     PredictResponse,
-    RegressionPrediction,
     RegressionResponse,
+    json_body,
 )
-from shared.errors import Unavailable, Unprocessable, install_error_handlers
+from shared.errors import Unavailable, install_error_handlers
 from shared.health import health_router, install_http_metrics
-from shared.ml.predictor import Predictor, RegressionResult
-from shared.telemetry import create_tracer_provider, instrument_app
+from shared.ml.predictor import Predictor
+from shared.ml.runtimes import fastest_runtime
+from shared.telemetry import FASTAPI_TELEMETRY_OFF, create_tracer_provider, instrument_app
 
 logger = logging.getLogger(__name__)
-
-# Up to this many rows are predicted on the event loop (well under a millisecond).
-INLINE_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -43,34 +44,13 @@ class ModelIdentity:
     version: int | None = None
 
 
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry, model_id: str) -> None:
-        labels = ["model_id"]
-        self.requests = Counter(
-            "nexus_model_predictions_total", "Predict requests answered", labels, registry=registry
-        ).labels(model_id)
-        self.rows = Counter(
-            "nexus_model_rows_total", "Rows predicted", labels, registry=registry
-        ).labels(model_id)
-        self.errors = Counter(
-            "nexus_model_rejected_requests_total",
-            "Predict requests refused for bad rows",
-            labels,
-            registry=registry,
-        ).labels(model_id)
-        self.latency = Histogram(
-            "nexus_model_predict_seconds",
-            "Time to validate, normalize and predict one request's rows",
-            labels,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=registry,
-        ).labels(model_id)
-
-
 def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> FastAPI:
     identity = identity or ModelIdentity()
     registry = CollectorRegistry()
-    metrics = _Metrics(registry, identity.model_id or "unregistered")
+    metrics = ModelMetrics(registry, identity.model_id or "unregistered")
+    # The name the inference protocols address it by: its registered name, or "model".
+    name, version = identity.name or "model", str(identity.version or 1)
+    predictions = Predictions(metrics, identity.model_id, name, version)
     provider = create_tracer_provider("model-server", os.environ.get("NEXUS_OTLP_ENDPOINT"))
 
     @contextlib.asynccontextmanager
@@ -78,9 +58,22 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
         # Loading reads and checksums the weights: off the event loop. A model that does not
         # load makes start-up fail, so the process exits and the deployer sees why in its log.
         started = time.perf_counter()
-        app.state.predictor = await run_in_threadpool(Predictor.from_path, model_dir)
+        predictor = await run_in_threadpool(Predictor.from_path, model_dir)
+        # Torch or ONNX Runtime, whichever answers a row faster here (and the same).
+        runtime = await run_in_threadpool(
+            fastest_runtime, predictor.loaded.model, predictor.num_features
+        )
+        predictor.use(runtime)
+        app.state.runtime = runtime
+        app.state.predictor = predictions.predictor = predictor
         app.state.loaded_at = datetime.now(UTC).isoformat()
-        logger.info("model %s loaded in %.2fs", model_dir, time.perf_counter() - started)
+        logger.info(
+            "model %s loaded in %.2fs, served by %s (single row: %s)",
+            model_dir,
+            time.perf_counter() - started,
+            runtime.name,
+            ", ".join(f"{name} {us:.0f} us" for name, us in runtime.single_row_us.items()),
+        )
         yield
         provider.force_flush()
 
@@ -90,9 +83,12 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
         description="A model trained and validated by Nexus, served for predictions.",
         version=str(identity.version or "0"),
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     app.state.metrics_registry = registry
     app.state.predictor = None
+    # Added first, so innermost of the middleware: traced and counted like any route.
+    app.add_middleware(PredictRoute, predictions=predictions, app_routes=app.routes)
     instrument_app(app, provider)
     install_error_handlers(app)
     install_http_metrics(app, registry, "model-server")
@@ -109,49 +105,18 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
             raise Unavailable("the model is still loading")
         return predictor
 
-    @app.post("/predict", response_model=PredictResponse | RegressionResponse, tags=["model"])
-    async def predict(
-        body: PredictRequest, request: Request
-    ) -> PredictResponse | RegressionResponse:
+    @app.post(
+        "/predict",
+        response_model=PredictResponse | RegressionResponse,
+        openapi_extra=json_body(PredictRequest),
+        tags=["model"],
+    )
+    async def predict(request: Request) -> Response:
         """Classify 1 to 1000 rows of raw feature values, or predict their values."""
-        # Inference runs on the event loop: a single row takes ~0.2 ms, far less than the
-        # thread-pool hops a sync handler costs; large batches go to a worker thread.
-        predictor = predictor_of(request)
-        started = time.perf_counter()
-        for i, row in enumerate(body.rows):
-            if len(row) != predictor.num_features:
-                metrics.errors.inc()
-                raise Unprocessable(
-                    [
-                        {
-                            "field": f"rows.{i}",
-                            "message": f"row {i} has {len(row)} features; "
-                            f"the model expects {predictor.num_features}",
-                        }
-                    ]
-                )
-        try:
-            if len(body.rows) > INLINE_ROWS:
-                result = await run_in_threadpool(predictor.answer, body.rows)
-            else:
-                result = predictor.answer(body.rows)
-        except ValueError as exc:
-            metrics.errors.inc()
-            raise Unprocessable([{"field": "rows", "message": str(exc)}]) from exc
-        metrics.latency.observe(time.perf_counter() - started)
-        metrics.requests.inc()
-        metrics.rows.inc(len(body.rows))
-        if isinstance(result, RegressionResult):
-            return RegressionResponse(
-                predictions=[RegressionPrediction(value=v) for v in result.values],
-                model_id=identity.model_id,
-            )
-        return PredictResponse(
-            predictions=result.classes,
-            labels=result.class_names,
-            probabilities=result.probabilities,
-            model_id=identity.model_id,
-        )
+        status, payload = await predictions.answer(await request.body())
+        return Response(payload, status_code=status, media_type="application/json")
+
+    add_protocol_routes(app, predictions)
 
     @app.get("/", response_model=ModelInfo, tags=["model"])
     def model_info(request: Request) -> ModelInfo:
@@ -172,6 +137,10 @@ def create_model_app(model_dir: str, identity: ModelIdentity | None = None) -> F
             metrics=metadata.get("metrics") or {},
             trained_at=metadata.get("created_at"),
             loaded_at=request.app.state.loaded_at,
+            runtime=request.app.state.runtime.name,
+            runtime_single_row_us={
+                name: round(us, 1) for name, us in request.app.state.runtime.single_row_us.items()
+            },
             endpoints={**ENDPOINTS, "max_rows_per_request": str(MAX_ROWS)},
         )
 

@@ -34,6 +34,13 @@ class PredictRequest(BaseModel):
     )
 
 
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI's description of a JSON request body of `model`, for a route that reads and
+    validates its body itself."""
+    schema = {"content": {"application/json": {"schema": model.model_json_schema()}}}
+    return {"requestBody": {**schema, "required": True}}
+
+
 class PredictResponse(BaseModel):
     """A classifier's answer."""
 
@@ -68,4 +75,8 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     trained_at: str | None
     loaded_at: str
+    runtime: str = Field(description="What runs the forward pass: torch or onnxruntime.")
+    runtime_single_row_us: dict[str, float] = Field(
+        description="Each runtime's single-row forward pass as measured when the server started."
+    )
     endpoints: dict[str, str]
