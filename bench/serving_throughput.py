@@ -9,7 +9,8 @@ measured one at a time on this machine:
 - `ceiling`: FastAPI answering a constant (bench/baseline_servers.py);
 - `plain`: the simplest FastAPI + torch endpoint for the same saved model (same file);
 - `served`: the real model server as the deployer starts it, with its input validation,
-  Prometheus metrics and tracing on.
+  Prometheus metrics and tracing on;
+- `batched`: the same with dynamic batching on (up to 64 rows a pass, 300 µs wait).
 Prints requests/s, p50 and p99 per server and concurrency, and each against `plain`. The
 percentiles are wrk's own: raw, not corrected for coordinated omission. Needs `wrk`
 (Debian's package).
@@ -37,6 +38,8 @@ from bench.serving_latency import train_and_save
 from shared.processes import free_port
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+# The served model again, with dynamic batching on.
+BATCHING = ["--max-batch-size", "64", "--max-batch-wait-us", "300"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def main() -> None:
             "plain": [py, "-m", "bench.baseline_servers", "plain", "--model-dir", str(model_dir)],
             "served": [py, "-m", "services.deployer.model_server", "--model-dir", str(model_dir)],
         }
+        servers["batched"] = [*servers["served"], *BATCHING]
         points: dict[str, dict[int, Point]] = {}
         for name, argv in servers.items():
             port = free_port()

@@ -257,8 +257,25 @@ class GatesSpec(_Strict):
     min_nodes: int = Field(default=4, ge=1, le=64)
 
 
+class BatchingSpec(_Strict):
+    max_batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Rows of concurrent requests a served model runs in one forward pass; "
+        "1 (the default) serves each request alone",
+    )
+    max_wait_us: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description="How long a batch short of its size waits for requests already in flight",
+    )
+
+
 class DeploySpec(_Strict):
     port: int | None = Field(default=None, ge=1024, le=65535)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
 
 
 class WorkflowSpec(_Strict):

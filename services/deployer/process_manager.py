@@ -19,6 +19,7 @@ import psutil
 from shared.artifacts import local_path
 from shared.fork_launcher import ForkLauncher
 from shared.processes import log_tail, logging_to, port_is_free, terminate
+from shared.spec import BatchingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class ModelProcessManager:
         model_id: uuid.UUID,
         name: str,
         version: int,
+        batching: BatchingSpec | None = None,
     ) -> ModelProcess:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs_dir / f"{deployment_id}.log"
@@ -159,6 +161,9 @@ class ModelProcessManager:
             "--model-version",
             str(version),
         ]
+        if batching is not None and batching.max_batch_size > 1:
+            command += ["--max-batch-size", str(batching.max_batch_size)]
+            command += ["--max-batch-wait-us", str(batching.max_wait_us)]
         # The server rotates its log (shared.telemetry).
         env = {**model_server_environment(), **logging_to(log_path)}
         with log_path.open("ab") as log:

@@ -173,6 +173,7 @@ class Deployer:
                     model_id=model.id,
                     name=model.name,
                     version=model.version,
+                    batching=WorkflowSpec.model_validate(model.spec).deploy.batching,
                 )
             )
         try:

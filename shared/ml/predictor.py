@@ -52,7 +52,31 @@ class Predictor:
         """Classify raw (unnormalized) feature rows; row numbers in errors count from 0."""
         if self.task != "classification":
             raise TypeError("a regression model predicts values: call predict_values")
-        logits = self.forward(self.normalized(self._validated(rows)))
+        return self._classes(self.forward(self.prepare(rows)))
+
+    def predict_values(self, rows: list[list[float]] | np.ndarray) -> RegressionResult:
+        """A regression model's values for raw feature rows, de-standardized to the target's
+        units; row numbers in errors count from 0."""
+        if self.loaded.target_normalization is None:
+            raise TypeError("a classifier predicts classes: call predict")
+        return self._values(self.forward(self.prepare(rows)))
+
+    def answer(self, rows: list[list[float]] | np.ndarray) -> PredictionResult | RegressionResult:
+        """What the model predicts for the rows: classes, or values for regression."""
+        return self.interpret(self.forward(self.prepare(rows)))
+
+    # The three steps of `answer`, for a server that runs several requests' rows through
+    # one forward pass: each request's rows prepared (and refused) alone, the outputs of the
+    # whole batch computed at once, each request's share of them interpreted alone.
+    def prepare(self, rows: list[list[float]] | np.ndarray) -> np.ndarray:
+        """Raw rows, checked, as the network's normalized float32 input."""
+        return self.normalized(self._validated(rows))
+
+    def interpret(self, outputs: np.ndarray) -> PredictionResult | RegressionResult:
+        """The network's outputs for some rows as what the model predicts for them."""
+        return self._values(outputs) if self.task == "regression" else self._classes(outputs)
+
+    def _classes(self, logits: np.ndarray) -> PredictionResult:
         exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
         classes = probabilities.argmax(axis=1).tolist()
@@ -62,18 +86,10 @@ class Predictor:
             probabilities=probabilities.tolist(),
         )
 
-    def predict_values(self, rows: list[list[float]] | np.ndarray) -> RegressionResult:
-        """A regression model's values for raw feature rows, de-standardized to the target's
-        units; row numbers in errors count from 0."""
+    def _values(self, outputs: np.ndarray) -> RegressionResult:
         target = self.loaded.target_normalization
-        if target is None:
-            raise TypeError("a classifier predicts classes: call predict")
-        outputs = self.forward(self.normalized(self._validated(rows)))[:, 0]
-        return RegressionResult(values=target.invert(outputs).tolist())
-
-    def answer(self, rows: list[list[float]] | np.ndarray) -> PredictionResult | RegressionResult:
-        """What the model predicts for the rows: classes, or values for regression."""
-        return self.predict_values(rows) if self.task == "regression" else self.predict(rows)
+        assert target is not None, "a regression model carries its target's normalization"
+        return RegressionResult(values=target.invert(outputs[:, 0]).tolist())
 
     def normalized(self, x: np.ndarray) -> np.ndarray:
         return self.loaded.normalization.apply(x)

@@ -33,6 +33,9 @@ def test_the_spec_knows_the_same_datasets_as_the_ml_package() -> None:
     ("changes", "message"),
     [
         ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"deploy": {"batching": {"max_batch_size": 0}}}, "greater than or equal to 1"),
+        ({"deploy": {"batching": {"max_wait_us": 10**6}}}, "less than or equal to 100000"),
+        ({"deploy": {"batching": {"size": 8}}}, "Extra inputs are not permitted"),
         ({"training": {"strategy": "horovod"}}, "Input should be 'ddp', 'parameter_server'"),
         ({"training": {"ps_mode": "async"}}, "ps_mode 'async' applies to strategy parameter_s"),
         ({"training": {"max_staleness": 2}}, "max_staleness applies to ps_mode 'async' only"),

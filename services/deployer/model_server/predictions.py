@@ -21,6 +21,7 @@ from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.deployer.model_server.batching import DynamicBatcher
 from services.deployer.model_server.metrics import ModelMetrics
 from services.deployer.model_server.protocols import (
     BINARY_HEADER,
@@ -64,6 +65,10 @@ class Predictions:
         self.model_id = model_id
         self.name, self.version = name, version
         self.predictor: Predictor | None = None
+        # Set with the predictor when the deployment batches requests.
+        self.batcher: DynamicBatcher | None = None
+        # Predict requests being handled now, from their first byte read (PredictRoute).
+        self.in_flight = 0
 
     def max_body_bytes(self) -> int:
         width = self.predictor.num_features if self.predictor is not None else 1
@@ -131,6 +136,9 @@ class Predictions:
         try:
             if len(rows) > INLINE_ROWS:
                 result = await run_in_threadpool(predictor.answer, rows)
+            elif self.batcher is not None:
+                prepared = predictor.prepare(rows)  # a bad row is refused before batching
+                result = predictor.interpret(await self.batcher.run(prepared))
             else:
                 result = predictor.answer(rows)
         except ValueError as exc:
@@ -180,7 +188,15 @@ class PredictRoute:
         if target is None:
             await self.app(scope, receive, send)
             return
-        route, protocol = target
+        self.predictions.in_flight += 1
+        try:
+            await self._answer(scope, receive, send, *target)
+        finally:
+            self.predictions.in_flight -= 1
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, route: Any, protocol: str
+    ) -> None:
         scope["route"] = route
         limit = self.predictions.max_body_bytes()
         body = await _read_body(receive, limit)

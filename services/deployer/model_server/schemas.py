@@ -79,4 +79,7 @@ class ModelInfo(BaseModel):
     runtime_single_row_us: dict[str, float] = Field(
         description="Each runtime's single-row forward pass as measured when the server started."
     )
+    batching: dict[str, int] = Field(
+        description="Rows of concurrent requests run in one pass (max_batch_size 1: off)."
+    )
     endpoints: dict[str, str]

@@ -6,6 +6,8 @@ import argparse
 import logging
 
 from services.deployer.model_server.app import ModelIdentity, create_model_app
+from services.deployer.model_server.batching import BatchingConfig
+from services.deployer.model_server.schemas import MAX_ROWS
 from shared.telemetry import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -22,10 +24,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-id", default=None, help="The deployer's registry id.")
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--model-version", type=int, default=None)
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1,
+        help="Rows of concurrent requests run in one forward pass (1: no batching).",
+    )
+    parser.add_argument(
+        "--max-batch-wait-us",
+        type=int,
+        default=500,
+        help="Under load, how long a batch short of its size waits for more requests.",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    if not 1 <= args.max_batch_size <= MAX_ROWS:
+        parser.error(f"--max-batch-size must be between 1 and {MAX_ROWS}")
+    if not 0 <= args.max_batch_wait_us <= 100_000:
+        parser.error("--max-batch-wait-us must be between 0 and 100000")
     return args
 
 
@@ -38,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     # Small MLPs gain nothing from intra-op threads, and several servers share few cores.
     torch.set_num_threads(1)
     identity = ModelIdentity(args.model_id, args.model_name, args.model_version)
-    app = create_model_app(args.model_dir, identity)
+    batching = BatchingConfig(args.max_batch_size, args.max_batch_wait_us / 1e6)
+    app = create_model_app(args.model_dir, identity, batching)
     logger.info("serving %s on %s:%d", args.model_dir, args.host, args.port)
     uvicorn.run(
         app,

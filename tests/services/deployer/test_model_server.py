@@ -19,7 +19,7 @@ from tests.infrastructure import free_port
 from tests.services.deployer.conftest import SEED
 
 
-def start_server(model_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(model_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -33,6 +33,7 @@ def start_server(model_dir: Path, port: int, log: Path) -> subprocess.Popen[byte
                 str(port),
                 "--model-id",
                 "test-model",
+                *extra,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -63,10 +64,10 @@ def regression_server(
     yield from serve(diabetes_model_dir, tmp_path_factory)
 
 
-def serve(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("model-server") / "server.log"
-    process = start_server(model_dir, port, log)
+    process = start_server(model_dir, port, log, *extra)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
