@@ -14,7 +14,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.asgi import ResponseStatus
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -79,19 +81,12 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_and_record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_and_record_status)
+            await self.app(scope, receive, status.send)
         finally:
             # The route template, not the raw path, so ids do not explode the label space.
             path = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            self.requests.labels(self.service, method, path, str(status)).inc()
+            self.requests.labels(self.service, method, path, str(status.code)).inc()
             self.latency.labels(self.service, method, path).observe(time.perf_counter() - started)

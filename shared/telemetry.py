@@ -27,8 +27,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.asgi import ResponseStatus
 from shared.processes import LOG_FILE_VARIABLE
 
 
@@ -180,13 +181,7 @@ class RequestSpanMiddleware:
             if name in _CONTEXT_HEADERS
         }
         method = scope["method"]
-        status = 500
-
-        async def send_and_record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+        status = ResponseStatus(send)
 
         with self.tracer.start_as_current_span(
             f"{method} {scope['path']}",
@@ -195,7 +190,7 @@ class RequestSpanMiddleware:
             attributes={"http.request.method": method, "url.path": scope["path"]},
         ) as span:
             try:
-                await self.app(scope, receive, send_and_record_status)
+                await self.app(scope, receive, status.send)
             finally:
                 # The route template is known once routing ran: the name then says which
                 # route, not which id (the span's path attribute keeps the id).
@@ -203,8 +198,8 @@ class RequestSpanMiddleware:
                 if route is not None:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
+                span.set_attribute("http.response.status_code", status.code)
+                if status.code >= 500:
                     span.set_status(StatusCode.ERROR)
 
 
