@@ -99,10 +99,19 @@ def is_model_server(pid: int, port: int) -> bool:
 
 class ModelProcessManager:
     def __init__(
-        self, host: str, port_range: range, logs_dir: Path, launcher: ForkLauncher | None = None
+        self,
+        host: str,
+        port_range: range,
+        logs_dir: Path,
+        launcher: ForkLauncher | None = None,
+        bind_host: str | None = None,
     ) -> None:
+        """`host`: where the deployer and clients reach a server; `bind_host` (default
+        `host`): the address it listens on (0.0.0.0 in a container, so its published
+        port answers)."""
         self.launcher = launcher
         self.host = host
+        self.bind_host = bind_host or host
         self.port_range = port_range
         self.logs_dir = logs_dir
         self._processes: dict[uuid.UUID, ModelProcess] = {}
@@ -114,12 +123,12 @@ class ModelProcessManager:
     def reserve_port(self, requested: int | None) -> int:
         """Hold `requested`, or the first free port of the range, for a server about to start."""
         if requested is not None:
-            if requested in self._reserved or not port_is_free(requested, self.host):
+            if requested in self._reserved or not port_is_free(requested, self.bind_host):
                 raise PortUnavailable(f"port {requested} is already in use")
             self._reserved.add(requested)
             return requested
         for port in self.port_range:
-            if port not in self._reserved and port_is_free(port, self.host):
+            if port not in self._reserved and port_is_free(port, self.bind_host):
                 self._reserved.add(port)
                 return port
         raise PortUnavailable(
@@ -151,7 +160,7 @@ class ModelProcessManager:
             "--model-dir",
             model_dir,
             "--host",
-            self.host,
+            self.bind_host,
             "--port",
             str(port),
             "--model-id",

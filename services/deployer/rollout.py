@@ -104,6 +104,7 @@ class Deployer:
             range(settings.model_port_start, settings.model_port_end + 1),
             logs,
             launcher,
+            settings.model_bind_host,
         )
         # Model servers are local: never route them through an environment proxy.
         self.http = httpx.AsyncClient(timeout=30.0, trust_env=False)

@@ -16,6 +16,9 @@ class DeployerSettings(ServiceSettings):
     tenant_max_deployments: int = Field(default=10, ge=1)
     # Served models take the first free port from here up (spec.deploy.port overrides).
     model_host: str = "127.0.0.1"
+    # The address model servers listen on (default: model_host); in a container 0.0.0.0,
+    # so that their published ports and Prometheus reach them.
+    model_bind_host: str | None = None
     model_port_start: int = Field(default=8100, ge=1024, le=65535)
     model_port_end: int = Field(default=8999, ge=1024, le=65535)
     model_ready_timeout_s: float = Field(default=60.0, gt=0)

@@ -76,3 +76,11 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_served_models_listen_where_their_published_ports_reach(compose: dict[str, Any]) -> None:
+    deployer = compose["services"]["deployer"]
+    assert deployer["environment"]["NEXUS_MODEL_BIND_HOST"] == "0.0.0.0"
+    assert deployer["environment"]["NEXUS_MODEL_HOST"] == "deployer"
+    assert deployer["environment"]["NEXUS_DATABASE_URL"]  # the shared settings still apply
+    assert "8100-8120:8100-8120" in deployer["ports"]

@@ -34,7 +34,9 @@ async def test_a_forked_model_server_serves_and_is_known_by_its_port(
     launcher: ForkLauncher, digits_model_dir: Path, tmp_path: Path
 ) -> None:
     assert launcher.ready
-    manager = ModelProcessManager("127.0.0.1", model_ports()[500:600], tmp_path, launcher)
+    # Listening on every interface (as in a container), reached on the loopback address.
+    ports = model_ports()[500:600]
+    manager = ModelProcessManager("127.0.0.1", ports, tmp_path, launcher, bind_host="0.0.0.0")
     port = manager.reserve_port(None)
     deployment = uuid.uuid4()
     process = manager.start(
@@ -49,6 +51,8 @@ async def test_a_forked_model_server_serves_and_is_known_by_its_port(
             answer = await client.post(f"{manager.url(port)}/predict", json={"rows": [[0] * 64]})
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
         assert is_model_server(process.pid, port)
+        listening = psutil.Process(process.pid).net_connections(kind="tcp")
+        assert {c.laddr.ip for c in listening if c.status == psutil.CONN_LISTEN} == {"0.0.0.0"}
         assert not is_model_server(process.pid, port + 1)
         psutil.Process(process.pid).kill()
         for _ in range(100):
