@@ -43,6 +43,10 @@ class ForkLauncher:
         self._ready = threading.Event()
         self._answers: queue.Queue[dict[str, object]] = queue.Queue()
         self._exits: OrderedDict[int, int] = OrderedDict()
+        # Its own lock: the reader records exits while a fork request holds `_lock` waiting
+        # for an answer that only the reader can deliver (one lock stalled both for the
+        # whole fork timeout whenever a child exited during a fork).
+        self._exits_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the fork server and wait (in this thread) until it has imported torch."""
@@ -91,7 +95,7 @@ class ForkLauncher:
             if message.get("ready"):
                 self._ready.set()
             elif "exited" in message:
-                with self._lock:
+                with self._exits_lock:
                     self._exits[int(message["exited"])] = int(message["code"])
                     while len(self._exits) > _MAX_EXITS:
                         self._exits.popitem(last=False)
@@ -117,7 +121,7 @@ class ForkLauncher:
 
     def exit_code(self, pid: int) -> int | None:
         """How a forked process ended (a negative code: killed by that signal), once it has."""
-        with self._lock:
+        with self._exits_lock:
             return self._exits.pop(pid, None)
 
     def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:

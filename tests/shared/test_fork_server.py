@@ -50,6 +50,23 @@ def test_a_module_runs_with_its_arguments_environment_and_output_file(tmp_path: 
         launcher.stop()
 
 
+def test_children_exiting_while_others_are_forked_never_stall_a_fork(tmp_path: Path) -> None:
+    """The server reports each child's exit on the pipe its fork answers come back on; a
+    report read while a fork waits for its answer must not hold that answer up."""
+    launcher = _launcher(tmp_path)
+    launcher.start()
+    try:
+        env = {"PATH": os.environ["PATH"]}
+        started = time.monotonic()
+        pids = [launcher.fork([CHILD, "0"], env, tmp_path / f"{i}.log") for i in range(20)]
+        assert None not in pids
+        assert all(_exit_code(launcher, pid) == 0 for pid in pids if pid is not None)
+        # A stalled fork waits out its 10 s timeout; twenty quick ones take well under it.
+        assert time.monotonic() - started < 8
+    finally:
+        launcher.stop()
+
+
 def test_stopping_a_server_that_is_still_importing_ends_it_at_once(tmp_path: Path) -> None:
     launcher = _launcher(tmp_path, f"{CHILD}:slow_warm_up")
     launcher.start_in_background()
