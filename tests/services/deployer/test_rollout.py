@@ -3,6 +3,7 @@ replacing a version, rolling back, failing safely, and restoring after a restart
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,19 @@ from tests.infrastructure import free_port
 from tests.services.deployer.conftest import SEED, DeployerHarness, deployer_settings
 
 pytestmark = pytest.mark.usefixtures("stop_tenant_deployments")
+
+
+async def ended(pid: int) -> bool:
+    """The process is gone, or a zombie its parent (the fork server, for a forked model
+    server) has yet to reap: it ran no more. Looked at for a few seconds."""
+    for _ in range(100):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 async def answers_correctly(url: str) -> bool:
@@ -61,7 +75,7 @@ async def test_versions_replace_each_other_fail_safely_and_roll_back(
     assert third.deployment.port != first.deployment.port
     retired, _ = await deployer.lookup(tenant_id, first.deployment.id)
     assert retired.status == "stopped" and retired.pid is None
-    assert not psutil.pid_exists(first.deployment.pid)
+    assert await ended(first.deployment.pid)
 
     # Rolling back serves the first again, on the port clients already use.
     revived = await deployer.rollback(tenant_id, third.deployment.id)
@@ -124,7 +138,7 @@ async def test_restore_restarts_lost_servers_adopts_live_ones_and_fails_interrup
         assert successor.processes.is_running(deployment.id)
         await successor.stop(tenant_id, deployment.id)
         await deployer.processes.stop(deployment.id)  # reap it: this test process started it
-        assert not psutil.pid_exists(restarted.pid or 0)
+        assert await ended(restarted.pid or 0)
     finally:
         await successor.close()
 
