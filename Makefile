@@ -17,9 +17,9 @@ demo: install  ## the whole five-phase digits workflow on an embedded NATS and P
 	$(BIN)/nexus demo
 
 # TEST_WORKERS=3 runs the suite in three pytest-xdist workers, a test module each at a
-# time, each with its own database and NATS (tests/infrastructure.py): about 5 minutes
-# here instead of 8. Not yet the default: one run in two, a cluster-service test there
-# waited until pytest-timeout ended it, which one process running the suite has not shown.
+# time, each with its own database and NATS (tests/infrastructure.py): 5 to 7 minutes on
+# a 2-core machine instead of 10. Not yet the default: in one run of four a cluster-service
+# test waited there until pytest-timeout ended it, which one process has not shown.
 TEST_WORKERS ?= 0
 
 test: install  ## the test suite (real Postgres and NATS: configured, containers, or embedded)
