@@ -185,6 +185,14 @@ def runs_node(process: psutil.Process, node_id: str) -> bool:
     return False
 
 
+class NodesClosed(RuntimeError):
+    """The service stopped its nodes (it is shutting down): it starts no more."""
+
+
+# A node started while the service was stopping its nodes is stopped again at once.
+_LATE_NODE_GRACE_S = 2.0
+
+
 class NodeProcessManager:
     def __init__(
         self, log_dir: Path, env: dict[str, str], host: str, launcher: ForkLauncher | None = None
@@ -199,6 +207,7 @@ class NodeProcessManager:
         # Node processes told to stop and not yet gone: they still take room on the host.
         self.stopping = 0
         self._cluster_of: dict[str, uuid.UUID] = {}
+        self._closed = False  # stop_all ran: the service is shutting down
 
     def start(
         self,
@@ -212,6 +221,8 @@ class NodeProcessManager:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         started = []
         for plan in plans:
+            if self._closed:
+                raise NodesClosed("the service is stopping: no node starts now")
             # A standalone cluster's events carry the cluster id as their workflow id.
             command = node_command(
                 cluster_id,
@@ -227,8 +238,14 @@ class NodeProcessManager:
             env = {**self.env, **trace_context_env(), **logging_to(log_path)}
             process = self._fork(command, env, log_path) or self._start_cold(command, env, log_path)
             with self._lock:
+                closed = self._closed
                 self._processes[plan.node_id] = process
                 self._cluster_of[plan.node_id] = cluster_id
+            if closed:
+                # It started while the service stopped its nodes (the start waited for the
+                # fork server): left running, it would outlive the service.
+                self._stop([plan.node_id], _LATE_NODE_GRACE_S)
+                raise NodesClosed("the service stopped while its nodes were starting")
             started.append(StartedNode(plan.node_id, plan.role, plan.rank, process.pid))
             logger.info("started node %s (pid %d)", plan.node_id, process.pid)
         return started
@@ -316,7 +333,9 @@ class NodeProcessManager:
                 _stop_foreign(node_id, pid, grace_s)
 
     def stop_all(self, grace_s: float) -> None:
+        """Stop every node, and start none after (the service is shutting down)."""
         with self._lock:
+            self._closed = True
             mine = list(self._processes)
         self._stop(mine, grace_s)
 

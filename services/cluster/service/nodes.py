@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.cluster.models import Cluster, Node
-from services.cluster.process_manager import NodePlan, StartedNode, plan_nodes
+from services.cluster.process_manager import NodePlan, NodesClosed, StartedNode, plan_nodes
 from services.cluster.repository import (
     HELD_CLUSTER,
     LIVE_NODE,
@@ -59,7 +59,7 @@ async def start_processes(
                 workflow_id=cluster.workflow_id,
                 tenant_id=cluster.tenant_id,
             )
-    except OSError as exc:
+    except (OSError, NodesClosed) as exc:
         return f"could not start node processes: {exc}"
 
 

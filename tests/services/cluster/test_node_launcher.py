@@ -4,6 +4,7 @@ a cold start whenever the server is not ready."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from services.cluster.process_manager import (
     AdoptedProcess,
     NodePlan,
     NodeProcessManager,
+    NodesClosed,
     local_node_process,
     node_environment,
     node_fork_launcher,
@@ -186,3 +188,52 @@ def test_a_forked_nodes_exit_code_reaches_the_manager(
         ended = manager.exited()
         time.sleep(0.05)
     assert ended == {node.node_id: -9}
+
+
+def test_a_node_whose_start_outlasts_the_services_stop_is_stopped_too(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A start waiting for the fork server while the service stops its nodes (shutting
+    down) must not leave a node behind once the server is ready; later starts refuse."""
+    launcher = node_fork_launcher(env, tmp_path)
+    manager, cluster_id, plan = _one_worker(env, tmp_path, launcher)
+    launcher.start_in_background()
+    outcome: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            manager.start(cluster_id, plan, workflow_id=None, tenant_id="t-late")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        deadline = time.monotonic() + 10
+        while not launcher.starting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        starting = threading.Thread(target=start)
+        starting.start()
+        time.sleep(0.2)  # the start is waiting for the fork server
+        manager.stop_all(grace_s=5)
+        starting.join(timeout=60)
+        assert len(outcome) == 1 and isinstance(outcome[0], NodesClosed), outcome
+        # It was started once the server was ready (not refused before), then stopped.
+        assert "while its nodes were starting" in str(outcome[0])
+        server = launcher.pid
+        assert server is not None
+        assert not _live_children(server), "the late node outlived the service's stop"
+        with pytest.raises(NodesClosed):
+            manager.start(cluster_id, plan, workflow_id=None, tenant_id="t-late")
+    finally:
+        launcher.stop()
+
+
+def _live_children(pid: int) -> list[psutil.Process]:
+    live = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                live.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return live
