@@ -75,7 +75,7 @@ def create_model_app(
                 predictor.forward, batching, batch_metrics, lambda: predictions.in_flight
             )
         app.state.runtime = runtime
-        app.state.predictor = predictions.predictor = predictor
+        predictions.predictor = predictor
         app.state.loaded_at = datetime.now(UTC).isoformat()
         # Everything alive now (torch, the model, the app) lives as long as the server: out
         # of the collector's sight, a full collection no longer walks them all, which
@@ -101,7 +101,6 @@ def create_model_app(
         telemetry=FASTAPI_TELEMETRY_OFF,
     )
     app.state.metrics_registry = registry
-    app.state.predictor = None
     # Added first, so innermost of the middleware: traced and counted like any route.
     app.add_middleware(PredictRoute, predictions=predictions, app_routes=app.routes)
     instrument_app(app, provider)
@@ -109,13 +108,13 @@ def create_model_app(
     install_http_metrics(app, registry, "model-server")
 
     async def model_loaded() -> None:
-        if app.state.predictor is None:
+        if predictions.predictor is None:
             raise RuntimeError("model not loaded yet")
 
     app.include_router(health_router("model-server", {"model": model_loaded}))
 
     def predictor_of(request: Request) -> Predictor:
-        predictor: Predictor | None = request.app.state.predictor
+        predictor = predictions.predictor
         if predictor is None:
             raise Unavailable("the model is still loading")
         return predictor

@@ -80,6 +80,7 @@ class Predictions:
             rows = _rows_of(body)
             result = await self._predict(rows)
         except ProtocolError as exc:
+            self.metrics.errors.inc()
             return _error(422, "validation_error", exc.detail)
         except _NotLoaded:
             return _error(503, "unavailable", "the model is still loading")
@@ -102,6 +103,7 @@ class Predictions:
         try:
             result = await self._predict(rows_from_instances(body))
         except ProtocolError as exc:
+            self.metrics.errors.inc()
             return _error(422, "validation_error", exc.detail)
         except _NotLoaded:
             return _error(503, "unavailable", "the model is still loading")
@@ -129,7 +131,6 @@ class Predictions:
         started = time.perf_counter()
         for i, row in enumerate(rows):
             if len(row) != predictor.num_features:
-                self.metrics.errors.inc()
                 expected = predictor.num_features
                 message = f"row {i} has {len(row)} features; the model expects {expected}"
                 raise ProtocolError(message, [{"field": f"rows.{i}", "message": message}])
@@ -142,7 +143,6 @@ class Predictions:
             else:
                 result = predictor.answer(rows)
         except ValueError as exc:
-            self.metrics.errors.inc()
             raise ProtocolError(str(exc), [{"field": "rows", "message": str(exc)}]) from None
         self.metrics.latency.observe(time.perf_counter() - started)
         self.metrics.requests.inc()
