@@ -29,6 +29,7 @@ from shared.errors import install_error_handlers
 from shared.health import health_router, install_http_metrics
 from shared.security import TokenVerifier, remote_verifier
 from shared.settings import ServiceSettings
+from shared.tasks import cancel_and_wait
 from shared.telemetry import (
     FASTAPI_TELEMETRY_OFF,
     configure_logging,
@@ -157,9 +158,7 @@ def create_service_app(
         finally:
             if on_shutdown is not None:
                 await on_shutdown(context)
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            await cancel_and_wait([relay])
             await broker.stop()
             await context.http.aclose()
             await engine.dispose()

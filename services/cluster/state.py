@@ -25,6 +25,7 @@ from services.cluster.process_manager import (
 from services.cluster.settings import ClusterSettings
 from services.cluster.workflow_changes import WorkflowChanges
 from shared.service_app import ServiceContext, get_context
+from shared.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +111,7 @@ class ClusterState:
         self.starting[cluster_id] = time.monotonic()
 
     async def cancel_tasks(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_and_wait(list(self.tasks))
 
 
 def create_state(context: ServiceContext[ClusterSettings, ClusterState]) -> ClusterState:

@@ -4,7 +4,6 @@ processes it runs and the rollout logic) and the start-up task that restores the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from fastapi import Depends
 from services.deployer.rollout import Deployer
 from services.deployer.settings import DeployerSettings
 from shared.service_app import ServiceContext, get_context
+from shared.tasks import cancel_and_wait
 
 
 @dataclass
@@ -44,7 +44,5 @@ async def start(context: DeployerContext) -> None:
 async def stop(context: DeployerContext) -> None:
     task = context.state.restore_task
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait([task])
     await context.state.deployer.close()
