@@ -8,13 +8,13 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import httpx
 import jwt
 from fastapi import Depends, Request
 
-from shared.errors import Unauthorized
+from shared.errors import Forbidden, Unauthorized
 
 JWT_ISSUER = "nexus-auth"
 JWT_AUDIENCE = "nexus"
@@ -25,12 +25,25 @@ TENANT_HEADER = "X-Nexus-Tenant"
 JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 ApiKeyChecker = Callable[[str], Awaitable["Principal | None"]]
 
+# What an API key may be limited to; a signed-in user and a service may do all of it.
+ApiScope = Literal["workflows:read", "workflows:write", "models:predict", "memory:write"]
+API_SCOPES: tuple[ApiScope, ...] = get_args(ApiScope)
+ALL_SCOPES = frozenset(API_SCOPES)
+
 
 @dataclass(frozen=True)
 class Principal:
     tenant_id: str
     subject: str
     kind: Literal["user", "api_key", "service"]
+    scopes: frozenset[str] = ALL_SCOPES
+    # When the credential stops being valid (a JWT's `exp`, Unix time); None: not known.
+    expires_at: float | None = None
+
+    def require(self, scope: ApiScope) -> None:
+        """Forbidden unless this caller's credential grants `scope`."""
+        if scope not in self.scopes:
+            raise Forbidden(f"this API key lacks the {scope!r} scope")
 
 
 class TokenVerifier:
@@ -105,11 +118,15 @@ class TokenVerifier:
             raise Unauthorized(f"invalid token: {exc}") from exc
         if claims.get("type") != "access":
             raise Unauthorized("not an access token")
-        return Principal(tenant_id=str(claims["tenant"]), subject=str(claims["sub"]), kind="user")
+        tenant, subject = str(claims["tenant"]), str(claims["sub"])
+        return Principal(tenant, subject, "user", expires_at=float(claims["exp"]))
 
 
-def remote_verifier(auth_url: str, internal_token: str | None) -> TokenVerifier:
-    """A verifier for services other than auth: JWKS and API keys come from the auth service."""
+def remote_verifier(
+    auth_url: str, internal_token: str | None, **cache_seconds: float
+) -> TokenVerifier:
+    """A verifier for services other than auth: JWKS and API keys come from the auth service
+    (`jwks_cache_seconds`, `api_key_cache_seconds`: how long their answers are kept)."""
     base = auth_url.rstrip("/")
 
     async def fetch_jwks() -> dict[str, Any]:
@@ -127,9 +144,10 @@ def remote_verifier(auth_url: str, internal_token: str | None) -> TokenVerifier:
         if response.status_code != 200:
             return None
         body = response.json()
-        return Principal(tenant_id=body["tenant_id"], subject=body["id"], kind="api_key")
+        scopes = frozenset(body.get("scopes", ())) & ALL_SCOPES
+        return Principal(body["tenant_id"], body["id"], "api_key", scopes)
 
-    return TokenVerifier(fetch_jwks, check_api_key, internal_token)
+    return TokenVerifier(fetch_jwks, check_api_key, internal_token, **cache_seconds)
 
 
 def bearer_token(request: Request) -> str:

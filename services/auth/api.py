@@ -23,7 +23,7 @@ from services.auth.schemas import (
 from services.auth.service import AuthComponents, AuthService
 from services.auth.state import AuthContextDep
 from services.auth.tokens import TokenPair
-from shared.security import CurrentPrincipal
+from shared.security import API_SCOPES, CurrentPrincipal
 from shared.service_app import UnitOfWorkDep
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -93,22 +93,35 @@ async def refresh(body: Refresh, service: ServiceDep, response: Response) -> Tok
 async def me(user: CurrentUser, principal: CurrentPrincipal) -> Me:
     """The account behind the bearer JWT or API key (services verify API keys here)."""
     kind: Literal["user", "api_key"] = "api_key" if principal.kind == "api_key" else "user"
-    return Me(id=user.id, email=user.email, tenant_id=user.tenant_id, kind=kind)
+    scopes = [scope for scope in API_SCOPES if scope in principal.scopes]
+    return Me(id=user.id, email=user.email, tenant_id=user.tenant_id, kind=kind, scopes=scopes)
 
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
 async def create_api_key(
-    body: ApiKeyCreate, user: CurrentUser, service: ServiceDep, response: Response
+    body: ApiKeyCreate,
+    user: CurrentUser,
+    principal: CurrentPrincipal,
+    service: ServiceDep,
+    response: Response,
 ) -> ApiKeyCreated:
-    """Create an API key for the caller; the key is in this response only."""
-    api_key, key = await service.create_api_key(user, body.name)
+    """Create an API key for the caller, limited to `scopes` and, with `expires_in_days`,
+    in time; the key is in this response only. A key cannot grant what its maker's own
+    credential lacks."""
+    for scope in body.scopes:
+        principal.require(scope)
+    api_key, key = await service.create_api_key(
+        user, body.name, list(body.scopes), body.expires_in_days
+    )
     response.headers["Cache-Control"] = "no-store"
     return ApiKeyCreated(
         id=api_key.id,
         name=api_key.name,
         key=key,
         prefix=api_key.prefix,
+        scopes=api_key.scopes,
         created_at=api_key.created_at,
+        expires_at=api_key.expires_at,
     )
 
 

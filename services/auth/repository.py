@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -105,7 +105,15 @@ class AuthRepository:
 
     # -- API keys -------------------------------------------------------------------------
 
-    async def add_api_key(self, user: User, name: str, prefix: str, key_hash: str) -> ApiKey:
+    async def add_api_key(
+        self,
+        user: User,
+        name: str,
+        prefix: str,
+        key_hash: str,
+        scopes: list[str],
+        expires_at: datetime | None,
+    ) -> ApiKey:
         api_key = ApiKey(
             id=uuid.uuid4(),
             user_id=user.id,
@@ -113,6 +121,8 @@ class AuthRepository:
             name=name,
             prefix=prefix,
             key_hash=key_hash,
+            scopes=scopes,
+            expires_at=expires_at,
             created_at=datetime.now(UTC),
         )
         self._session.add(api_key)
@@ -138,7 +148,9 @@ class AuthRepository:
         return True
 
     async def live_api_key(self, key_hash: str) -> tuple[ApiKey, User] | None:
-        """The key with this hash, if neither it is revoked nor its user disabled; marks it used."""
+        """The key with this hash, unless it is revoked or expired or its user disabled;
+        marks it used."""
+        now = datetime.now(UTC)
         row = (
             await self._session.execute(
                 select(ApiKey, User)
@@ -146,6 +158,7 @@ class AuthRepository:
                 .where(
                     ApiKey.key_hash == key_hash,
                     ApiKey.revoked_at.is_(None),
+                    or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
                     User.disabled.is_(False),
                 )
             )
@@ -153,7 +166,6 @@ class AuthRepository:
         if row is None:
             return None
         api_key, user = row
-        now = datetime.now(UTC)
         if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
             api_key.last_used_at = now
             await self._session.flush()

@@ -5,10 +5,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.security import API_SCOPES, ApiScope
+
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 EMAIL_MAX_LENGTH = 254
 PASSWORD_MIN_LENGTH = 10
 PASSWORD_MAX_LENGTH = 128
+MAX_KEY_DAYS = 3650
 
 # A practical subset of RFC 5321: dot-atom local part, and a domain of at least two labels.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -50,6 +53,7 @@ class UserOut(BaseModel):
 
 class Me(UserOut):
     kind: Literal["user", "api_key"] = Field(description="How the caller authenticated.")
+    scopes: list[ApiScope] = Field(description="What the credential may do.")
 
 
 class TokenOut(BaseModel):
@@ -69,6 +73,15 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    scopes: list[ApiScope] = Field(
+        default_factory=lambda: list(API_SCOPES),
+        min_length=1,
+        description="What the key may do; every scope when omitted. `models:predict` alone "
+        "suits a client of served models.",
+    )
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=MAX_KEY_DAYS, description="Days until the key stops working."
+    )
 
     @field_validator("name")
     @classmethod
@@ -77,12 +90,21 @@ class ApiKeyCreate(BaseModel):
             raise ValueError("name must not be blank")
         return value.strip()
 
+    @field_validator("scopes")
+    @classmethod
+    def _each_once(cls, scopes: list[ApiScope]) -> list[ApiScope]:
+        if len(set(scopes)) != len(scopes):
+            raise ValueError("a scope is listed twice")
+        return sorted(scopes)
+
 
 class ApiKeyOut(BaseModel):
     id: uuid.UUID
     name: str
     prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    scopes: list[ApiScope]
     created_at: datetime
+    expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
 
@@ -92,4 +114,6 @@ class ApiKeyCreated(BaseModel):
     name: str
     key: str = Field(description="The API key itself. Shown only now; store it safely.")
     prefix: str
+    scopes: list[ApiScope]
     created_at: datetime
+    expires_at: datetime | None

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,10 +95,15 @@ class AuthService:
             raise Unauthorized("account disabled or removed")
         return user
 
-    async def create_api_key(self, user: User, name: str) -> tuple[ApiKey, str]:
+    async def create_api_key(
+        self, user: User, name: str, scopes: list[str], expires_in_days: int | None
+    ) -> tuple[ApiKey, str]:
         key = API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+        expires_at = None
+        if expires_in_days is not None:
+            expires_at = datetime.now(UTC) + timedelta(days=expires_in_days)
         api_key = await self._repo.add_api_key(
-            user, name, key[:API_KEY_DISPLAY_CHARS], hash_api_key(key)
+            user, name, key[:API_KEY_DISPLAY_CHARS], hash_api_key(key), scopes, expires_at
         )
         return api_key, key
 
@@ -112,8 +118,8 @@ class AuthService:
         found = await self._repo.live_api_key(hash_api_key(key))
         if found is None:
             return None
-        _, user = found
-        return Principal(tenant_id=user.tenant_id, subject=str(user.id), kind="api_key")
+        api_key, user = found
+        return Principal(user.tenant_id, str(user.id), "api_key", frozenset(api_key.scopes))
 
     async def _claim_new_tenant(self) -> str:
         # 48 random bits: a collision is improbable, but retrying costs nothing.

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.auth.passwords import Passwords
+from shared.security import API_SCOPES
 from tests.services.auth.conftest import PASSWORD, bearer, login, register, users_matching
 from tests.support import as_service
 
@@ -27,7 +28,7 @@ async def test_register_then_token_then_me(client: httpx.AsyncClient, email: str
 
     me = await client.get("/auth/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 200
-    assert me.json() == {**user, "kind": "user"}
+    assert me.json() == {**user, "kind": "user", "scopes": list(API_SCOPES)}
 
 
 async def test_first_user_creates_the_named_tenant(
