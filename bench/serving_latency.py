@@ -94,7 +94,8 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "services.deployer.model_server",
-             "--model-dir", str(model_dir), "--port", str(port), "--log-level", "WARNING"],
+             "--model-dir", str(model_dir), "--port", str(port), "--log-level", "WARNING",
+             "--public"],
         )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"

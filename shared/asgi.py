@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.types import Message, Send
+from starlette.types import Message, Scope, Send
 
 
 class ResponseStatus:
@@ -17,3 +17,11 @@ class ResponseStatus:
         if message["type"] == "http.response.start":
             self.code = message["status"]
         await self._send(message)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value by its lower-case name, as the ASGI scope holds it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -276,6 +276,11 @@ class BatchingSpec(_Strict):
 class DeploySpec(_Strict):
     port: int | None = Field(default=None, ge=1024, le=65535)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    public: bool = Field(
+        default=False,
+        description="Anyone may ask the served model. Otherwise requests need a bearer "
+        "token of the model's tenant or an API key with the models:predict scope.",
+    )
 
 
 class WorkflowSpec(_Strict):

@@ -105,11 +105,14 @@ class ModelProcessManager:
         logs_dir: Path,
         launcher: ForkLauncher | None = None,
         bind_host: str | None = None,
+        verifying_env: dict[str, str] | None = None,
     ) -> None:
         """`host`: where the deployer and clients reach a server; `bind_host` (default
         `host`): the address it listens on (0.0.0.0 in a container, so its published
-        port answers)."""
+        port answers); `verifying_env`: what a server needs to check credentials (the auth
+        service's URL, the internal token)."""
         self.launcher = launcher
+        self.verifying_env = verifying_env or {}
         self.host = host
         self.bind_host = bind_host or host
         self.port_range = port_range
@@ -148,8 +151,11 @@ class ModelProcessManager:
         model_id: uuid.UUID,
         name: str,
         version: int,
+        tenant_id: str | None,
         batching: BatchingSpec | None = None,
     ) -> ModelProcess:
+        """Start a server for the model at `model_uri`: for callers of `tenant_id`, or for
+        anyone when it is None (a public deployment)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs_dir / f"{deployment_id}.log"
         model_dir = local_path(model_uri) if model_uri.startswith("file://") else model_uri
@@ -170,11 +176,12 @@ class ModelProcessManager:
             "--model-version",
             str(version),
         ]
+        command += ["--public"] if tenant_id is None else ["--tenant", tenant_id]
         if batching is not None and batching.max_batch_size > 1:
             command += ["--max-batch-size", str(batching.max_batch_size)]
             command += ["--max-batch-wait-us", str(batching.max_wait_us)]
         # The server rotates its log (shared.telemetry).
-        env = {**model_server_environment(), **logging_to(log_path)}
+        env = {**model_server_environment(), **self.verifying_env, **logging_to(log_path)}
         with log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(command)}\n".encode())
         pid = self.launcher.fork(command[3:], env, log_path) if self.launcher else None

@@ -41,6 +41,7 @@ from services.deployer.settings import DeployerSettings
 from shared.contracts import Event
 from shared.db import SYSTEM, Scope
 from shared.errors import Conflict, NexusError, NotFound
+from shared.security import internal_headers
 from shared.service_app import AnyContext
 from shared.spec import WorkflowSpec
 from shared.telemetry import step
@@ -82,6 +83,16 @@ class Outcome:
     reason: str | None = None
 
 
+def verifying_env(settings: DeployerSettings) -> dict[str, str]:
+    """How a model server checks credentials as the services do: the auth service that
+    issued them, and the internal token the deployer's own checks send."""
+    env = {"NEXUS_AUTH_URL": settings.auth_url}
+    token = settings.internal_token_or_none()
+    if token:
+        env["NEXUS_INTERNAL_TOKEN"] = token
+    return env
+
+
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, _EXPECTED_FAILURES):
         return str(exc)[:_MAX_ERROR_CHARS]
@@ -105,6 +116,7 @@ class Deployer:
             logs,
             launcher,
             settings.model_bind_host,
+            verifying_env(settings),
         )
         # Model servers are local: never route them through an environment proxy.
         self.http = httpx.AsyncClient(timeout=30.0, trust_env=False)
@@ -164,6 +176,7 @@ class Deployer:
             raise ModelServerFailed(f"no model files at {model.model_uri}")
         # In a thread: a fork server that stopped answering may take seconds to give up on.
         start = self.settings.model_server_start
+        deploy = WorkflowSpec.model_validate(model.spec).deploy
         with step("start model server", port=port, start=start):
             process = await asyncio.to_thread(
                 functools.partial(
@@ -174,7 +187,8 @@ class Deployer:
                     model_id=model.id,
                     name=model.name,
                     version=model.version,
-                    batching=WorkflowSpec.model_validate(model.spec).deploy.batching,
+                    tenant_id=None if deploy.public else model.tenant_id,
+                    batching=deploy.batching,
                 )
             )
         try:
@@ -193,8 +207,11 @@ class Deployer:
         )
         gates = spec.gates
         gate = QualityGate(gates.min_accuracy, gates.min_r2, gates.max_rmse)
+        # As a service acting for the model's tenant; None: a public model, asked as anyone.
+        token = self.settings.internal_token_or_none() or ""
+        credentials = None if spec.deploy.public else internal_headers(token, model.tenant_id)
         with step("smoke test", rows=len(rows.rows)):
-            return await smoke_test(self.http, url, rows, gate)
+            return await smoke_test(self.http, url, rows, gate, credentials)
 
     # --- rollout ------------------------------------------------------------------------------
     async def deploy(

@@ -133,7 +133,10 @@ async def test_digits_workflow_from_request_to_served_model(
     rows, labels = raw_test_rows(spec["dataset"], spec["training"]["seed"])
     async with httpx.AsyncClient(base_url=result["served_url"]) as served:
         assert (await served.get("/healthz")).status_code == 200
-        answer = await served.post("/predict", json={"rows": rows.tolist()})
+        # The served model is the tenant's: nobody else may ask it.
+        anonymous = await served.post("/predict", json={"rows": rows.tolist()[:1]})
+        assert anonymous.status_code == 401
+        answer = await served.post("/predict", json={"rows": rows.tolist()}, headers=headers)
     assert answer.status_code == 200, answer.text
     predictions = np.array(answer.json()["predictions"])
     assert (predictions == labels).mean() >= 0.90

@@ -60,9 +60,16 @@ async def project_dir(stack: Any, token: str, workflow_id: str) -> Path:
     return Path(stack.artifacts.removeprefix("file://")) / me.json()["tenant_id"] / workflow_id
 
 
-async def served_accuracy(workflow: dict[str, Any], location: str, seed: int = 42) -> float:
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def served_accuracy(
+    workflow: dict[str, Any], location: str, token: str, seed: int = 42
+) -> float:
     rows, labels = raw_test_rows(location, seed)
-    async with httpx.AsyncClient(base_url=workflow["result"]["served_url"]) as served:
+    served_url = workflow["result"]["served_url"]
+    async with httpx.AsyncClient(base_url=served_url, headers=bearer(token)) as served:
         answer = await served.post("/predict", json={"rows": rows.tolist()})
     assert answer.status_code == 200, answer.text
     return float((np.array(answer.json()["predictions"]) == labels).mean())
@@ -89,7 +96,7 @@ async def test_an_uploaded_image_npz_trains_a_cnn_with_ddp_and_is_served(
     architecture = json.loads((configs / "architecture.json").read_text())
     assert architecture["input_shape"] == [1, 8, 8]
     assert "conv2d" in {layer["type"] for layer in architecture["layers"]}
-    assert await served_accuracy(workflow, dataset["location"]) >= 0.9
+    assert await served_accuracy(workflow, dataset["location"], user_token) >= 0.9
     await assert_the_generated_validation_passes(stack, user_token, workflow["id"])
 
     # While nothing trains on it any more, the dataset can go.
@@ -97,7 +104,7 @@ async def test_an_uploaded_image_npz_trains_a_cnn_with_ddp_and_is_served(
 
 
 async def test_an_uploaded_csv_classifier_and_parquet_regressor_train_through_the_api(
-    cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
+    cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient, user_token: str
 ) -> None:
     wine = load_wine()
     header = ",".join([*wine.feature_names, "cultivar"])
@@ -134,10 +141,11 @@ async def test_an_uploaded_csv_classifier_and_parquet_regressor_train_through_th
     first, second = await asyncio.gather(*(wait_for_workflow(cluster_client, w) for w in posted))
     for workflow in (first, second):
         assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
-    assert await served_accuracy(first, csv["location"]) >= 0.85
+    assert await served_accuracy(first, csv["location"], user_token) >= 0.85
 
     rows, values = raw_test_rows(parquet["location"], regressor["training"]["seed"])
-    async with httpx.AsyncClient(base_url=second["result"]["served_url"]) as served:
+    served_url = second["result"]["served_url"]
+    async with httpx.AsyncClient(base_url=served_url, headers=bearer(user_token)) as served:
         answer = await served.post("/predict", json={"rows": rows.tolist()})
     assert answer.status_code == 200, answer.text
     predicted = np.array([p["value"] for p in answer.json()["predictions"]])
@@ -167,7 +175,7 @@ async def test_a_spec_is_checked_against_the_uploaded_data_and_the_tenant(
 
 
 async def test_a_categorical_column_is_embedded_and_trains_on_a_parameter_server(
-    cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient
+    cluster_client: httpx.AsyncClient, trainer_client: httpx.AsyncClient, user_token: str
 ) -> None:
     """A text column declared categorical is stored as codes; `model: auto` embeds it, and
     the served model takes the codes in the dataset's category order."""
@@ -197,7 +205,7 @@ async def test_a_categorical_column_is_embedded_and_trains_on_a_parameter_server
     assert posted.status_code == 202, posted.text
     workflow = await wait_for_workflow(cluster_client, posted.json()["id"])
     assert workflow["status"] == "completed", (workflow["error"], workflow["phases"])
-    assert await served_accuracy(workflow, dataset["location"]) >= 0.95
+    assert await served_accuracy(workflow, dataset["location"], user_token) >= 0.95
 
 
 async def test_an_event_naming_a_dataset_is_resolved_for_its_own_tenant(

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
+from services.deployer.model_server.access import ModelAccess, RequireCredential
 from services.deployer.model_server.batching import BatchingConfig, BatchMetrics, DynamicBatcher
 from services.deployer.model_server.metrics import ModelMetrics
 from services.deployer.model_server.predictions import Predictions, PredictRoute
@@ -47,8 +48,13 @@ class ModelIdentity:
 
 
 def create_model_app(
-    model_dir: str, identity: ModelIdentity | None = None, batching: BatchingConfig | None = None
+    model_dir: str,
+    identity: ModelIdentity | None = None,
+    batching: BatchingConfig | None = None,
+    access: ModelAccess | None = None,
 ) -> FastAPI:
+    """The app serving the model saved in `model_dir`; `access` checks who may ask it
+    (None: anyone, a public model)."""
     identity = identity or ModelIdentity()
     batching = batching or BatchingConfig(max_batch_size=1, max_wait_s=0.0)
     registry = CollectorRegistry()
@@ -103,6 +109,8 @@ def create_model_app(
     app.state.metrics_registry = registry
     # Added first, so innermost of the middleware: traced and counted like any route.
     app.add_middleware(PredictRoute, predictions=predictions, app_routes=app.routes)
+    # Outside it: a refused request never reaches the model, and is traced and counted.
+    app.add_middleware(RequireCredential, access=access)
     instrument_app(app, provider)
     install_error_handlers(app)
     install_http_metrics(app, registry, "model-server")
@@ -152,6 +160,7 @@ def create_model_app(
             trained_at=metadata.get("created_at"),
             loaded_at=request.app.state.loaded_at,
             runtime=request.app.state.runtime.name,
+            access=access.describe() if access else "public: anyone may ask",
             batching={
                 "max_batch_size": batching.max_batch_size,
                 "max_wait_us": round(batching.max_wait_s * 1e6),

@@ -32,6 +32,7 @@ from services.deployer.model_server.protocols import (
     v2_answer,
 )
 from services.deployer.model_server.schemas import MAX_ROWS, PredictRequest
+from shared.asgi import header
 from shared.errors import describe_validation_errors, error_body
 from shared.ml.predictor import PredictionResult, Predictor, RegressionResult
 
@@ -208,17 +209,10 @@ class PredictRoute:
         elif protocol == "v1":
             status, payload = await self.predictions.answer_v1(body)
         else:
-            status, payload = await self.predictions.answer_v2(body, _header(scope, BINARY))
+            status, payload = await self.predictions.answer_v2(body, header(scope, BINARY))
         headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -76,6 +76,7 @@ class ModelInfo(BaseModel):
     trained_at: str | None
     loaded_at: str
     runtime: str = Field(description="What runs the forward pass: torch or onnxruntime.")
+    access: str = Field(description="Who may ask for predictions.")
     runtime_single_row_us: dict[str, float] = Field(
         description="Each runtime's single-row forward pass as measured when the server started."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from services.deployer.model_server.access import ModelAccess
 from services.deployer.model_server.app import ModelIdentity, create_model_app
 from services.deployer.model_server.batching import BatchingConfig
 from services.deployer.model_server.schemas import MAX_ROWS
@@ -36,6 +37,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=500,
         help="Under load, how long a batch short of its size waits for more requests.",
     )
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--tenant",
+        help="The model's tenant: requests need its bearer token or a models:predict API key.",
+    )
+    who.add_argument("--public", action="store_true", help="Anyone may ask the model.")
+    parser.add_argument(
+        "--auth-url",
+        default=None,
+        help="The auth service that verifies credentials (default: NEXUS_AUTH_URL).",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
@@ -57,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     identity = ModelIdentity(args.model_id, args.model_name, args.model_version)
     batching = BatchingConfig(args.max_batch_size, args.max_batch_wait_us / 1e6)
-    app = create_model_app(args.model_dir, identity, batching)
+    access = None if args.public else ModelAccess.from_environment(args.tenant, args.auth_url)
+    app = create_model_app(args.model_dir, identity, batching, access)
     logger.info("serving %s on %s:%d", args.model_dir, args.host, args.port)
     uvicorn.run(
         app,

@@ -64,10 +64,15 @@ def held_out_rows(dataset: str, seed: int, limit: int) -> HeldOutRows:
 
 
 async def smoke_test(
-    client: httpx.AsyncClient, url: str, test_rows: HeldOutRows, gate: QualityGate
+    client: httpx.AsyncClient,
+    url: str,
+    test_rows: HeldOutRows,
+    gate: QualityGate,
+    credentials: dict[str, str] | None,
 ) -> dict[str, Any]:
-    """Run every check against the server at `url`; raise SmokeTestFailed naming the first
-    that fails. Returns what was measured (stored with the deployment)."""
+    """Run every check against the server at `url`, sending `credentials` (headers; None
+    for a public model); raise SmokeTestFailed naming the first that fails. Returns what
+    was measured (stored with the deployment)."""
     checks: dict[str, Any] = {
         "dataset": test_rows.dataset,
         "task": test_rows.task,
@@ -82,8 +87,15 @@ async def smoke_test(
     if "/predict" not in openapi.get("paths", {}):
         raise SmokeTestFailed("the served API documents no /predict route")
 
+    if credentials is not None:
+        # A model that is not public answers nobody without a credential.
+        anonymous = await _post(client, f"{url}/predict", {"rows": test_rows.rows[:1]})
+        if anonymous.status_code != 401:
+            raise SmokeTestFailed(f"a request without credentials answered {anonymous.status_code}")
+        checks["refuses_anonymous"] = "ok"
+
     started = time.perf_counter()
-    response = await _post(client, f"{url}/predict", {"rows": test_rows.rows})
+    response = await _post(client, f"{url}/predict", {"rows": test_rows.rows}, credentials)
     predict_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 200:
         raise SmokeTestFailed(f"POST /predict answered {response.status_code}: {response.text}")
@@ -100,7 +112,7 @@ async def smoke_test(
     checks["predict"] = {**quality, "milliseconds": round(predict_ms, 2)}
 
     # A row of the wrong width must be refused as bad input, not crash the server.
-    bad = await _post(client, f"{url}/predict", {"rows": [test_rows.rows[0][:-1]]})
+    bad = await _post(client, f"{url}/predict", {"rows": [test_rows.rows[0][:-1]]}, credentials)
     if bad.status_code != 422:
         raise SmokeTestFailed(f"a row of the wrong width answered {bad.status_code}, not 422")
     checks["refuses_bad_rows"] = "ok"
@@ -191,8 +203,13 @@ async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response:
         raise SmokeTestFailed(f"GET {url} failed: {exc!r}") from exc
 
 
-async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Response:
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     try:
-        return await client.post(url, json=body)
+        return await client.post(url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise SmokeTestFailed(f"POST {url} failed: {exc!r}") from exc

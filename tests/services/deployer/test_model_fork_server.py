@@ -40,7 +40,13 @@ async def test_a_forked_model_server_serves_and_is_known_by_its_port(
     port = manager.reserve_port(None)
     deployment = uuid.uuid4()
     process = manager.start(
-        deployment, f"file://{digits_model_dir}", port, model_id=uuid.uuid4(), name="d", version=1
+        deployment,
+        f"file://{digits_model_dir}",
+        port,
+        model_id=uuid.uuid4(),
+        name="d",
+        version=1,
+        tenant_id=None,
     )
     try:
         assert process.popen is None  # forked, not a child of ours

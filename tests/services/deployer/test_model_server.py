@@ -20,7 +20,10 @@ from tests.services.deployer.conftest import SEED
 
 
 def start_server(model_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A model server process; public unless `extra` names its `--tenant`."""
     env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}
+    if "--tenant" not in extra:
+        extra = ("--public", *extra)
     with log.open("wb") as out:
         return subprocess.Popen(
             [

@@ -33,9 +33,9 @@ async def ended(pid: int) -> bool:
     return False
 
 
-async def answers_correctly(url: str) -> bool:
+async def answers_correctly(url: str, headers: dict[str, str]) -> bool:
     rows = held_out_rows("digits", SEED, 20)
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx.AsyncClient(trust_env=False, headers=headers) as client:
         response = await client.post(f"{url}/predict", json={"rows": rows.rows})
     predictions = response.json()["predictions"]
     return sum(p == y for p, y in zip(predictions, rows.labels, strict=True)) >= 18
@@ -53,7 +53,7 @@ async def test_versions_replace_each_other_fail_safely_and_roll_back(
     checks = first.deployment.checks or {}
     assert checks["predict"]["rows"] == 270 and checks["predict"]["accuracy"] >= 0.85
     assert checks["health"] == checks["docs"] == checks["refuses_bad_rows"] == "ok"
-    assert await answers_correctly(str(first.deployment.url))
+    assert await answers_correctly(str(first.deployment.url), harness.headers(tenant_id))
 
     # A version whose weights do not load ends failed; the live one is not touched.
     v2 = await harness.register(tenant_id, corrupt_model_dir, "digits")
@@ -65,7 +65,7 @@ async def test_versions_replace_each_other_fail_safely_and_roll_back(
     assert not deployer.processes.is_running(bad.deployment.id)
     still, _ = await deployer.lookup(tenant_id, first.deployment.id)
     assert still.status == "running" and still.pid == first.deployment.pid
-    assert await answers_correctly(str(still.url))
+    assert await answers_correctly(str(still.url), harness.headers(tenant_id))
 
     # A good version starts beside the live one, then retires it.
     v3 = await harness.register(tenant_id, digits_model_dir, "digits")
@@ -81,7 +81,7 @@ async def test_versions_replace_each_other_fail_safely_and_roll_back(
     revived = await deployer.rollback(tenant_id, third.deployment.id)
     assert revived.id == first.deployment.id and revived.status == "running"
     assert revived.port == third.deployment.port
-    assert await answers_correctly(str(revived.url))
+    assert await answers_correctly(str(revived.url), harness.headers(tenant_id))
     rolled_back, _ = await deployer.lookup(tenant_id, third.deployment.id)
     assert rolled_back.status == "rolled_back" and rolled_back.pid is None
 
@@ -105,7 +105,7 @@ async def test_a_failing_version_on_the_same_fixed_port_brings_the_previous_back
     back, _ = await deployer.lookup(tenant_id, good.deployment.id)
     assert back.status == "running" and back.port == port
     assert back.pid != good.deployment.pid  # restarted after giving up its port
-    assert await answers_correctly(f"http://127.0.0.1:{port}")
+    assert await answers_correctly(f"http://127.0.0.1:{port}", harness.headers(tenant_id))
 
 
 async def test_restore_restarts_lost_servers_adopts_live_ones_and_fails_interrupted(
@@ -127,7 +127,7 @@ async def test_restore_restarts_lost_servers_adopts_live_ones_and_fails_interrup
     assert fates == {str(deployment.id): "restarted", str(interrupted.id): "interrupted"}
     restarted, _ = await deployer.lookup(tenant_id, deployment.id)
     assert restarted.status == "running" and restarted.pid != deployment.pid
-    assert await answers_correctly(str(restarted.url))
+    assert await answers_correctly(str(restarted.url), harness.headers(tenant_id))
     failed, _ = await deployer.lookup(tenant_id, interrupted.id)
     assert failed.status == "failed" and "interrupted" in (failed.error or "")
 
