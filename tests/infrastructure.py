@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from shared.processes import free_port
+from shared.processes import port_is_free
 
 __all__ = [
     "free_port",
@@ -31,15 +32,31 @@ __all__ = [
     "worker_index",
 ]
 
-# Each worker's model servers get ports of their own, clear of 8100+ (a developer's stack)
-# and of the kernel's ephemeral range (32768+), where free_port() finds the others.
+# Each worker's servers get ports of their own, clear of 8100+ (a developer's stack) and of
+# the kernel's ephemeral range (32768+). A port found free there could be taken before the
+# server binds it by any client's outgoing connection, or by another worker's server: it
+# happened, and a whole end-to-end stack failed to start.
 _MODEL_PORTS_BASE = 20000
 _MODEL_PORTS_PER_WORKER = 1000
+_SERVER_PORTS_BASE = 24000
+_SERVER_PORTS_PER_WORKER = 1000
+_next_server_port = itertools.count()
 
 
 def worker_index() -> int:
     """Which pytest-xdist worker this process is: 0 when the tests run in one process."""
     return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def free_port() -> int:
+    """A free port for a server a test starts, from this worker's own block; each call
+    hands out the next one, so two servers never get the same."""
+    start = _SERVER_PORTS_BASE + worker_index() * _SERVER_PORTS_PER_WORKER
+    for _ in range(_SERVER_PORTS_PER_WORKER):
+        port = start + next(_next_server_port) % _SERVER_PORTS_PER_WORKER
+        if port_is_free(port):
+            return port
+    raise RuntimeError(f"no free port from {start} to {start + _SERVER_PORTS_PER_WORKER - 1}")
 
 
 def model_ports() -> range:

@@ -218,7 +218,7 @@ async def test_the_smoke_test_judges_a_regression_model_by_r2_and_rmse(
 
     rows = held_out_rows("diabetes", SEED, 1000)
     async with httpx.AsyncClient(timeout=10) as client:
-        checks = await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3))
+        checks = await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3), None)
         assert checks["task"] == "regression"
         assert checks["predict"]["r2"] > 0.3 and checks["predict"]["rows"] == 67
         assert "accuracy" not in checks["predict"]
@@ -226,9 +226,13 @@ async def test_the_smoke_test_judges_a_regression_model_by_r2_and_rmse(
         assert example["expected_values"] == rows.values[:2]
         assert all(isinstance(p["value"], float) for p in example["response"]["predictions"])
         with pytest.raises(SmokeTestFailed, match="R² is .* the gate requires 0.990"):
-            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.99))
+            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.99), None)
         with pytest.raises(SmokeTestFailed, match="RMSE is .* the gate allows 1"):
-            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3, 1.0))
+            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3, 1.0), None)
+        # Checked as a model that is not public: one that answers anybody fails.
+        with pytest.raises(SmokeTestFailed, match="without credentials answered 200"):
+            credentials = {"Authorization": "Bearer x"}
+            await smoke_test(client, regression_server, rows, QualityGate(0.85, 0.3), credentials)
 
 
 def test_judging_held_out_rows_does_not_load_torch_into_the_deployer() -> None:

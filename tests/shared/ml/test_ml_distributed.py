@@ -24,7 +24,7 @@ from shared.ml.distributed import process_group, whole_order
 from shared.ml.parameter_server import ServerState, steps_per_epoch
 from shared.ml.strategies import Placement, run_rank
 from shared.ml.training import TrainConfig, Trainer, seed_everything
-from shared.processes import free_port
+from tests.infrastructure import free_port
 from tests.support import warm_processes
 
 WORLD_SIZE = 2
