@@ -276,6 +276,12 @@ class BatchingSpec(_Strict):
 class DeploySpec(_Strict):
     port: int | None = Field(default=None, ge=1024, le=65535)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    precision: Literal["float32", "int8"] = Field(
+        default="float32",
+        description="int8: serve the weights dynamically quantized (ONNX Runtime); the "
+        "smoke test's gates judge the quantized model, and the deployment records its "
+        "accuracy, speed and difference from float32.",
+    )
     public: bool = Field(
         default=False,
         description="Anyone may ask the served model. Otherwise requests need a bearer "

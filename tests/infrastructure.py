@@ -48,13 +48,13 @@ def worker_index() -> int:
     return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 
 
-def free_port() -> int:
-    """A free port for a server a test starts, from this worker's own block; each call
-    hands out the next one, so two servers never get the same."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A free port on `host` for a server a test starts, from this worker's own block; each
+    call hands out the next one, so two servers never get the same."""
     start = _SERVER_PORTS_BASE + worker_index() * _SERVER_PORTS_PER_WORKER
     for _ in range(_SERVER_PORTS_PER_WORKER):
         port = start + next(_next_server_port) % _SERVER_PORTS_PER_WORKER
-        if port_is_free(port):
+        if port_is_free(port, host):
             return port
     raise RuntimeError(f"no free port from {start} to {start + _SERVER_PORTS_PER_WORKER - 1}")
 

@@ -36,6 +36,10 @@ class ModelServerFailed(Exception):
     """The server exited, or did not become ready in time; the message carries its log tail."""
 
 
+# How long a forked server's pid may be gone before its code is given up on.
+EXIT_REPORT_GRACE_S = 2.0
+
+
 class PortUnavailable(Exception):
     pass
 
@@ -49,6 +53,7 @@ class ModelProcess:
     popen: subprocess.Popen[bytes] | None  # None: forked, or adopted from an earlier deployer
     launcher: ForkLauncher | None = None  # the fork server that forked it, which reaps it
     exited_with: int | None = None  # a forked server's code, once its fork server reported it
+    gone_since: float | None = None  # when its pid was first seen gone, with no code yet
 
     def exit_code(self) -> int | None:
         if self.popen is not None:
@@ -57,7 +62,14 @@ class ModelProcess:
             self.exited_with = self.launcher.exit_code(self.pid)
         if self.exited_with is not None:
             return self.exited_with
-        return None if psutil.pid_exists(self.pid) else -1
+        if psutil.pid_exists(self.pid):
+            return None
+        if self.launcher is not None:
+            # The fork server reaps a child a moment before its reader tells us the code.
+            self.gone_since = self.gone_since or time.monotonic()
+            if time.monotonic() - self.gone_since < EXIT_REPORT_GRACE_S:
+                return None
+        return -1  # gone, how is unknown (adopted, or its fork server is gone too)
 
 
 def model_server_environment() -> dict[str, str]:
@@ -153,6 +165,7 @@ class ModelProcessManager:
         version: int,
         tenant_id: str | None,
         batching: BatchingSpec | None = None,
+        precision: str = "float32",
     ) -> ModelProcess:
         """Start a server for the model at `model_uri`: for callers of `tenant_id`, or for
         anyone when it is None (a public deployment)."""
@@ -177,6 +190,8 @@ class ModelProcessManager:
             str(version),
         ]
         command += ["--public"] if tenant_id is None else ["--tenant", tenant_id]
+        if precision != "float32":
+            command += ["--precision", precision]
         if batching is not None and batching.max_batch_size > 1:
             command += ["--max-batch-size", str(batching.max_batch_size)]
             command += ["--max-batch-wait-us", str(batching.max_wait_us)]

@@ -189,6 +189,7 @@ class Deployer:
                     version=model.version,
                     tenant_id=None if deploy.public else model.tenant_id,
                     batching=deploy.batching,
+                    precision=deploy.precision,
                 )
             )
         try:
@@ -206,7 +207,9 @@ class Deployer:
             held_out_rows, spec.dataset, spec.training.seed, self.settings.smoke_rows
         )
         gates = spec.gates
-        gate = QualityGate(gates.min_accuracy, gates.min_r2, gates.max_rmse)
+        gate = QualityGate(
+            gates.min_accuracy, gates.min_r2, gates.max_rmse, gates.max_p99_latency_ms
+        )
         # As a service acting for the model's tenant; None: a public model, asked as anyone.
         token = self.settings.internal_token_or_none() or ""
         credentials = None if spec.deploy.public else internal_headers(token, model.tenant_id)

@@ -216,7 +216,8 @@ async def test_a_cnn_layer_spec_trains_with_ddp_and_serves_flat_rows(
     await assert_every_worker_trained(stack, user_token, workflow["id"], ["worker"] * 2)
 
     rows, labels = raw_test_rows(spec["dataset"], spec["training"]["seed"])
-    async with httpx.AsyncClient(base_url=workflow["result"]["served_url"]) as served:
+    served_url, bearer = workflow["result"]["served_url"], {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(base_url=served_url, headers=bearer) as served:
         answer = await served.post("/predict", json={"rows": rows.tolist()})
     assert answer.status_code == 200, answer.text
     assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.95
@@ -255,7 +256,8 @@ async def test_a_workflow_on_a_synthetic_dataset_serves_a_model_of_its_shape(
 
     rows, labels = raw_test_rows(dataset, 42)
     assert rows.shape[1] == 12
-    async with httpx.AsyncClient(base_url=workflow["result"]["served_url"]) as served:
+    served_url, bearer = workflow["result"]["served_url"], {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(base_url=served_url, headers=bearer) as served:
         answer = await served.post("/predict", json={"rows": rows.tolist()})
     assert answer.status_code == 200, answer.text
     assert (np.array(answer.json()["predictions"]) == labels).mean() >= 0.85
@@ -290,7 +292,8 @@ async def test_a_regression_workflow_on_diabetes_passes_its_r2_gate_and_serves_v
     assert job["metrics"]["val_r2"] is not None and job["metrics"]["val_accuracy"] is None
 
     rows, values = raw_test_rows(spec["dataset"], spec["training"]["seed"])
-    async with httpx.AsyncClient(base_url=result["served_url"]) as served:
+    bearer = {"Authorization": f"Bearer {user_token}"}
+    async with httpx.AsyncClient(base_url=result["served_url"], headers=bearer) as served:
         answer = await served.post("/predict", json={"rows": rows.tolist()})
         info = (await served.get("/")).json()
     assert answer.status_code == 200, answer.text

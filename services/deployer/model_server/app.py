@@ -32,7 +32,7 @@ from services.deployer.model_server.schemas import (
 from shared.errors import Unavailable, install_error_handlers
 from shared.health import health_router, install_http_metrics
 from shared.ml.predictor import Predictor
-from shared.ml.runtimes import fastest_runtime
+from shared.ml.runtimes import fastest_runtime, int8_runtime
 from shared.telemetry import FASTAPI_TELEMETRY_OFF, create_tracer_provider, instrument_app
 
 logger = logging.getLogger(__name__)
@@ -52,9 +52,10 @@ def create_model_app(
     identity: ModelIdentity | None = None,
     batching: BatchingConfig | None = None,
     access: ModelAccess | None = None,
+    precision: str = "float32",
 ) -> FastAPI:
     """The app serving the model saved in `model_dir`; `access` checks who may ask it
-    (None: anyone, a public model)."""
+    (None: anyone, a public model); `precision` int8 serves its weights quantized."""
     identity = identity or ModelIdentity()
     batching = batching or BatchingConfig(max_batch_size=1, max_wait_s=0.0)
     registry = CollectorRegistry()
@@ -70,10 +71,10 @@ def create_model_app(
         # load makes start-up fail, so the process exits and the deployer sees why in its log.
         started = time.perf_counter()
         predictor = await run_in_threadpool(Predictor.from_path, model_dir)
-        # Torch or ONNX Runtime, whichever answers a row faster here (and the same).
-        runtime = await run_in_threadpool(
-            fastest_runtime, predictor.loaded.model, predictor.num_features
-        )
+        # Torch, TorchScript or ONNX Runtime, whichever answers a row faster here (and the
+        # same); or, asked for, ONNX Runtime with int8 weights.
+        choose = int8_runtime if precision == "int8" else fastest_runtime
+        runtime = await run_in_threadpool(choose, predictor.loaded.model, predictor.num_features)
         predictor.use(runtime)
         if batching.enabled:
             batch_metrics = BatchMetrics(registry, identity.model_id or "unregistered")
@@ -160,6 +161,11 @@ def create_model_app(
             trained_at=metadata.get("created_at"),
             loaded_at=request.app.state.loaded_at,
             runtime=request.app.state.runtime.name,
+            precision=request.app.state.runtime.precision,
+            runtime_differences={
+                name: float(f"{difference:.3g}")
+                for name, difference in request.app.state.runtime.differences.items()
+            },
             access=access.describe() if access else "public: anyone may ask",
             batching={
                 "max_batch_size": batching.max_batch_size,

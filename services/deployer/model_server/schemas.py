@@ -75,7 +75,14 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     trained_at: str | None
     loaded_at: str
-    runtime: str = Field(description="What runs the forward pass: torch or onnxruntime.")
+    runtime: str = Field(
+        description="What runs the forward pass: torch, torchscript, onnxruntime or "
+        "onnxruntime-int8."
+    )
+    precision: str = Field(description="float32, or int8 (weights quantized).")
+    runtime_differences: dict[str, float] = Field(
+        description="Each export's largest difference from torch's outputs on probe rows."
+    )
     access: str = Field(description="Who may ask for predictions.")
     runtime_single_row_us: dict[str, float] = Field(
         description="Each runtime's single-row forward pass as measured when the server started."

@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="The auth service that verifies credentials (default: NEXUS_AUTH_URL).",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "int8"],
+        default="float32",
+        help="int8: serve the weights dynamically quantized, in ONNX Runtime.",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     identity = ModelIdentity(args.model_id, args.model_name, args.model_version)
     batching = BatchingConfig(args.max_batch_size, args.max_batch_wait_us / 1e6)
     access = None if args.public else ModelAccess.from_environment(args.tenant, args.auth_url)
-    app = create_model_app(args.model_dir, identity, batching, access)
+    app = create_model_app(args.model_dir, identity, batching, access, args.precision)
     logger.info("serving %s on %s:%d", args.model_dir, args.host, args.port)
     uvicorn.run(
         app,

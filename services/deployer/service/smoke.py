@@ -13,6 +13,9 @@ import numpy as np
 
 # The example in DEPLOYMENT.md and `neural/serve-api`: a couple of real rows stays readable.
 EXAMPLE_ROWS = 2
+# Single-row requests timed one after another for the served p99 (about 0.1 s here).
+LATENCY_REQUESTS = 100
+SERVING_FIELDS = ("runtime", "precision", "runtime_single_row_us", "runtime_differences")
 
 
 class SmokeTestFailed(Exception):
@@ -38,6 +41,8 @@ class QualityGate:
     min_accuracy: float
     min_r2: float
     max_rmse: float | None = None
+    # Single-row requests over HTTP, as a client sends them (None: not measured).
+    max_p99_latency_ms: float | None = None
 
 
 def held_out_rows(dataset: str, seed: int, limit: int) -> HeldOutRows:
@@ -117,7 +122,41 @@ async def smoke_test(
         raise SmokeTestFailed(f"a row of the wrong width answered {bad.status_code}, not 422")
     checks["refuses_bad_rows"] = "ok"
     checks["example"] = _example(test_rows, answer)
+
+    served = await _get(client, f"{url}/", credentials)
+    if served.status_code != 200:
+        raise SmokeTestFailed(f"GET / answered {served.status_code}: {served.text}")
+    checks["serving"] = {name: served.json().get(name) for name in SERVING_FIELDS}
+    if gate.max_p99_latency_ms is not None:
+        checks["latency"] = await _served_latency(
+            client, f"{url}/predict", test_rows.rows[0], credentials, gate.max_p99_latency_ms
+        )
     return checks
+
+
+async def _served_latency(
+    client: httpx.AsyncClient,
+    url: str,
+    row: list[float],
+    credentials: dict[str, str] | None,
+    max_p99_ms: float,
+) -> dict[str, Any]:
+    """Phase 4's latency gate, through the serving path: single-row requests over HTTP."""
+    samples = []
+    for _ in range(LATENCY_REQUESTS):
+        started = time.perf_counter()
+        response = await _post(client, url, {"rows": [row]}, credentials)
+        samples.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise SmokeTestFailed(f"a single-row request answered {response.status_code}")
+    p50, p99 = (float(np.percentile(samples, q)) for q in (50, 99))
+    if p99 > max_p99_ms:
+        raise SmokeTestFailed(
+            f"served p99 latency is {p99:.1f} ms over {LATENCY_REQUESTS} single-row "
+            f"requests; the gate allows {max_p99_ms:g} ms"
+        )
+    rounded = {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3)}
+    return {**rounded, "requests": LATENCY_REQUESTS, "max_p99_ms": max_p99_ms}
 
 
 def _regression_quality(
@@ -196,9 +235,11 @@ def _example(test_rows: HeldOutRows, answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _get(client: httpx.AsyncClient, url: str) -> httpx.Response:
+async def _get(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
     try:
-        return await client.get(url)
+        return await client.get(url, headers=headers)
     except httpx.HTTPError as exc:
         raise SmokeTestFailed(f"GET {url} failed: {exc!r}") from exc
 

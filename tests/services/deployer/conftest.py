@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -123,14 +124,23 @@ class DeployerHarness:
         return as_service(self.internal_token, tenant_id)
 
     async def register(
-        self, tenant_id: str, model_dir: Path, name: str, *, port: int | None = None
+        self,
+        tenant_id: str,
+        model_dir: Path,
+        name: str,
+        *,
+        port: int | None = None,
+        **spec_fields: Any,
     ) -> RegisteredModel:
+        """A digits model in the registry; `spec_fields` go into its spec (gates, deploy)."""
+        deploy = {"port": port, **spec_fields.pop("deploy", {})}
         spec = WorkflowSpec.model_validate(
             {
                 "name": name,
                 "dataset": "digits",
                 "training": {"seed": SEED},
-                "deploy": {"port": port},
+                "deploy": deploy,
+                **spec_fields,
             }
         )
         async with self.context.unit_of_work() as uow:

@@ -124,9 +124,10 @@ def test_health_readiness_metadata_and_docs(server: str) -> None:
     body = openapi["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["rows"]
     # Measured as it started: each runtime's single row, and the faster one serving.
-    assert set(info["runtime_single_row_us"]) == {"torch", "onnxruntime"}
+    assert set(info["runtime_single_row_us"]) == {"torch", "torchscript", "onnxruntime"}
     fastest = min(info["runtime_single_row_us"], key=info["runtime_single_row_us"].__getitem__)
-    assert info["runtime"] == fastest
+    assert info["runtime"] == fastest and info["precision"] == "float32"
+    assert set(info["runtime_differences"]) == {"torchscript", "onnxruntime"}
 
 
 def test_a_body_over_the_models_limit_is_413_and_the_server_goes_on(server: str) -> None:

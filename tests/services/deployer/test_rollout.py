@@ -171,3 +171,34 @@ async def test_a_rollout_cut_short_by_a_dead_deployer_is_resumed_once(
     assert await deployer.unfinished_rollout(tenant_id, model.workflow_id) is None
     assert await deployer.unfinished_rollout(tenant_id, uuid.uuid4()) is None
     await deployer.stop(tenant_id, outcome.deployment.id)
+
+
+async def test_a_deployment_records_how_it_serves_and_its_latency_over_http(
+    harness: DeployerHarness, tenant_id: str, digits_model_dir: Path
+) -> None:
+    """The served runtime, precision and p99 over HTTP are measured before going live and
+    kept with the deployment; int8 weights serve when the spec asks, judged by the gates."""
+    deploy = {"precision": "int8"}
+    model = await harness.register(tenant_id, digits_model_dir, "digits-int8", deploy=deploy)
+    outcome = await harness.deployer.deploy(tenant_id, model.id)
+    assert outcome.succeeded, outcome.reason
+    checks = outcome.deployment.checks or {}
+    assert checks["serving"]["precision"] == "int8"
+    assert checks["serving"]["runtime"] == "onnxruntime-int8"
+    assert {"torch", "onnxruntime-int8"} <= set(checks["serving"]["runtime_single_row_us"])
+    assert checks["predict"]["accuracy"] >= 0.85 and checks["refuses_anonymous"] == "ok"
+    latency = checks["latency"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_p99_ms"] == 100.0
+    assert await answers_correctly(str(outcome.deployment.url), harness.headers(tenant_id))
+    await harness.deployer.stop(tenant_id, outcome.deployment.id)
+
+
+async def test_a_version_slower_than_its_latency_gate_over_http_is_not_deployed(
+    harness: DeployerHarness, tenant_id: str, digits_model_dir: Path
+) -> None:
+    gates = {"max_p99_latency_ms": 0.001}  # no request over HTTP is this fast
+    model = await harness.register(tenant_id, digits_model_dir, "digits-slow", gates=gates)
+    outcome = await harness.deployer.deploy(tenant_id, model.id)
+    assert not outcome.succeeded and outcome.deployment.status == "failed"
+    assert "served p99 latency is" in (outcome.reason or "")
+    assert "the gate allows 0.001 ms" in (outcome.reason or "")
