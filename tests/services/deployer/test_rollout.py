@@ -200,5 +200,6 @@ async def test_a_version_slower_than_its_latency_gate_over_http_is_not_deployed(
     model = await harness.register(tenant_id, digits_model_dir, "digits-slow", gates=gates)
     outcome = await harness.deployer.deploy(tenant_id, model.id)
     assert not outcome.succeeded and outcome.deployment.status == "failed"
-    assert "served p99 latency is" in (outcome.reason or "")
+    reason = outcome.reason or ""
+    assert "served p99 latency is" in reason and "in 2 rounds" in reason
     assert "the gate allows 0.001 ms" in (outcome.reason or "")
