@@ -119,7 +119,7 @@ async def create_api_key(
         name=api_key.name,
         key=key,
         prefix=api_key.prefix,
-        scopes=api_key.scopes,
+        scopes=body.scopes,
         created_at=api_key.created_at,
         expires_at=api_key.expires_at,
     )
