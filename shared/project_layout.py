@@ -25,6 +25,7 @@ class ProjectFile(StrEnum):
     TRAIN_SCRIPT = "neural/scripts/train.py"
     BACKUP_SCRIPT = "neural/scripts/backup-checkpoints.sh"
     SERVE_SCRIPT = "neural/scripts/serve.py"
+    SERVE_REQUIREMENTS = "neural/requirements.txt"
     DEPLOY_SCRIPT = "neural/scripts/deploy.sh"
     VALIDATION_SCRIPT = "neural/tests/validation.py"
     REPORT = "neural/reports/performance-report.md"

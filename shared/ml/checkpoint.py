@@ -24,7 +24,14 @@ from torch import nn
 
 from shared.ml.architecture import Architecture, build_model, count_parameters
 from shared.ml.data import Normalization, TargetNormalization
-from shared.ml.files import CHECKPOINT_METADATA, MODEL_METADATA, MODEL_WEIGHTS, TRAINER_STATE
+from shared.ml.files import (
+    CHECKPOINT_METADATA,
+    MODEL_METADATA,
+    MODEL_ONNX,
+    MODEL_WEIGHTS,
+    TRAINER_STATE,
+)
+from shared.ml.runtimes import checked_onnx
 
 __all__ = ["CHECKPOINT_METADATA", "MODEL_METADATA", "MODEL_WEIGHTS", "TRAINER_STATE"]
 
@@ -154,6 +161,11 @@ def save_model(
         )
     weights = save_safetensors(weights_of(model), metadata={"format": MODEL_FORMAT})
     _write(destination, MODEL_WEIGHTS, weights)
+    was_training = model.training
+    onnx = checked_onnx(model.eval(), architecture.input_dim)
+    model.train(was_training)
+    if onnx is not None:
+        _write(destination, MODEL_ONNX, onnx)
     # Metadata goes last: a folder without it is an interrupted save, and loading refuses it.
     _write_json(
         destination,
@@ -173,6 +185,10 @@ def save_model(
             "torch_version": torch.__version__,
             "parameter_count": count_parameters(model),
             "weights_sha256": hashlib.sha256(weights).hexdigest(),
+            # The ONNX graph beside the weights, for serving without torch (None: no export).
+            "onnx": {"file": MODEL_ONNX, "sha256": hashlib.sha256(onnx).hexdigest()}
+            if onnx is not None
+            else None,
             "extra": extra_metadata or {},
         },
     )

@@ -85,6 +85,23 @@ def onnx_bytes(model: nn.Module, num_features: int) -> bytes:
     return exported.getvalue()
 
 
+def checked_onnx(model: nn.Module, num_features: int) -> bytes | None:
+    """The model's ONNX graph, if it exports and answers as torch does on probe rows within
+    EXPORT_TOLERANCE; None otherwise (said in the log)."""
+    try:
+        graph = onnx_bytes(model, num_features)
+        probe = _probe_rows(num_features)
+        exported = session_forward(graph)(probe)
+        difference = float(np.abs(exported - torch_forward(model)(probe)).max())
+    except Exception as exc:  # any exporter or runtime failure: no ONNX file, said why
+        logger.warning("the model does not export to ONNX (%s)", exc)
+        return None
+    if difference > EXPORT_TOLERANCE:
+        logger.warning("the ONNX export differs from torch by %.2g; not kept", difference)
+        return None
+    return graph
+
+
 def onnx_forward(model: nn.Module, num_features: int) -> Forward:
     """The model exported to ONNX in an ONNX Runtime session of one thread, as the server
     runs torch. Raises when the model does not export."""

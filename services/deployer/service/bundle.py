@@ -1,5 +1,6 @@
-"""The files phase 5 adds to a workflow's generated project: serve.py, deploy.sh, the
-Dockerfile and DEPLOYMENT.md, rendered from the templates beside this module."""
+"""The files phase 5 adds to a workflow's generated project: serve.py (the model served by
+ONNX Runtime alone), its requirements.txt, deploy.sh, the Dockerfile and DEPLOYMENT.md,
+rendered from the templates beside this module."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import json
 import os
 import re
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from services.deployer.models import Deployment, RegisteredModel
-from services.deployer.process_manager import SOURCE_ROOT
 from shared.artifacts import ArtifactStore, local_path
 from shared.project_layout import ProjectFile
 
@@ -19,17 +20,21 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 CONTAINER_PORT = 8080
 
 SERVE_SCRIPT = ProjectFile.SERVE_SCRIPT
+SERVE_REQUIREMENTS = ProjectFile.SERVE_REQUIREMENTS
 DEPLOY_SCRIPT = ProjectFile.DEPLOY_SCRIPT
 DOCKERFILE = ProjectFile.DOCKERFILE
 DEPLOYMENT_DOC = ProjectFile.DEPLOYMENT_DOC
 # project path -> template
 BUNDLE_FILES = {
     SERVE_SCRIPT: "serve.py.tmpl",
+    SERVE_REQUIREMENTS: "requirements.txt.tmpl",
     DEPLOY_SCRIPT: "deploy.sh.tmpl",
     DOCKERFILE: "Dockerfile.tmpl",
     DEPLOYMENT_DOC: "DEPLOYMENT.md.tmpl",
 }
 _EXECUTABLE = (SERVE_SCRIPT, DEPLOY_SCRIPT)
+# What the bundle's serve.py imports, pinned in its requirements.txt to the versions here.
+SERVING_PACKAGES = ("numpy", "onnxruntime", "fastapi", "uvicorn")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -73,9 +78,8 @@ def bundle_values(
         "container_port": str(CONTAINER_PORT),
         "image": f"{name}:v{model.version}",
         "container": name,
-        "nexus_source": str(SOURCE_ROOT),
-        "nexus_source_literal": json.dumps(str(SOURCE_ROOT)),
         "python": sys.executable,
+        **{f"{package}_version": version(package) for package in SERVING_PACKAGES},
         "deployer_url": deployer_url.rstrip("/"),
         "smoke_rows": str(predict["rows"]),
         "example_request": json.dumps(example["request"], separators=(",", ":")),

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,7 +79,11 @@ def phase4_passed(tenant_id: str, model_uri: str) -> Phase4Passed:
 
 
 async def test_phase4_passed_serves_the_model_and_completes_phase5(
-    harness: DeployerHarness, tenant_id: str, digits_model_dir: Path, outcomes: Phase5Outcomes
+    harness: DeployerHarness,
+    tenant_id: str,
+    digits_model_dir: Path,
+    outcomes: Phase5Outcomes,
+    tmp_path: Path,
 ) -> None:
     context = harness.context
     workflow_id = uuid.uuid4()
@@ -122,12 +127,76 @@ async def test_phase4_passed_serves_the_model_and_completes_phase5(
 
     # The generated deploy.sh really serves the model (here without Docker: via serve.py).
     await assert_deploy_script_serves(deploy_script, example, project / "deploy.log")
+    # And the project alone does, in a new virtualenv with only its requirements.txt.
+    await assert_the_bundle_serves_alone(project, example, tmp_path)
 
     # A redelivered event is recognised and deploys nothing twice.
     await deploy_validated_model(context, event)
     async with context.unit_of_work() as uow:
         models = await DeployerRepository(uow.session, tenant_id).list_models(None, 10)
     assert len(models) == 1
+
+
+async def assert_the_bundle_serves_alone(
+    project: Path, example: dict[str, Any], scratch: Path
+) -> None:
+    """serve.py in a fresh virtualenv holding only requirements.txt (no Nexus, no torch), run
+    in isolated mode from a copy of the project: it answers as the Nexus server did."""
+    copy = shutil.copytree(project, scratch / "project")
+    venv = scratch / "venv"
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+
+    async def run(*argv: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=scratch
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), 300)
+        assert process.returncode == 0, output.decode()[-3000:]
+        return output.decode()
+
+    await run(sys.executable, "-m", "venv", str(venv))
+    await run(str(python), "-m", "pip", "install", "-q", "-r", str(copy / "requirements.txt"))
+    for absent in ("torch", "services", "shared"):
+        look = f"import importlib.util as u; print(u.find_spec('{absent}'))"
+        found = await run(str(python), "-I", "-c", look)
+        assert found.strip() == "None", f"{absent} is in the bundle's venv"
+
+    port, key = free_port(), "bundle-key"
+    log = scratch / "serve.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            str(python), "-I", str(copy / "scripts" / "serve.py"), "--port", str(port),
+            env={**env, "SERVE_API_KEY": key}, stdout=out, stderr=subprocess.STDOUT, cwd=scratch,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(trust_env=False, base_url=url) as client:
+            for _ in range(300):
+                assert process.returncode is None, log.read_text()
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            request = example["request"]
+            assert (await client.post("/predict", json=request)).status_code == 401
+            bearer = {"Authorization": f"Bearer {key}"}
+            answer = (await client.post("/predict", json=request, headers=bearer)).json()
+            short = {"rows": [request["rows"][0][:-1]]}
+            refused = await client.post("/predict", json=short, headers=bearer)
+        assert answer["predictions"] == example["response"]["predictions"]
+        assert answer["labels"] == example["response"]["labels"]
+        for served, expected in zip(
+            answer["probabilities"], example["response"]["probabilities"], strict=True
+        ):
+            assert max(abs(a - b) for a, b in zip(served, expected, strict=True)) < 1e-3
+        assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "rows.0"
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 20)
 
 
 async def assert_deploy_script_serves(script: Path, example: dict[str, Any], log: Path) -> None:
