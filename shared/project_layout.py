@@ -23,6 +23,7 @@ class ProjectFile(StrEnum):
     ARCHITECTURE_CONFIG = "neural/configs/architecture.json"
     VALIDATION_CONFIG = "neural/configs/validation.json"
     TRAIN_SCRIPT = "neural/scripts/train.py"
+    TRAIN_REQUIREMENTS = "neural/requirements-train.txt"
     BACKUP_SCRIPT = "neural/scripts/backup-checkpoints.sh"
     SERVE_SCRIPT = "neural/scripts/serve.py"
     SERVE_REQUIREMENTS = "neural/requirements.txt"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -17,6 +18,31 @@ from shared.project_layout import ProjectFile
 from shared.spec import TEST_FRACTION, VAL_FRACTION, WorkflowSpec
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
+# What train.py imports of Nexus, copied into the project (scripts/nexus_lib/), so that it
+# runs where Nexus is not installed: the training library and the few modules it uses.
+LIBRARY = (
+    "shared/__init__.py",
+    "shared/layer_spec.py",
+    "shared/processes.py",
+    "shared/spec.py",
+    "shared/synthetic.py",
+    "shared/ml",
+)
+LIBRARY_DIR = "neural/scripts/nexus_lib"
+# The distributions the library imports, pinned in requirements-train.txt to the versions
+# that trained the model (torch's CPU wheels: https://download.pytorch.org/whl/cpu).
+TRAINING_PACKAGES = (
+    "torch",
+    "numpy",
+    "scikit-learn",
+    "safetensors",
+    "fsspec",
+    "pydantic",
+    "psutil",
+    "onnx",
+    "onnxruntime",
+)
 
 
 def _template(name: str) -> Template:
@@ -78,6 +104,7 @@ def write_design_files(
 
     store.write_text(url(ProjectFile.ARCHITECTURE_CONFIG), _dumps(design.architecture))
     store.write_text(url(ProjectFile.TRAIN_SCRIPT), render_train_script(spec, workflow_id))
+    write_training_library(store, tenant_id, workflow_id)
     if not store.exists(url(ProjectFile.TRAINING_CONFIG)):
         store.write_text(
             url(ProjectFile.TRAINING_CONFIG), _dumps(spec.training.model_dump(mode="json"))
@@ -87,6 +114,19 @@ def write_design_files(
         dataset.update(val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION)
         store.write_text(url(ProjectFile.DATASET_CONFIG), _dumps(dataset))
     return {path: url(path) for path in (ProjectFile.ARCHITECTURE_CONFIG, ProjectFile.TRAIN_SCRIPT)}
+
+
+def write_training_library(store: ArtifactStore, tenant_id: str, workflow_id: uuid.UUID) -> None:
+    """train.py's copy of the library, and the requirements of both."""
+    for relative in LIBRARY:
+        source = SOURCE_ROOT / relative
+        for module in sorted(source.glob("*.py")) if source.is_dir() else [source]:
+            path = f"{LIBRARY_DIR}/{module.relative_to(SOURCE_ROOT)}"
+            store.write_text(store.workflow_url(tenant_id, workflow_id, path), module.read_text())
+    pins = "".join(f"{name}=={version(name)}\n" for name in TRAINING_PACKAGES)
+    header = "# What scripts/train.py needs, pinned to the versions that trained the model.\n"
+    requirements = store.workflow_url(tenant_id, workflow_id, ProjectFile.TRAIN_REQUIREMENTS)
+    store.write_text(requirements, header + pins)
 
 
 def write_backup_script(

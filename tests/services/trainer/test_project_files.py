@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import uuid
 from pathlib import Path
@@ -64,6 +65,37 @@ def test_train_script_retrains_the_same_model_from_the_configs(project: Path) ->
     # Same seed, split, architecture and loop on one thread: bit-identical weights.
     assert retrained["weights_sha256"] == original["weights_sha256"]
     assert retrained["extra"]["trained_by"] == "neural/scripts/train.py"
+
+
+def test_train_script_runs_where_nexus_is_not_installed(project: Path, tmp_path: Path) -> None:
+    """A new virtualenv that sees the third-party packages of requirements-train.txt (this
+    one's site-packages, whose editable Nexus install it does not load) but no Nexus: train.py
+    runs from a copy of the project on its copy of the library, in isolated mode."""
+    copy = shutil.copytree(project, tmp_path / "neural")
+    shutil.rmtree(copy / "models")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "third_party.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    look = "import importlib.util as u; print(u.find_spec('shared'), u.find_spec('services'))"
+    found = subprocess.run([python, "-I", "-c", look], env=env, capture_output=True, text=True)
+    assert found.stdout.split() == ["None", "None"], found.stderr
+
+    run = subprocess.run(
+        [python, "-I", str(copy / "scripts/train.py"), "--epochs", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "epoch 1/1" in run.stdout
+    assert (copy / "models/model.safetensors").is_file() and (copy / "models/model.onnx").is_file()
+    pins = (copy / "requirements-train.txt").read_text()
+    assert "torch==" in pins and "scikit-learn==" in pins
 
 
 def test_backup_script_archives_every_checkpoint_file(project: Path, tmp_path: Path) -> None:
