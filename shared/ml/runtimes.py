@@ -57,13 +57,7 @@ def torchscript_forward(model: nn.Module, num_features: int) -> Forward:
         # to compile these networks where tracing takes milliseconds.
         warnings.simplefilter("ignore")
         traced = torch.jit.freeze(torch.jit.trace(model.eval(), torch.zeros(1, num_features)))
-
-    def forward(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            outputs: np.ndarray = traced(torch.from_numpy(x)).numpy()
-            return outputs
-
-    return forward
+    return torch_forward(traced)
 
 
 def onnx_bytes(model: nn.Module, num_features: int) -> bytes:

@@ -22,6 +22,14 @@ from shared.spec import WorkflowSpec
 from tests.services.trainer.conftest import REPO_ROOT, TrainedRun
 
 
+def run_train_script(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run a generated train.py (`command`: the interpreter, its flags, the script, its
+    arguments) to success; its output."""
+    run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 @pytest.fixture(scope="module")
 def project(trained_run: TrainedRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the trained workflow's folder with phase 2's and phase 3's files added."""
@@ -50,16 +58,8 @@ def test_train_script_retrains_the_same_model_from_the_configs(project: Path) ->
     (project / "models").rename(project / "models-from-node")
     # Run from another directory, with the nexus package importable as where it is installed.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run(
-        [sys.executable, str(project / "scripts/train.py"), "--epochs", "3"],
-        cwd=project.parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    assert "epoch 3/3" in run.stdout
+    command = [sys.executable, str(project / "scripts/train.py"), "--epochs", "3"]
+    assert "epoch 3/3" in run_train_script(command, project.parent.parent, env)
     retrained = json.loads((project / "models/model-metadata.json").read_text())
     assert (project / "models/model.safetensors").is_file()
     # Same seed, split, architecture and loop on one thread: bit-identical weights.
@@ -83,16 +83,8 @@ def test_train_script_runs_where_nexus_is_not_installed(project: Path, tmp_path:
     found = subprocess.run([python, "-I", "-c", look], env=env, capture_output=True, text=True)
     assert found.stdout.split() == ["None", "None"], found.stderr
 
-    run = subprocess.run(
-        [python, "-I", str(copy / "scripts/train.py"), "--epochs", "1"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    assert "epoch 1/1" in run.stdout
+    command = [python, "-I", str(copy / "scripts/train.py"), "--epochs", "1"]
+    assert "epoch 1/1" in run_train_script(command, tmp_path, env)
     assert (copy / "models/model.safetensors").is_file() and (copy / "models/model.onnx").is_file()
     pins = (copy / "requirements-train.txt").read_text()
     assert "torch==" in pins and "scikit-learn==" in pins
@@ -158,16 +150,8 @@ def test_train_script_retrains_a_regression_model_to_the_bit(tmp_path: Path, one
     assert original["target_normalization"]["std"] > 1
     (project / "models").rename(project / "models-from-node")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run(
-        [sys.executable, str(project / "scripts/train.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    assert "R²" in run.stdout and "RMSE" in run.stdout and "acc" not in run.stdout
+    output = run_train_script([sys.executable, str(project / "scripts/train.py")], tmp_path, env)
+    assert "R²" in output and "RMSE" in output and "acc" not in output
     retrained = json.loads((project / "models/model-metadata.json").read_text())
     assert retrained["weights_sha256"] == original["weights_sha256"]
     assert retrained["target_normalization"] == original["target_normalization"]
