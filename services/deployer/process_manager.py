@@ -26,7 +26,12 @@ logger = logging.getLogger(__name__)
 SERVER_MODULE = "services.deployer.model_server"
 # What a forked model server runs, and what the fork server imports for it beforehand.
 SERVER_MAIN = "services.deployer.model_server.server:main"
-SERVER_WARM_UP = ("torch", "uvicorn", "services.deployer.model_server.app")
+SERVER_WARM_UP = (
+    "torch",
+    "uvicorn",
+    "services.deployer.model_server.app",
+    "shared.ml.runtimes:prewarm_exports",
+)
 # The folder that holds `services/` and `shared/`: the child imports the same code.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 _LOG_TAIL_LINES = 20

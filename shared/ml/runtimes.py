@@ -174,6 +174,21 @@ def _quantized(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
+def prewarm_exports(torchscript: bool = True) -> None:
+    """Export a tiny network once, so the exporters' first-use set-up (torch's JIT: about a
+    second, the ONNX exporter: a fifth of one) is paid by a fork server, not by every
+    server or node forked from it."""
+    tiny = nn.Sequential(nn.Linear(2, 2)).eval()
+    checked_onnx(tiny, 2)
+    if torchscript:
+        torchscript_forward(tiny, 2)
+
+
+def prewarm_onnx() -> None:
+    """What a training node needs of `prewarm_exports`: save_model exports to ONNX."""
+    prewarm_exports(torchscript=False)
+
+
 def _probe_rows(num_features: int) -> np.ndarray:
     probe = np.random.default_rng(0).standard_normal((_PROBE_ROWS, num_features))
     return probe.astype(np.float32)

@@ -42,6 +42,9 @@ def prewarm_training_stack() -> None:
     import shared.ml.checkpoint  # noqa: F401
     import shared.ml.data  # noqa: F401
     import shared.ml.strategies  # noqa: F401
+    from shared.ml.runtimes import prewarm_onnx
+
+    prewarm_onnx()  # the trained model is saved with its ONNX export
 
     # The first optimizer a process builds imports torch's compiler stack: over a second.
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], foreach=True)

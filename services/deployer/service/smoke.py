@@ -14,7 +14,7 @@ import numpy as np
 # The example in DEPLOYMENT.md and `neural/serve-api`: a couple of real rows stays readable.
 EXAMPLE_ROWS = 2
 # Single-row requests timed one after another for the served p99 (about 0.1 s here).
-LATENCY_REQUESTS = 100
+LATENCY_REQUESTS = 50
 LATENCY_ROUNDS = 2
 SERVING_FIELDS = ("runtime", "precision", "runtime_single_row_us", "runtime_differences")
 
