@@ -17,9 +17,10 @@ demo: install  ## the whole five-phase digits workflow on an embedded NATS and P
 	$(BIN)/nexus demo
 
 # TEST_WORKERS=3 runs the suite in three pytest-xdist workers, a test module each at a
-# time, each with its own database and NATS (tests/infrastructure.py): 5 to 7 minutes on
-# a 2-core machine instead of 10. Not yet the default: in one run of four a cluster-service
-# test waited there until pytest-timeout ended it, which one process has not shown.
+# time, each with its own database, NATS and ports (tests/infrastructure.py): 8.5 minutes
+# on a 2-core machine where one process takes 11 to 13 (the suite is CPU-bound there). Not
+# yet the default: the hang and the port races it showed are fixed, but it has yet to pass
+# CI more than once.
 TEST_WORKERS ?= 0
 
 test: install  ## the test suite (real Postgres and NATS: configured, containers, or embedded)
