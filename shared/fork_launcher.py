@@ -13,6 +13,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,6 +27,7 @@ READY_TIMEOUT_S = 120.0
 # How long a start waits for a fork server that is still importing; about what a cold start
 # takes on a loaded host, so waiting is never much slower than not.
 STARTING_WAIT_S = 20.0
+_STARTING_POLL_S = 0.05
 # Exit codes kept until the caller reads them; a bound, should it never.
 _MAX_EXITS = 10_000
 
@@ -127,8 +129,10 @@ class ForkLauncher:
     def fork(self, argv: list[str], env: dict[str, str], log_path: Path) -> int | None:
         """The pid of a process forked with `argv` and `env`, its output appended to
         `log_path`; None when the fork server cannot serve it now (the caller starts it cold)."""
-        if self.starting:
-            self._ready.wait(STARTING_WAIT_S)
+        deadline = time.monotonic() + STARTING_WAIT_S
+        while self.starting and time.monotonic() < deadline:
+            # Polled, not one long wait: a server stopped meanwhile ends the wait at once.
+            self._ready.wait(_STARTING_POLL_S)
         if not self.ready:
             return None
         request = json.dumps({"argv": argv, "env": env, "log": str(log_path)}) + "\n"

@@ -236,7 +236,10 @@ class NodeProcessManager:
             log_path = self._log_dir / f"{plan.node_id}.log"
             # The node rotates the file it logs to (shared.telemetry).
             env = {**self.env, **trace_context_env(), **logging_to(log_path)}
-            process = self._fork(command, env, log_path) or self._start_cold(command, env, log_path)
+            forked = self._fork(command, env, log_path)
+            if forked is None and self._closed:  # its fork server was stopped with the service
+                raise NodesClosed("the service is stopping: no node starts now")
+            process = forked or self._start_cold(command, env, log_path)
             with self._lock:
                 closed = self._closed
                 self._processes[plan.node_id] = process

@@ -5,6 +5,7 @@ with its arguments, environment and output file, and its exit code comes back.""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +82,27 @@ def test_stopping_a_server_that_is_still_importing_ends_it_at_once(tmp_path: Pat
 
     assert time.monotonic() - started < 2, "stop waited for the warm-up"
     assert not _alive(server)
+
+
+def test_a_fork_waiting_for_a_server_that_is_stopped_gives_up_at_once(tmp_path: Path) -> None:
+    launcher = _launcher(tmp_path, f"{CHILD}:slow_warm_up")
+    launcher.start_in_background()
+    deadline = time.monotonic() + 10
+    while not launcher.starting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    answers: list[int | None] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(launcher.fork(["x"], {}, tmp_path / "child.log"))
+    )
+    waiting.start()
+    time.sleep(0.2)  # the fork waits for the warm-up
+
+    started = time.monotonic()
+    launcher.stop()
+    waiting.join(timeout=10)
+
+    assert answers == [None]  # not forked: the caller decides what to do instead
+    assert time.monotonic() - started < 2, "the fork waited for a server that was stopped"
 
 
 def _alive(pid: int) -> bool:
