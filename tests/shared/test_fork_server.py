@@ -68,12 +68,18 @@ def test_children_exiting_while_others_are_forked_never_stall_a_fork(tmp_path: P
         launcher.stop()
 
 
-def test_stopping_a_server_that_is_still_importing_ends_it_at_once(tmp_path: Path) -> None:
+def _importing(tmp_path: Path) -> ForkLauncher:
+    """A launcher whose server has started and is still importing (for seconds)."""
     launcher = _launcher(tmp_path, f"{CHILD}:slow_warm_up")
     launcher.start_in_background()
     deadline = time.monotonic() + 10
     while not launcher.starting and time.monotonic() < deadline:
         time.sleep(0.01)
+    return launcher
+
+
+def test_stopping_a_server_that_is_still_importing_ends_it_at_once(tmp_path: Path) -> None:
+    launcher = _importing(tmp_path)
     server = launcher.pid
     assert launcher.starting and server is not None
 
@@ -85,11 +91,7 @@ def test_stopping_a_server_that_is_still_importing_ends_it_at_once(tmp_path: Pat
 
 
 def test_a_fork_waiting_for_a_server_that_is_stopped_gives_up_at_once(tmp_path: Path) -> None:
-    launcher = _launcher(tmp_path, f"{CHILD}:slow_warm_up")
-    launcher.start_in_background()
-    deadline = time.monotonic() + 10
-    while not launcher.starting and time.monotonic() < deadline:
-        time.sleep(0.01)
+    launcher = _importing(tmp_path)
     answers: list[int | None] = []
     waiting = threading.Thread(
         target=lambda: answers.append(launcher.fork(["x"], {}, tmp_path / "child.log"))
