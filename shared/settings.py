@@ -63,10 +63,36 @@ def database_url_from_env() -> str:
     return url
 
 
-class NexusSettings(BaseSettings):
-    """Variables that every Nexus process understands (services, nodes, CLI)."""
+class CredentialSettings(BaseSettings):
+    """How a process checks callers as the services do: the auth service that issued their
+    credentials, and the internal token services send each other. A model server reads
+    these alone; it needs no NATS or database."""
 
     model_config = SettingsConfigDict(env_prefix="NEXUS_", extra="ignore")
+
+    internal_token: SecretStr | None = None
+    internal_token_file: Path | None = None
+    auth_url: str = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
+
+    @model_validator(mode="after")
+    def _read_token_file(self) -> Self:
+        if self.internal_token is None and self.internal_token_file is not None:
+            self.internal_token = SecretStr(self.internal_token_file.read_text().strip())
+        return self
+
+    def internal_token_or_none(self) -> str | None:
+        return self.internal_token.get_secret_value() if self.internal_token else None
+
+    def internal_token_value(self) -> str:
+        if self.internal_token is None:
+            raise ValueError(
+                "no internal token: set NEXUS_INTERNAL_TOKEN or NEXUS_INTERNAL_TOKEN_FILE"
+            )
+        return self.internal_token.get_secret_value()
+
+
+class NexusSettings(CredentialSettings):
+    """Variables that every Nexus process understands (services, nodes, CLI)."""
 
     env: Literal["development", "test", "production"] = "development"
     home: Path = Path(".nexus")
@@ -87,10 +113,7 @@ class NexusSettings(BaseSettings):
 
     # Prefix of this deployment's durable consumer names (tests use one per run).
     consumer_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", max_length=40)
-    internal_token: SecretStr | None = None
-    internal_token_file: Path | None = None
 
-    auth_url: str = f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
     memory_url: str = f"http://127.0.0.1:{SERVICE_PORTS['memory']}"
     cluster_url: str = f"http://127.0.0.1:{SERVICE_PORTS['cluster']}"
     trainer_url: str = f"http://127.0.0.1:{SERVICE_PORTS['trainer']}"
@@ -102,8 +125,6 @@ class NexusSettings(BaseSettings):
         self.home = self.home.expanduser().resolve()
         if not self.artifacts:
             self.artifacts = f"file://{self.home / 'artifacts'}"
-        if self.internal_token is None and self.internal_token_file is not None:
-            self.internal_token = SecretStr(self.internal_token_file.read_text().strip())
         token = self.internal_token_or_none() or ""
         if self.env == "production" and token.lower() in _PLACEHOLDER_SECRETS:
             raise ValueError("NEXUS_INTERNAL_TOKEN must be set to a real secret in production")
@@ -113,16 +134,6 @@ class NexusSettings(BaseSettings):
     def from_env(cls) -> Self:
         """Read every field from `NEXUS_*` variables (the required URLs have no defaults)."""
         return cls()  # type: ignore[call-arg]
-
-    def internal_token_or_none(self) -> str | None:
-        return self.internal_token.get_secret_value() if self.internal_token else None
-
-    def internal_token_value(self) -> str:
-        if self.internal_token is None:
-            raise ValueError(
-                "no internal token: set NEXUS_INTERNAL_TOKEN or NEXUS_INTERNAL_TOKEN_FILE"
-            )
-        return self.internal_token.get_secret_value()
 
 
 class ServiceSettings(NexusSettings):

@@ -11,7 +11,6 @@ that), at most `MAX_REMEMBERED` of them at once.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,11 @@ from pydantic_core import to_json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.asgi import header
-from shared.errors import Unauthorized, error_body
-from shared.security import TENANT_HEADER, TokenVerifier, remote_verifier
-from shared.settings import SERVICE_PORTS
+from shared.errors import Forbidden, Unauthorized, error_body
+from shared.security import TENANT_HEADER, ApiScope, TokenVerifier, remote_verifier
+from shared.settings import CredentialSettings
 
-PREDICT_SCOPE = "models:predict"
+PREDICT_SCOPE: ApiScope = "models:predict"
 OPEN_PATHS = frozenset(
     {
         "/healthz",
@@ -63,16 +62,11 @@ class ModelAccess:
     def from_environment(cls, tenant_id: str, auth_url: str | None = None) -> ModelAccess:
         """Verifying as the services do: JWKS and API keys from the auth service at
         `auth_url` (NEXUS_AUTH_URL), the internal token from NEXUS_INTERNAL_TOKEN(_FILE)."""
-        url = auth_url or os.environ.get(
-            "NEXUS_AUTH_URL", f"http://127.0.0.1:{SERVICE_PORTS['auth']}"
-        )
-        token = os.environ.get("NEXUS_INTERNAL_TOKEN")
-        token_file = os.environ.get("NEXUS_INTERNAL_TOKEN_FILE")
-        if token is None and token_file:
-            with open(token_file) as handle:
-                token = handle.read().strip()
+        settings = CredentialSettings()
+        url = auth_url or settings.auth_url
         # Answers are remembered here, per credential, not again in the verifier.
-        return cls(tenant_id, remote_verifier(url, token or None, api_key_cache_seconds=0.0))
+        verifier = remote_verifier(url, settings.internal_token_or_none(), api_key_cache_seconds=0)
+        return cls(tenant_id, verifier)
 
     def describe(self) -> str:
         return f"callers of tenant {self.tenant_id!r}: bearer token or {PREDICT_SCOPE!r} API key"
@@ -95,8 +89,10 @@ class ModelAccess:
             return Refusal(503, "unavailable", "credentials cannot be checked right now")
         if principal.tenant_id != self.tenant_id:
             return Refusal(403, "forbidden", "this model belongs to another tenant")
-        if PREDICT_SCOPE not in principal.scopes:
-            return Refusal(403, "forbidden", f"this API key lacks the {PREDICT_SCOPE!r} scope")
+        try:
+            principal.require(PREDICT_SCOPE)
+        except Forbidden as exc:
+            return Refusal(403, "forbidden", str(exc.detail))
         if principal.kind != "service":  # the internal token is checked anew: a compare
             self._remember(token, principal.kind, principal.expires_at, now)
         return None
